@@ -1,0 +1,1 @@
+"""xDSL dialect definitions of neuron-ir, one file a dialect."""

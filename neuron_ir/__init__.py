@@ -1,0 +1,34 @@
+"""neuron-ir: an MLIR-style compiler from ONNX to AWS Inferentia NeuronCores, on xDSL."""
+
+from __future__ import annotations
+
+from dialects.onnx import CANONICAL_OPSET
+
+from .errors import (
+    ExternalDataError,
+    InterpreterError,
+    IRParseError,
+    ModelImportError,
+    ModelLoadError,
+    NeuronIRError,
+    PassError,
+)
+from .importer import import_model
+from .ir import make_context, parse_ir, print_ir
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CANONICAL_OPSET",
+    "ExternalDataError",
+    "IRParseError",
+    "InterpreterError",
+    "ModelImportError",
+    "ModelLoadError",
+    "NeuronIRError",
+    "PassError",
+    "import_model",
+    "make_context",
+    "parse_ir",
+    "print_ir",
+]

@@ -1,0 +1,37 @@
+"""The pass registry: every pass of neuron-ir by name, one file a pass.
+
+Each entry maps a pass name (as used in ``neuron-opt -p``) to a factory returning
+the pass class, so that importing the registry stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from xdsl.passes import ModulePass
+
+
+def _dce() -> type[ModulePass]:
+    from xdsl.transforms.dead_code_elimination import DeadCodeElimination
+
+    return DeadCodeElimination
+
+
+def _cse() -> type[ModulePass]:
+    from xdsl.transforms.common_subexpression_elimination import (
+        CommonSubexpressionElimination,
+    )
+
+    return CommonSubexpressionElimination
+
+
+PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    # xDSL's generic clean-ups; onnx ops are not marked pure, so these only touch
+    # builtin/arith/scf code.
+    "dce": _dce,
+    "cse": _cse,
+}
+
+
+def available_passes() -> dict[str, Callable[[], type[ModulePass]]]:
+    return dict(PASSES)
