@@ -168,7 +168,13 @@ def _skeleton_node(src: NodeProto, dst: NodeProto, stash: dict[str, TensorProto]
             continue
         for attr in value:
             new = dst.attribute.add()
-            if attr.type == AttributeProto.TENSOR and attr.t.ByteSize() > STRIP_BYTES \
+            if attr.type == AttributeProto.SPARSE_TENSOR:
+                # The version converter cannot read sparse tensors: densify first.
+                dense = _densify(attr.sparse_tensor)
+                new.name = "value" if attr.name == "sparse_value" else attr.name
+                new.type = AttributeProto.TENSOR
+                new.t.CopyFrom(dense)
+            elif attr.type == AttributeProto.TENSOR and attr.t.ByteSize() > STRIP_BYTES \
                     and src.op_type == "Constant" and src.domain in _DEFAULT_DOMAINS \
                     and src.output:
                 new.CopyFrom(attr)
@@ -451,55 +457,7 @@ class _GraphImporter:
             t.ClearField("raw_data")
 
     def topological(self, graph: GraphProto, scope: _Scope) -> list[NodeProto]:
-        """The graph's nodes in an order where every input is defined first."""
-        known = {name for name in scope.values}
-        producers: dict[str, int] = {}
-        for index, node in enumerate(graph.node):
-            for out in node.output:
-                if out:
-                    producers[out] = index
-        order: list[NodeProto] = []
-        state = [0] * len(graph.node)  # 0 new, 1 on stack, 2 done
-        for start in range(len(graph.node)):
-            if state[start]:
-                continue
-            stack = [(start, 0)]
-            state[start] = 1
-            while stack:
-                index, next_input = stack[-1]
-                node = graph.node[index]
-                needs = [n for n in node.input if n] + self.implicit_inputs(node)
-                if next_input < len(needs):
-                    stack[-1] = (index, next_input + 1)
-                    name = needs[next_input]
-                    dep = producers.get(name)
-                    if dep is None:
-                        if name not in known and scope.lookup(name) is None:
-                            raise self.error(f"input '{name}' is not defined by any node, "
-                                             "initializer or graph input", node)
-                        continue
-                    if state[dep] == 1:
-                        raise self.error(f"the graph has a cycle through value '{name}'",
-                                         node)
-                    if state[dep] == 0:
-                        state[dep] = 1
-                        stack.append((dep, 0))
-                    continue
-                state[index] = 2
-                order.append(node)
-                stack.pop()
-        return order
-
-    def implicit_inputs(self, node: NodeProto) -> list[str]:
-        """Outer-scope names a node's subgraphs read: they must be defined first."""
-        names: list[str] = []
-        for attr in node.attribute:
-            if attr.type == AttributeProto.GRAPH:
-                names.extend(_free_names(attr.g))
-            elif attr.type == AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    names.extend(_free_names(g))
-        return names
+        return _topological(graph, lambda name: scope.lookup(name) is not None, self.where)
 
     # -- nodes --
 
@@ -762,6 +720,84 @@ def _densify(sparse: onnx.SparseTensorProto) -> TensorProto:
     return numpy_helper.from_array(dense)
 
 
+def _node_error(node: NodeProto, message: str, where: str) -> ModelImportError:
+    label = node.name or (node.output[0] if node.output else "?")
+    return ModelImportError(f"node '{label}' ({node.op_type}): {message}", where=where)
+
+
+def _topological(graph: GraphProto, defined: Any, where: str) -> list[NodeProto]:
+    """The graph's nodes in an order where every input is defined first.
+
+    ``defined(name)`` tells whether a name comes from outside the node list (graph
+    inputs, initializers, enclosing scopes). Raises on cycles and undefined names.
+    """
+    producers: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        for out in node.output:
+            if out:
+                producers[out] = index
+    order: list[NodeProto] = []
+    state = [0] * len(graph.node)  # 0 new, 1 on the stack, 2 done
+    for start in range(len(graph.node)):
+        if state[start]:
+            continue
+        stack = [(start, 0)]
+        state[start] = 1
+        while stack:
+            index, next_input = stack[-1]
+            node = graph.node[index]
+            needs = [n for n in node.input if n] + _implicit_inputs(node)
+            if next_input < len(needs):
+                stack[-1] = (index, next_input + 1)
+                name = needs[next_input]
+                dep = producers.get(name)
+                if dep is None:
+                    if not defined(name):
+                        raise _node_error(node, f"input '{name}' is not defined by any "
+                                          "node, initializer or graph input", where)
+                    continue
+                if state[dep] == 1:
+                    raise _node_error(node, f"the graph has a cycle through value '{name}'",
+                                      where)
+                if state[dep] == 0:
+                    state[dep] = 1
+                    stack.append((dep, 0))
+                continue
+            state[index] = 2
+            order.append(node)
+            stack.pop()
+    return order
+
+
+def _implicit_inputs(node: NodeProto) -> list[str]:
+    """Outer-scope names a node's subgraphs read: they must be defined first."""
+    names: list[str] = []
+    for attr in node.attribute:
+        if attr.type == AttributeProto.GRAPH:
+            names.extend(_free_names(attr.g))
+        elif attr.type == AttributeProto.GRAPHS:
+            for g in attr.graphs:
+                names.extend(_free_names(g))
+    return names
+
+
+def _check_structure(graph: GraphProto, outer: frozenset[str], where: str) -> None:
+    """Reject cycles and undefined names before the converter sees the graph."""
+    known = set(outer) | {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    order = _topological(graph, known.__contains__, where)
+    for node in order:
+        for attr in node.attribute:
+            subs = [attr.g] if attr.type == AttributeProto.GRAPH else (
+                list(attr.graphs) if attr.type == AttributeProto.GRAPHS else [])
+            for g in subs:
+                _check_structure(g, frozenset(known), where)
+        known.update(o for o in node.output if o)
+    for out in graph.output:
+        if out.name not in known:
+            raise ModelImportError(f"graph output '{out.name}' is not produced by any node",
+                                   where=where)
+
+
 def _free_names(graph: GraphProto) -> list[str]:
     """Names a subgraph reads from enclosing scopes."""
     defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
@@ -818,6 +854,7 @@ def import_model(src: Any) -> ModuleOp:
     graph's inputs (those not backed by an initializer) and outputs, in order.
     """
     source = _load(src)
+    _check_structure(source.model.graph, frozenset(), source.where)
     stash: dict[str, TensorProto] = {}
     skeleton = _skeleton(source.model, stash)
     converted = _to_canonical(skeleton, source.where)

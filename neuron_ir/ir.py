@@ -165,9 +165,28 @@ def parse_ir(text: str, *, source: str = "<ir>", verify: bool = True) -> ModuleO
     except ParseError as exc:
         raise IRParseError(_first_line(str(exc)), where=source) from None
     except VerifyException as exc:
-        raise IRParseError(f"verification failed: {_first_line(str(exc))}",
+        raise IRParseError(f"verification failed: {_describe_failure(module, exc)}",
                            where=source) from None
     return module
+
+
+def _describe_failure(module: ModuleOp, exc: VerifyException) -> str:
+    """Name the innermost op that fails to verify, with its ONNX node name if any."""
+    failing = None
+    for op in module.walk():
+        try:
+            op.verify(verify_nested_ops=False)
+        except VerifyException:
+            failing = op
+            break
+    message = _first_line(str(exc))
+    if failing is None:
+        return message
+    label = f"'{failing.name}'"
+    node = failing.attributes.get("onnx.name")
+    if node is not None and hasattr(node, "data"):
+        label += f" (node '{node.data}')"
+    return f"op {label}: {message}"
 
 
 def _first_line(text: str) -> str:

@@ -1,0 +1,3 @@
+builtin.module {
+  %0 = "onnx.Relu"() : () -> tensor<f32>
+}
