@@ -14,6 +14,7 @@ from .errors import (
     PassError,
 )
 from .importer import import_model
+from .interpreter import Interpreter, run
 from .ir import make_context, parse_ir, print_ir
 
 __version__ = "0.1.0"
@@ -27,8 +28,10 @@ __all__ = [
     "ModelLoadError",
     "NeuronIRError",
     "PassError",
+    "Interpreter",
     "import_model",
     "make_context",
     "parse_ir",
     "print_ir",
+    "run",
 ]

@@ -54,3 +54,57 @@ def roundtrip_failure(model: onnx.ModelProto) -> str | None:
     if again != first:
         return "print -> parse -> print differs"
     return None
+
+
+def _as_array(value) -> np.ndarray:
+    if isinstance(value, onnx.TensorProto):
+        return onnx.numpy_helper.to_array(value)
+    return np.asarray(value)
+
+
+def run_failure(case: NodeCase) -> str | None:
+    """None if the interpreter reproduces every data set of the case, else why not."""
+    from .interpreter import Interpreter
+
+    try:
+        module = import_model(case.model)
+        interpreter = Interpreter(module)
+    except NeuronIRError as exc:
+        return f"prepare: {exc.message}"
+    graph = case.model.graph
+    initializers = {t.name for t in graph.initializer}
+    in_names = [i.name for i in graph.input if i.name not in initializers]
+    out_names = [o.name for o in graph.output]
+    for inputs, outputs in case.data_sets:
+        feeds = {n: _as_array(v) for n, v in zip(in_names, inputs, strict=False)}
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got = interpreter.run(feeds)
+        except NeuronIRError as exc:
+            return f"run: {exc.message}"
+        except Exception as exc:  # a kernel bug: report it, keep going
+            return f"crash: {type(exc).__name__}: {exc}"
+        for name, want in zip(out_names, outputs, strict=False):
+            want = _as_array(want)
+            have = got.get(name)
+            if have is None:
+                return f"output '{name}' missing"
+            if have.dtype != want.dtype:
+                return f"output '{name}': dtype {have.dtype}, expected {want.dtype}"
+            if have.shape != want.shape:
+                return f"output '{name}': shape {have.shape}, expected {want.shape}"
+            if want.dtype == object:
+                if not np.array_equal(have, want):
+                    return f"output '{name}': values differ"
+                continue
+            try:
+                np.testing.assert_allclose(have, want, rtol=case.rtol, atol=case.atol,
+                                           equal_nan=True)
+            except AssertionError:
+                diff = np.abs(have.astype(np.float64) - want.astype(np.float64))
+                return f"output '{name}': values differ (max abs diff {np.nanmax(diff):.3g})"
+            except TypeError:
+                if not np.array_equal(have, want):
+                    return f"output '{name}': values differ"
+    return None

@@ -40,8 +40,10 @@ MODELS: OrderedDict[str, Builder] = OrderedDict(
     ]
 )
 
-# ~110M parameters / ~440 MB: only built on request.
-LARGE_MODELS: OrderedDict[str, Builder] = OrderedDict([("bert_base", bert.build_bert_base)])
+# BERT-base (~110M parameters, ~440 MB) and ResNet-50 (~25.6M, ~100 MB): built on request.
+LARGE_MODELS: OrderedDict[str, Builder] = OrderedDict(
+    [("bert_base", bert.build_bert_base), ("resnet50", vision.build_resnet50)]
+)
 
 InputMaker = Callable[[np.random.Generator, int, int], dict[str, np.ndarray]]
 
@@ -49,6 +51,7 @@ _INPUTS: dict[str, InputMaker] = {
     "tiny_bert": lambda rng, batch, seq: bert.example_inputs(bert.TINY_BERT, rng, batch, seq),
     "bert_base": lambda rng, batch, seq: bert.example_inputs(bert.BERT_BASE, rng, batch, seq),
     "tiny_resnet": lambda rng, batch, seq: vision.example_images(rng, batch, 64),
+    "resnet50": lambda rng, batch, seq: vision.example_images(rng, batch, 224),
     "tiny_resnext": lambda rng, batch, seq: vision.example_images(rng, batch, 64),
     "tiny_vgg": lambda rng, batch, seq: vision.example_images(rng, batch, 32),
     "loop_greedy": lambda rng, batch, seq: control_flow.example_loop_inputs(rng, early_exit=False),

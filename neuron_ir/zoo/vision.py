@@ -49,12 +49,12 @@ def _stem(b: GraphBuilder, x: str, channels: int) -> str:
         )
 
 
-def _classifier(b: GraphBuilder, x: str, channels: int) -> str:
+def _classifier(b: GraphBuilder, x: str, channels: int, classes: int = NUM_CLASSES) -> str:
     with b.scope("avgpool"):
         x = b.op("GlobalAveragePool", x)
     x = b.op("Flatten", x, axis=1)
     with b.scope("fc"):
-        return _nn.gemm(b, x, "fc", channels, NUM_CLASSES, std=1.0 / math.sqrt(channels))
+        return _nn.gemm(b, x, "fc", channels, classes, std=1.0 / math.sqrt(channels))
 
 
 def _shortcut(b: GraphBuilder, x: str, prefix: str, cin: int, cout: int, stride: int) -> str:
@@ -124,6 +124,27 @@ def build_tiny_resnext(seed: int = 2002) -> onnx.ModelProto:
     logits = _classifier(b, x, cin)
     b.output(logits, "logits", FLOAT, ["N", NUM_CLASSES])
     return b.model("main_graph", doc="ResNeXt-style classifier, cardinality 8, random weights")
+
+
+def build_resnet50(seed: int = 2004) -> onnx.ModelProto:
+    """Full-size ResNet-50 (~25.6M parameters): input [N,3,224,224], 1000 classes.
+
+    torchvision's layout: bottlenecks [3, 4, 6, 3], widths 64..512, expansion 4,
+    stride on the 3x3 conv. For benchmarks; too big for the default test set.
+    """
+    b = GraphBuilder(13, seed)
+    x = _stem(b, _image_input(b, 224), 64)
+    cin = 64
+    for stage, (blocks, width) in enumerate([(3, 64), (4, 128), (6, 256), (3, 512)], start=1):
+        for block in range(blocks):
+            stride = 2 if stage > 1 and block == 0 else 1
+            with b.scope(f"layer{stage}", str(block)):
+                x = _bottleneck(b, x, f"layer{stage}.{block}", cin, width, width * 4, stride,
+                                groups=1)
+            cin = width * 4
+    logits = _classifier(b, x, cin, classes=1000)
+    b.output(logits, "logits", FLOAT, ["N", 1000])
+    return b.model("main_graph", doc="ResNet-50, random weights")
 
 
 def build_tiny_vgg(seed: int = 2003) -> onnx.ModelProto:

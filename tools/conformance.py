@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Run every tensor-typed ONNX node test case through importer and interpreter.
+
+Prints the pass count and the failures with their reasons; with --write-xfail it
+rewrites tests/conformance_xfail.txt, the expected-failures list the test suite uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from neuron_ir.conformance import node_cases, run_failure  # noqa: E402
+
+XFAIL = ROOT / "tests" / "conformance_xfail.txt"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", default=None, help="only cases whose name contains this")
+    parser.add_argument("--write-xfail", action="store_true")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    failures: dict[str, str] = {}
+    total = 0
+    for case in node_cases():
+        if args.k and args.k not in case.name:
+            continue
+        total += 1
+        reason = run_failure(case)
+        if reason is not None:
+            failures[case.name] = " ".join(reason.split())[:300]
+    passed = total - len(failures)
+    print(f"{passed} of {total} tensor-typed node test cases pass "
+          f"({100.0 * passed / max(total, 1):.1f}%) in {time.perf_counter() - start:.1f} s")
+    for name, reason in sorted(failures.items()):
+        print(f"  {name}: {reason}")
+    if args.write_xfail:
+        lines = ["# Node test cases the interpreter fails, with the reason; written by",
+                 "# tools/conformance.py --write-xfail. One case a line: NAME: REASON"]
+        lines += [f"{name}: {reason}" for name, reason in sorted(failures.items())]
+        XFAIL.write_text("\n".join(lines) + "\n")
+        print(f"wrote {XFAIL}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
