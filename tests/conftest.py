@@ -17,10 +17,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     markexpr = config.getoption("-m") or ""
     if config.getoption("--run-slow") or "slow" in markexpr:
         return
-    skip = pytest.mark.skip(reason="slow suite: run with --run-slow or -m slow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    # Slow suites are deselected (reported as such), not skipped: they are not
+    # failures being hidden, just a separate command (pytest --run-slow).
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
 
 
 def run_tool(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
