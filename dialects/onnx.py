@@ -1727,15 +1727,15 @@ class IfOp(OnnxOp):
     ONNX_TYPE: ClassVar[str] = "If"
     ONNX_INPUTS: ClassVar[tuple[tuple[str, str, int, str], ...]] = (('cond', 'single', 1, 'cond'),)
     ONNX_OUTPUTS: ClassVar[tuple[tuple[str, str, int, str], ...]] = (('outputs', 'variadic', 1, 'outputs'),)
-    ONNX_ATTRS: ClassVar[dict[str, str]] = {'else_branch': 'graph', 'then_branch': 'graph'}
+    ONNX_ATTRS: ClassVar[dict[str, str]] = {'then_branch': 'graph', 'else_branch': 'graph'}
     ONNX_REQUIRED: ClassVar[frozenset[str]] = frozenset([])
     ONNX_DEFAULTS: ClassVar[dict[str, object]] = {}
-    ONNX_GRAPHS: ClassVar[dict[str, str]] = {'else_branch': 'else_branch', 'then_branch': 'then_branch'}
+    ONNX_GRAPHS: ClassVar[dict[str, str]] = {'then_branch': 'then_branch', 'else_branch': 'else_branch'}
 
     cond = operand_def(TensorLike)
     outputs = var_result_def(TensorLike)
-    else_branch = region_def()
     then_branch = region_def()
+    else_branch = region_def()
 
 
 @irdl_op_definition

@@ -459,6 +459,80 @@ def _scan(planner: Planner, op: Operation) -> Step:
     return step
 
 
+@register_handler("scf.yield", "scf.condition")
+def _scf_terminator(planner: Planner, op: Operation) -> None:
+    return None
+
+
+@register_handler("arith.constant")
+def _arith_constant(planner: Planner, op: Operation) -> None:
+    value = op.value  # type: ignore[attr-defined]
+    if isinstance(value, IntegerAttr):
+        array = np.array(value.value.data, dtype=np.int64)
+    elif isinstance(value, FloatAttr):
+        array = np.array(value.value.data, dtype=np.float64)
+    else:
+        array = constant_array(value)
+    planner.constants[planner.slot(op.results[0])] = array
+    return None
+
+
+@register_handler("tensor.extract")
+def _tensor_extract(planner: Planner, op: Operation) -> Step:
+    source = planner.slot(op.operands[0])
+    indices = planner.operand_slots(list(op.operands[1:]))
+    out = planner.slot(op.results[0])
+
+    def step(env: Env) -> None:
+        index = tuple(int(env[s]) for s in indices)
+        env[out] = np.asarray(env[source][index])
+
+    return step
+
+
+@register_handler("scf.if")
+def _scf_if(planner: Planner, op: Operation) -> Step:
+    cond = planner.slot(op.operands[0])
+    then_plan, _, then_out = planner.plan_region(op.regions[0])
+    else_plan, _, else_out = planner.plan_region(op.regions[1]) if op.regions[1].blocks \
+        else (Plan(), [], [])
+    out_slots = [planner.slot(r) for r in op.results]
+
+    def step(env: Env) -> None:
+        plan, outs = (then_plan, then_out) if bool(env[cond]) else (else_plan, else_out)
+        plan.execute(env)
+        for s, o in zip(out_slots, outs, strict=True):
+            env[s] = env[o]
+
+    return step
+
+
+@register_handler("scf.while")
+def _scf_while(planner: Planner, op: Operation) -> Step:
+    inits = planner.operand_slots(list(op.operands))
+    before, before_args, condition = planner.plan_region(op.regions[0])
+    after, after_args, yielded = planner.plan_region(op.regions[1])
+    out_slots = [planner.slot(r) for r in op.results]
+
+    def step(env: Env) -> None:
+        values = [env[s] for s in inits]
+        while True:
+            for s, v in zip(before_args, values, strict=True):
+                env[s] = v
+            before.execute(env)
+            forwarded = [env[s] for s in condition[1:]]
+            if not bool(env[condition[0]]):
+                break
+            for s, v in zip(after_args, forwarded, strict=True):
+                env[s] = v
+            after.execute(env)
+            values = [env[s] for s in yielded]
+        for s, v in zip(out_slots, forwarded, strict=True):
+            env[s] = v
+
+    return step
+
+
 @register_handler("func.call")
 def _call(planner: Planner, op: Operation) -> Step:
     callee = planner.callee(op.callee.root_reference.data)  # type: ignore[attr-defined]

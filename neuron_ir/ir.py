@@ -23,6 +23,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.dialects.func import Func
 from xdsl.dialects.scf import Scf
+from xdsl.dialects.tensor import Tensor
 from xdsl.ir import Attribute
 from xdsl.parser import Parser
 from xdsl.printer import Printer
@@ -47,7 +48,7 @@ _FLOAT_DTYPES = {
 def make_context() -> Context:
     """A context with every dialect a neuron-ir module may contain."""
     ctx = Context()
-    for dialect in (Builtin, Func, Arith, Scf, ONNX):
+    for dialect in (Builtin, Func, Arith, Scf, Tensor, ONNX):
         ctx.load_dialect(dialect)
     return ctx
 
@@ -163,7 +164,7 @@ def parse_ir(text: str, *, source: str = "<ir>", verify: bool = True) -> ModuleO
         if verify:
             module.verify()
     except ParseError as exc:
-        raise IRParseError(_first_line(str(exc)), where=source) from None
+        raise IRParseError(_parse_message(str(exc)), where=source) from None
     except VerifyException as exc:
         raise IRParseError(f"verification failed: {_describe_failure(module, exc)}",
                            where=source) from None
@@ -187,6 +188,14 @@ def _describe_failure(module: ModuleOp, exc: VerifyException) -> str:
     if node is not None and hasattr(node, "data"):
         label += f" (node '{node.data}')"
     return f"op {label}: {message}"
+
+
+def _parse_message(text: str) -> str:
+    """xDSL's parse errors are location, source line, caret, message: keep the ends."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if len(lines) >= 2:
+        return f"{lines[0].strip()}: {lines[-1].strip()}"
+    return lines[0] if lines else "parse error"
 
 
 def _first_line(text: str) -> str:

@@ -25,7 +25,21 @@ def _cse() -> type[ModulePass]:
     return CommonSubexpressionElimination
 
 
+def _shape_inference() -> type[ModulePass]:
+    from .shape_inference import ShapeInferencePass
+
+    return ShapeInferencePass
+
+
+def _lower_control_flow() -> type[ModulePass]:
+    from .lower_control_flow import LowerControlFlowPass
+
+    return LowerControlFlowPass
+
+
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    "shape-inference": _shape_inference,
+    "lower-control-flow": _lower_control_flow,
     # xDSL's generic clean-ups; onnx ops are not marked pure, so these only touch
     # builtin/arith/scf code.
     "dce": _dce,

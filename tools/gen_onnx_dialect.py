@@ -281,7 +281,10 @@ def _gen_op(schema: onnx.defs.OpSchema) -> str:
     cls = f"{schema.name}Op"
     inputs = [(p.name, _option(p), p.min_arity, _field_name(p.name, taken)) for p in schema.inputs]
     outputs = [(p.name, _option(p), p.min_arity, _field_name(p.name, taken)) for p in schema.outputs]
-    attrs = {n: _ATTR_KIND[a.type] for n, a in sorted(schema.attributes.items())}
+    # Sorted by name, except that If reads then-before-else like the source does.
+    order = {"then_branch": 0, "else_branch": 1}
+    attrs = {n: _ATTR_KIND[a.type] for n, a in
+             sorted(schema.attributes.items(), key=lambda kv: (order.get(kv[0], 2), kv[0]))}
     # graph attributes are regions, which IRDL already requires
     required = sorted(
         n for n, a in schema.attributes.items() if a.required and attrs[n] != "graph"

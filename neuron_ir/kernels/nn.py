@@ -184,7 +184,8 @@ def conv(inputs, attrs, n_out):
 
     if all(kk == 1 for kk in k) and not any(begin) and not any(end):
         # 1x1 kernel: a plain (batched over N and groups) matmul on the subsampled input.
-        xs = x[(slice(None), slice(None), *(slice(None, o * s, s) for o, s in zip(out_sp, strides)))]
+        sub = (slice(None, o * s, s) for o, s in zip(out_sp, strides, strict=True))
+        xs = x[(slice(None), slice(None), *sub)]
         y = np.matmul(w.reshape(g, mg, cg), xs.reshape(n, g, cg, p))
     else:
         xp = np.ascontiguousarray(_pad_spatial(x, begin, end, 0))
@@ -859,7 +860,8 @@ def pad(inputs, attrs, n_out):
     pos = [(max(b, 0), max(e, 0)) for b, e in width]
     if mode == "constant":
         value = _scalar(cval, 0)
-        y = np.pad(data_c, pos, mode="constant", constant_values=np.asarray(value).astype(data.dtype))
+        fill = np.asarray(value).astype(data.dtype)
+        y = np.pad(data_c, pos, mode="constant", constant_values=fill)
     elif mode in ("reflect", "edge", "wrap"):
         y = np.pad(data_c, pos, mode=mode)
     else:
