@@ -108,3 +108,70 @@ def run_failure(case: NodeCase) -> str | None:
                 if not np.array_equal(have, want):
                     return f"output '{name}': values differ"
     return None
+
+
+def shape_agreement(case: NodeCase) -> tuple[int, int, list[str]]:
+    """(agreeing, compared, disagreements) of shape-inference's output types with
+    onnx.shape_inference (data_prop on), where onnx infers a static shape.
+
+    Inputs are pinned to the shapes of the case's first data set.
+    """
+    from xdsl.context import Context
+
+    from passes.shape_inference import ShapeInferencePass
+
+    from .irutil import info_of_type
+
+    model = case.model
+    # Only what onnx infers counts, not what the test model declares: clear the
+    # declared output shapes of a copy before asking onnx.
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for out in probe.graph.output:
+        if out.type.WhichOneof("value") == "tensor_type":
+            out.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe, strict_mode=False, data_prop=True)
+    except Exception:
+        return 0, 0, []
+    theirs = {}
+    for out in inferred.graph.output:
+        tt = out.type.tensor_type
+        if out.type.WhichOneof("value") != "tensor_type" or not tt.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if all(d is not None for d in dims):
+            theirs[out.name] = (tt.elem_type, tuple(dims))
+    if not theirs:
+        return 0, 0, []
+    initializers = {t.name for t in model.graph.initializer}
+    in_names = [i.name for i in model.graph.input if i.name not in initializers]
+    inputs = case.data_sets[0][0] if case.data_sets else []
+    pins = ",".join(f"{n}:{'x'.join(str(d) for d in _as_array(v).shape)}"
+                    for n, v in zip(in_names, inputs, strict=False))
+    try:
+        module = import_model(model)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ShapeInferencePass(input_shapes=pins).apply(Context(), module)
+    except NeuronIRError as exc:
+        return 0, len(theirs), [f"pass: {exc.message}"]
+    from xdsl.dialects.func import FuncOp
+
+    main = next(op for op in module.ops if isinstance(op, FuncOp))
+    ours = {}
+    for k, value in enumerate(main.body.block.last_op.operands):  # type: ignore[union-attr]
+        ours[model.graph.output[k].name] = info_of_type(value.type)
+    agree, problems = 0, []
+    from .dtypes import BY_ONNX
+
+    for name, (elem, dims) in theirs.items():
+        mine = ours.get(name)
+        expected_dtype = BY_ONNX[elem].numpy if elem in BY_ONNX else None
+        if mine is not None and mine.shape == dims and (
+                expected_dtype is None or mine.dtype == expected_dtype):
+            agree += 1
+        else:
+            problems.append(f"{name}: ours {None if mine is None else (mine.dtype, mine.shape)}"
+                            f", onnx {(expected_dtype, dims)}")
+    return agree, len(theirs), problems

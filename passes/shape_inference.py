@@ -31,7 +31,7 @@ from xdsl.ir import Block, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
-from dialects.onnx import ConstantOp, IfOp, LoopOp, OnnxOp, ScanOp
+from dialects.onnx import ConstantOp, CustomOp, IfOp, LoopOp, OnnxOp, ScanOp
 from neuron_ir.errors import NeuronIRError, PassError
 from neuron_ir.interpreter import constant_array, onnx_attrs
 from neuron_ir.irutil import constant_op, info_of_type, tensor_type
@@ -457,7 +457,8 @@ def _erase_dead(block: Block) -> None:
 
 def _check_static(func: FuncOp) -> None:
     for op in func.walk():
-        if op.attributes.get("onnx.data_dependent") is not None:
+        if _inside_custom(op) or op.attributes.get("onnx.data_dependent") is not None:
+            # Custom ops run on the CPU as a whole; their bodies need no static shapes.
             continue
         for k, result in enumerate(op.results):
             ttype = result.type
@@ -469,6 +470,15 @@ def _check_static(func: FuncOp) -> None:
                 break
             raise PassError(f"{_label(op)}: cannot infer a static shape for result {k} "
                             f"(got {_type_text(ttype)})")
+
+
+def _inside_custom(op: Operation) -> bool:
+    parent = op.parent_op()
+    while parent is not None:
+        if isinstance(parent, CustomOp):
+            return True
+        parent = parent.parent_op()
+    return False
 
 
 def _behind_data_dependent(op: Operation) -> bool:
