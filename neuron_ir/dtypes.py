@@ -80,7 +80,7 @@ _TABLE = [
 
 BY_ONNX: dict[int, ElementType] = {e.onnx: e for e in _TABLE}
 BY_XDSL: dict[Attribute, ElementType] = {e.xdsl: e for e in _TABLE}
-BY_NUMPY: dict[np.dtype, ElementType] = {e.numpy: e for e in _TABLE if e.numpy != object}
+BY_NUMPY: dict[np.dtype, ElementType] = {e.numpy: e for e in _TABLE if e.numpy.kind != "O"}
 
 
 def onnx_type_name(onnx_type: int) -> str:

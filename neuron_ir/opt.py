@@ -60,8 +60,16 @@ class NeuronOptMain(xDSLOptMain):
         arg_parser.add_argument(
             "--list-passes", action="store_true", help="list the registered passes and exit"
         )
+        arg_parser.add_argument(
+            "--dot", metavar="FILE", default=None,
+            help="also write the resulting graph as Graphviz DOT, coloured by placement",
+        )
 
     def output_resulting_program(self, prog: ModuleOp) -> str:
+        if self.args.dot:
+            from .dot import to_dot
+
+            self.dot_text = to_dot(prog)
         return print_ir(prog, elide_constants_over=self.args.elide_constants,
                         generic=self.args.print_op_generic)
 
@@ -105,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         tool.prepare_output = lambda: buffer  # type: ignore[method-assign]
         tool.run()
         text = buffer.getvalue()
+        dot_text = getattr(tool, "dot_text", None)
+        if tool.args.dot and dot_text is not None:
+            with open(tool.args.dot, "w") as f:
+                f.write(dot_text)
         if tool.args.output_file:
             with open(tool.args.output_file, "w") as f:
                 f.write(text)

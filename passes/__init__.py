@@ -37,7 +37,14 @@ def _lower_control_flow() -> type[ModulePass]:
     return LowerControlFlowPass
 
 
+def _partition() -> type[ModulePass]:
+    from .partition import PartitionPass
+
+    return PartitionPass
+
+
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    "partition": _partition,
     "shape-inference": _shape_inference,
     "lower-control-flow": _lower_control_flow,
     # xDSL's generic clean-ups; onnx ops are not marked pure, so these only touch

@@ -491,8 +491,9 @@ def _behind_data_dependent(op: Operation) -> bool:
 
 
 def _type_text(ttype) -> str:
-    from neuron_ir.ir import NeuronPrinter
     import io
+
+    from neuron_ir.ir import NeuronPrinter
 
     stream = io.StringIO()
     NeuronPrinter(stream=stream).print_attribute(ttype)

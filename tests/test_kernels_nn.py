@@ -255,9 +255,8 @@ def test_backend_cases_found():
 
 # ------------------------------------------------------------------------------- Conv
 
-_HYP = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.filter_too_much]
+_HYP = settings(max_examples=60, deadline=None, suppress_health_check=_SLOW_OK)
 _AUTO_PADS = ["NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]
 
 
@@ -643,7 +642,7 @@ def _resize_case(draw):
     return inputs, attrs
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=_SLOW_OK)
 @given(_resize_case())
 def test_resize_matches_reference(case):
     inputs, attrs = case

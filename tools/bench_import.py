@@ -56,8 +56,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.model
         if path is None:
-            from neuron_ir import zoo
             import onnx
+
+            from neuron_ir import zoo
 
             start = time.perf_counter()
             path = Path(tmp) / "bert_base.onnx"

@@ -20,8 +20,8 @@ from neuron_ir import zoo  # noqa: E402
 from passes import available_passes  # noqa: E402
 
 DEFAULT_PIPELINE = {
-    "bert_base": 'shape-inference{dims="batch:1,sequence:128"},lower-control-flow',
-    "resnet50": 'shape-inference{dims="N:1"},lower-control-flow',
+    "bert_base": 'shape-inference{dims="batch:1,sequence:128"},lower-control-flow,partition',
+    "resnet50": 'shape-inference{dims="N:1"},lower-control-flow,partition',
 }
 
 

@@ -93,7 +93,8 @@ def _same_pads(
     in_sp: list[int], dk: list[int], strides: list[int], upper: bool
 ) -> tuple[list[int], list[int]]:
     """SAME_* padding: output = ceil(in / stride); odd padding goes to the end for
-    SAME_UPPER and to the beginning for SAME_LOWER."""
+    SAME_UPPER and to the beginning for SAME_LOWER.  Uses the dilated kernel extent
+    and never goes negative (a kernel shorter than the stride pads nothing)."""
     begin, end = [], []
     for n, k, s in zip(in_sp, dk, strides, strict=True):
         out = -(-n // s)
@@ -373,35 +374,45 @@ def batch_normalization(inputs, attrs, n_out):
     ct = _compute_dtype(x.dtype)
     eps = float(attrs.get("epsilon", 1e-5))
     shape = _channel_shape(x.ndim, x.shape[1])
-    xc = x.astype(ct)
-    run_mean, run_var = mean, var
+    xc = x.astype(ct, copy=False)
     if int(attrs.get("training_mode", 0)):
         # Normalize with the batch statistics (biased variance); the optional outputs
         # are the momentum-updated running statistics.
         axes = (0, *range(2, x.ndim))
-        mean = xc.mean(axis=axes)
-        d = xc - mean.reshape(shape)
-        var = np.mean(d * d, axis=axes)
+        batch_mean = xc.mean(axis=axes)
+        y = xc - batch_mean.reshape(shape)
+        batch_var = np.square(y).mean(axis=axes)
+        y *= (scale.astype(ct) / np.sqrt(batch_var + ct.type(eps))).reshape(shape)
+        y += bias.astype(ct).reshape(shape)
         momentum = float(attrs.get("momentum", 0.9))
-        run_mean = run_mean.astype(ct) * momentum + mean * (1 - momentum)
-        run_var = run_var.astype(ct) * momentum + var * (1 - momentum)
-    k = (scale.astype(ct) / np.sqrt(var.astype(ct) + ct.type(eps))).reshape(shape)
-    # (x - mean) * k rather than x * k + (b - mean * k): no cancellation when x ~ mean.
-    y = xc - mean.astype(ct).reshape(shape)
-    y *= k
-    y += bias.astype(ct).reshape(shape)
-    outs = [_to_dtype(y, x.dtype), run_mean.astype(x.dtype), run_var.astype(x.dtype)]
+        mean = mean.astype(ct) * momentum + batch_mean * (1 - momentum)
+        var = var.astype(ct) * momentum + batch_var * (1 - momentum)
+    else:
+        # Folded into one scale and shift per channel (two passes over x), like
+        # onnxruntime; the folding runs in float64 so the shift adds no rounding.
+        k = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+        shift = bias.astype(np.float64) - mean.astype(np.float64) * k
+        y = np.multiply(xc, k.astype(ct).reshape(shape))
+        y += shift.astype(ct).reshape(shape)
+    # (np.array copies: the statistics outputs never alias the inputs)
+    outs = [_to_dtype(y, x.dtype), np.array(mean, dtype=x.dtype), np.array(var, dtype=x.dtype)]
     return outs[:n_out]
 
 
-def _normalize(x: np.ndarray, axes: tuple[int, ...], eps: float, dtype) -> tuple:
-    """(x - mean) / sqrt(var + eps) over ``axes`` in ``dtype``; two-pass variance."""
-    xu = x.astype(dtype)
-    mean = xu.mean(axis=axes, keepdims=True)
-    d = xu - mean
-    var = np.mean(d * d, axis=axes, keepdims=True)
+def _normalize(x: np.ndarray, start: int, eps: float, dtype) -> tuple:
+    """(x - mean) / sqrt(var + eps) over the trailing axes ``start:``, in ``dtype``.
+
+    Works in place on one fresh copy, rows x cols; mean and variance use numpy's
+    pairwise sums (two-pass variance).  Returns y and keepdims-shaped mean, 1/std."""
+    rows = math.prod(x.shape[:start])
+    xu = np.array(x, dtype=dtype, order="C").reshape(rows, -1)
+    mean = xu.mean(axis=1, keepdims=True)
+    xu -= mean
+    var = np.square(xu).mean(axis=1, keepdims=True)
     inv = 1.0 / np.sqrt(var + np.asarray(eps, dtype))
-    return d * inv, mean, inv
+    xu *= inv
+    keep = x.shape[:start] + (1,) * (x.ndim - start)
+    return xu.reshape(x.shape), mean.reshape(keep), inv.reshape(keep)
 
 
 @kernel("InstanceNormalization")
@@ -409,7 +420,7 @@ def instance_normalization(inputs, attrs, n_out):
     x, scale, bias = inputs[:3]
     ct = _compute_dtype(x.dtype)
     eps = float(attrs.get("epsilon", 1e-5))
-    y, _, _ = _normalize(x, tuple(range(2, x.ndim)), eps, ct)
+    y, _, _ = _normalize(x, 2, eps, ct)
     shape = _channel_shape(x.ndim, x.shape[1])
     y *= scale.astype(ct).reshape(shape)
     y += bias.astype(ct).reshape(shape)
@@ -422,10 +433,11 @@ def layer_normalization(inputs, attrs, n_out):
     axis = _norm_axis(int(attrs.get("axis", -1)), x.ndim)
     eps = float(attrs.get("epsilon", 1e-5))
     u = _stash_dtype(attrs)
-    norm, mean, inv = _normalize(x, tuple(range(axis, x.ndim)), eps, u)
+    norm, mean, inv = _normalize(x, axis, eps, u)
     # Stage two (scale and shift) runs in the input type, as in the spec's function body.
     ct = _compute_dtype(x.dtype)
-    y = norm.astype(ct) * scale.astype(ct)
+    y = norm.astype(ct, copy=False)
+    y *= scale.astype(ct, copy=False)
     if bias is not None:
         y += bias.astype(ct)
     return [_to_dtype(y, x.dtype), mean, inv][:n_out]
@@ -438,9 +450,9 @@ def group_normalization(inputs, attrs, n_out):
     groups = int(attrs["num_groups"])
     u = _stash_dtype(attrs)
     n, c = x.shape[:2]
-    norm, _, _ = _normalize(x.reshape(n, groups, -1), (2,), eps, u)
+    norm, _, _ = _normalize(x.reshape(n, groups, -1), 2, eps, u)
     ct = _compute_dtype(x.dtype)
-    y = norm.reshape(x.shape).astype(ct)
+    y = norm.reshape(x.shape).astype(ct, copy=False)
     shape = _channel_shape(x.ndim, c)
     y *= scale.astype(ct).reshape(shape)
     y += bias.astype(ct).reshape(shape)
@@ -494,8 +506,9 @@ def lrn(inputs, attrs, n_out):
 def softmax(inputs, attrs, n_out):
     x = inputs[0]
     axis = int(attrs.get("axis", -1))
-    xc = x.astype(_compute_dtype(x.dtype))
-    e = np.exp(xc - xc.max(axis=axis, keepdims=True))
+    e = np.array(x, dtype=_compute_dtype(x.dtype))  # fresh copy, worked in place
+    e -= e.max(axis=axis, keepdims=True)
+    np.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
     return [_to_dtype(e, x.dtype)]
 
@@ -504,8 +517,8 @@ def softmax(inputs, attrs, n_out):
 def log_softmax(inputs, attrs, n_out):
     x = inputs[0]
     axis = int(attrs.get("axis", -1))
-    xc = x.astype(_compute_dtype(x.dtype))
-    z = xc - xc.max(axis=axis, keepdims=True)
+    z = np.array(x, dtype=_compute_dtype(x.dtype))  # fresh copy, worked in place
+    z -= z.max(axis=axis, keepdims=True)
     z -= np.log(np.exp(z).sum(axis=axis, keepdims=True))
     return [_to_dtype(z, x.dtype)]
 
@@ -570,11 +583,25 @@ def _window_counts(in_sp, k, strides, dil, begin, end, out_sp, include_pad):
     return count
 
 
-def _sum_pool(xp, k, strides, dil, out_sp, dtype):
-    acc = np.zeros((*xp.shape[:2], *out_sp), dtype=dtype)
-    for tap in np.ndindex(*k):
-        acc += xp[_tap_slices(tap, out_sp, strides, dil)]
-    return acc
+def _window_reduce(xp, k, strides, dil, out_sp, ufunc):
+    """Reduce every pooling window of ``xp`` with ``ufunc`` (np.add / np.maximum).
+
+    Rectangular windows are separable: reducing one spatial dim at a time costs
+    sum(k) array passes instead of prod(k).  Returns a fresh array."""
+    y = xp
+    for i in range(len(k)):
+        sl = [slice(None)] * xp.ndim
+
+        def tap(t, i=i, sl=sl):
+            start = t * dil[i]
+            sl[2 + i] = slice(start, start + (out_sp[i] - 1) * strides[i] + 1, strides[i])
+            return tuple(sl)
+
+        acc = y[tap(0)].copy()
+        for t in range(1, k[i]):
+            ufunc(acc, y[tap(t)], out=acc)
+        y = acc
+    return y if y is not xp else xp.copy()
 
 
 @kernel("MaxPool")
@@ -585,12 +612,10 @@ def max_pool(inputs, attrs, n_out):
     k, strides, dil, begin, end, extra, out_sp = _pool_geometry(attrs, in_sp)
     low = np.iinfo(x.dtype).min if x.dtype.kind in "iu" else -np.inf
     xp = _pad_spatial(x, begin, [e + x_ for e, x_ in zip(end, extra)], low)
+    if n_out == 1:
+        return [_window_reduce(xp, k, strides, dil, out_sp, np.maximum)]
     taps = list(np.ndindex(*k))
     y = xp[_tap_slices(taps[0], out_sp, strides, dil)].copy()
-    if n_out == 1:
-        for tap in taps[1:]:
-            np.maximum(y, xp[_tap_slices(tap, out_sp, strides, dil)], out=y)
-        return [y]
     # Track the winning tap; strict '>' keeps the first maximum in window order.
     best = np.zeros(y.shape, dtype=np.int64)
     for t, tap in enumerate(taps[1:], 1):
@@ -620,7 +645,7 @@ def average_pool(inputs, attrs, n_out):
     k, strides, dil, begin, end, extra, out_sp = _pool_geometry(attrs, in_sp)
     ct = _compute_dtype(x.dtype)
     xp = _pad_spatial(x.astype(ct, copy=False), begin, [e + x_ for e, x_ in zip(end, extra)], 0)
-    acc = _sum_pool(xp, k, strides, dil, out_sp, ct)
+    acc = _window_reduce(xp, k, strides, dil, out_sp, np.add)
     include = int(attrs.get("count_include_pad", 0)) == 1
     count = _window_counts(in_sp, k, strides, dil, begin, end, out_sp, include)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -643,16 +668,17 @@ def lp_pool(inputs, attrs, n_out):
     in_sp = list(x.shape[2:])
     k, strides, dil, begin, end, extra, out_sp = _pool_geometry(attrs, in_sp)
     ct = _compute_dtype(x.dtype)
-    xpow = _lp_power(x.astype(ct), p)
+    xpow = _lp_power(x.astype(ct, copy=False), p)
     xp = _pad_spatial(xpow, begin, [e + x_ for e, x_ in zip(end, extra)], 0)
-    acc = _sum_pool(xp, k, strides, dil, out_sp, ct)
+    acc = _window_reduce(xp, k, strides, dil, out_sp, np.add)
     return [_to_dtype(_lp_root(acc, p), x.dtype)]
 
 
 @kernel("GlobalAveragePool")
 def global_average_pool(inputs, attrs, n_out):
     x = inputs[0]
-    y = x.astype(_compute_dtype(x.dtype)).mean(axis=tuple(range(2, x.ndim)), keepdims=True)
+    xc = x.astype(_compute_dtype(x.dtype), copy=False)
+    y = xc.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
     return [_to_dtype(y, x.dtype)]
 
 
@@ -666,7 +692,7 @@ def global_max_pool(inputs, attrs, n_out):
 def global_lp_pool(inputs, attrs, n_out):
     x = inputs[0]
     p = int(attrs.get("p", 2))
-    s = _lp_power(x.astype(_compute_dtype(x.dtype)), p).sum(
+    s = _lp_power(x.astype(_compute_dtype(x.dtype), copy=False), p).sum(
         axis=tuple(range(2, x.ndim)), keepdims=True
     )
     return [_to_dtype(_lp_root(s, p), x.dtype)]

@@ -1,0 +1,74 @@
+"""Floating-point operation counts of onnx-dialect ops, from their static types.
+
+One count per op: multiply-adds count as 2 for the Tensor-engine ops (MatMul, Gemm,
+Conv, ConvTranspose, Einsum is estimated as a MatMul), and elementwise or
+normalisation ops count a small constant per output element. Layout and shape ops
+(Reshape, Transpose, Gather, ...) move data and count 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+from xdsl.ir import Operation
+
+from dialects.onnx import OnnxOp
+
+from .interpreter import onnx_attrs
+from .irutil import info_of_type
+
+_NO_COMPUTE = {
+    "Constant", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity",
+    "Shape", "Size", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND",
+    "Expand", "Tile", "Cast", "CastLike", "ConstantOfShape", "Range", "Dropout", "Pad",
+    "DepthToSpace", "SpaceToDepth", "ScatterND", "ScatterElements", "OneHot", "Trilu",
+}
+# Per output element: a rough count of the arithmetic a numerically sound kernel does.
+_PER_ELEMENT = {"Softmax": 5, "LogSoftmax": 5, "LayerNormalization": 8,
+                "BatchNormalization": 2, "InstanceNormalization": 8, "GroupNormalization": 8,
+                "Erf": 10, "Gelu": 12, "Sigmoid": 4, "Tanh": 4, "Exp": 2, "Log": 2,
+                "Pow": 2, "Sqrt": 2, "Resize": 4}
+
+
+def _numel(shape) -> int:
+    if shape is None or any(d is None for d in shape):
+        return 0
+    return math.prod(shape)
+
+
+def op_flops(op: Operation) -> int:
+    """Estimated FLOPs of one op with static types; 0 when unknown or data movement."""
+    if not isinstance(op, OnnxOp):
+        return 0
+    kind = op.ONNX_TYPE
+    if kind in _NO_COMPUTE:
+        return 0
+    outs = [info_of_type(v.type) for v in op.onnx_outputs() if v is not None]
+    ins = [None if v is None else info_of_type(v.type) for v in op.onnx_inputs()]
+    out_elems = _numel(outs[0].shape) if outs else 0
+    if kind in ("MatMul", "MatMulInteger", "Gemm", "Einsum"):
+        a = ins[0]
+        if a is None or not a.shape:
+            return 0
+        attrs = onnx_attrs(op) if kind == "Gemm" else {}
+        k = a.shape[0] if attrs.get("transA", 0) else a.shape[-1]
+        return 2 * out_elems * (k or 0)
+    if kind in ("Conv", "ConvInteger"):
+        w = ins[1]
+        if w is None or w.shape is None or any(d is None for d in w.shape):
+            return 0
+        return 2 * out_elems * math.prod(w.shape[1:])
+    if kind == "ConvTranspose":
+        x, w = ins[0], ins[1]
+        if x is None or w is None or w.shape is None:
+            return 0
+        group = onnx_attrs(op).get("group", 1)
+        return 2 * _numel(x.shape) * (w.shape[1] or 0) * group * math.prod(w.shape[2:]) // max(
+            group, 1)
+    if kind.startswith("Reduce") or kind in ("ArgMax", "ArgMin", "GlobalAveragePool",
+                                             "GlobalMaxPool"):
+        return _numel(ins[0].shape) if ins and ins[0] is not None else 0
+    if kind in ("MaxPool", "AveragePool", "LpPool"):
+        k = onnx_attrs(op).get("kernel_shape", [1])
+        return out_elems * math.prod(k)
+    return out_elems * _PER_ELEMENT.get(kind, 1)
