@@ -46,7 +46,6 @@ from dialects.onnx import (
     ConstantOp,
     CustomOp,
     StringTensorAttr,
-    StringType,
     UnknownType,
     YieldOp,
 )
@@ -913,8 +912,4 @@ def import_model(src: Any) -> ModuleOp:
     return module
 
 
-def elem_of(ttype: Attribute) -> Attribute:
-    return ttype.element_type if isinstance(ttype, TensorType | UnrankedTensorType) else ttype
-
-
-__all__ = ["import_model", "StringType"]
+__all__ = ["import_model"]

@@ -345,11 +345,13 @@ def _reference_kernel(op: Operation, op_type: str, attrs: dict[str, Any], n_in: 
     return run
 
 
-@register_handler("onnx.If")
-def _if(planner: Planner, op: Operation) -> Step:
+def _branch_step(planner: Planner, op: Operation, then_region: Region,
+                 else_region: Region) -> Step:
+    """onnx.If and scf.if: run one region, forward what it yields."""
     cond_slot = planner.slot(op.operands[0])
-    then_plan, _, then_out = planner.plan_region(op.then_branch)  # type: ignore[attr-defined]
-    else_plan, _, else_out = planner.plan_region(op.else_branch)  # type: ignore[attr-defined]
+    then_plan, _, then_out = planner.plan_region(then_region)
+    else_plan, _, else_out = (planner.plan_region(else_region) if else_region.blocks
+                              else (Plan(), [], []))
     out_slots = [planner.slot(r) for r in op.results]
 
     def step(env: Env) -> None:
@@ -362,6 +364,11 @@ def _if(planner: Planner, op: Operation) -> Step:
             env[s] = env[o]
 
     return step
+
+
+@register_handler("onnx.If")
+def _if(planner: Planner, op: Operation) -> Step:
+    return _branch_step(planner, op, op.then_branch, op.else_branch)  # type: ignore
 
 
 @register_handler("onnx.Loop")
@@ -492,19 +499,7 @@ def _tensor_extract(planner: Planner, op: Operation) -> Step:
 
 @register_handler("scf.if")
 def _scf_if(planner: Planner, op: Operation) -> Step:
-    cond = planner.slot(op.operands[0])
-    then_plan, _, then_out = planner.plan_region(op.regions[0])
-    else_plan, _, else_out = planner.plan_region(op.regions[1]) if op.regions[1].blocks \
-        else (Plan(), [], [])
-    out_slots = [planner.slot(r) for r in op.results]
-
-    def step(env: Env) -> None:
-        plan, outs = (then_plan, then_out) if bool(env[cond]) else (else_plan, else_out)
-        plan.execute(env)
-        for s, o in zip(out_slots, outs, strict=True):
-            env[s] = env[o]
-
-    return step
+    return _branch_step(planner, op, op.regions[0], op.regions[1])
 
 
 @register_handler("scf.while")

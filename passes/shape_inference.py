@@ -284,8 +284,6 @@ class _Inference:
         self.rewriter.insert_op(new_ops, _before(op))
         for old, new in zip([v for v in outputs if v is not None], replacement, strict=True):
             if new is not None:
-                if new.type != old.type:
-                    pass  # uses see the new, static type through the constant
                 old.replace_all_uses_with(new)
         self.rewriter.erase_op(op)
         return True

@@ -10,12 +10,12 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from xdsl.dialects.builtin import DYNAMIC_INDEX, DenseIntOrFPElementsAttr
+from xdsl.dialects.builtin import DYNAMIC_INDEX
 from xdsl.dialects.func import FuncOp
 
 import neuron_ir
 from dialects.onnx import ConstantOp, CustomOp, IfOp, LoopOp
-from neuron_ir.dtypes import numpy_dtype_of
+from neuron_ir.interpreter import constant_array
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17, **kw) -> onnx.ModelProto:
@@ -33,15 +33,8 @@ def _main(module) -> FuncOp:
 
 
 def _constants(module) -> dict[str, np.ndarray]:
-    out = {}
-    for op in module.walk():
-        if isinstance(op, ConstantOp):
-            value = op.value
-            assert isinstance(value, DenseIntOrFPElementsAttr)
-            dtype = numpy_dtype_of(value.get_element_type())
-            out[op.attributes["onnx.name"].data] = np.frombuffer(
-                value.data.data, dtype=dtype).reshape(value.get_shape())
-    return out
+    return {op.attributes["onnx.name"].data: constant_array(op.value)
+            for op in module.walk() if isinstance(op, ConstantOp)}
 
 
 def test_signature_follows_graph_inputs_and_outputs_in_order():

@@ -9,11 +9,10 @@ import onnx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
-from xdsl.dialects.builtin import DenseIntOrFPElementsAttr
 
 import neuron_ir
 from dialects.onnx import ConstantOp
-from neuron_ir.dtypes import numpy_dtype_of
+from neuron_ir.interpreter import constant_array
 
 DTYPES = [np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64),
           np.dtype(ml_dtypes.bfloat16), np.dtype(np.bool_), np.dtype(np.int64),
@@ -76,15 +75,8 @@ def models(draw) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
 
 
 def _constants(module) -> dict[str, np.ndarray]:
-    out = {}
-    for op in module.walk():
-        if isinstance(op, ConstantOp):
-            attr = op.value
-            assert isinstance(attr, DenseIntOrFPElementsAttr)
-            dtype = numpy_dtype_of(attr.get_element_type())
-            out[op.attributes["onnx.name"].data] = np.frombuffer(
-                attr.data.data, dtype=dtype).reshape(attr.get_shape())
-    return out
+    return {op.attributes["onnx.name"].data: constant_array(op.value)
+            for op in module.walk() if isinstance(op, ConstantOp)}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
