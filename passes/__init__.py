@@ -11,20 +11,6 @@ from collections.abc import Callable
 from xdsl.passes import ModulePass
 
 
-def _dce() -> type[ModulePass]:
-    from xdsl.transforms.dead_code_elimination import DeadCodeElimination
-
-    return DeadCodeElimination
-
-
-def _cse() -> type[ModulePass]:
-    from xdsl.transforms.common_subexpression_elimination import (
-        CommonSubexpressionElimination,
-    )
-
-    return CommonSubexpressionElimination
-
-
 def _shape_inference() -> type[ModulePass]:
     from .shape_inference import ShapeInferencePass
 
@@ -47,10 +33,6 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "partition": _partition,
     "shape-inference": _shape_inference,
     "lower-control-flow": _lower_control_flow,
-    # xDSL's generic clean-ups; onnx ops are not marked pure, so these only touch
-    # builtin/arith/scf code.
-    "dce": _dce,
-    "cse": _cse,
 }
 
 
