@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dialects.onnx import CANONICAL_OPSET
 
+from .artifact import ArtifactError
+from .compiler import DEFAULT_PIPELINE, CompiledModel, compile, load
 from .errors import (
     ExternalDataError,
     InterpreterError,
@@ -20,7 +22,12 @@ from .ir import make_context, parse_ir, print_ir
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArtifactError",
     "CANONICAL_OPSET",
+    "CompiledModel",
+    "DEFAULT_PIPELINE",
+    "compile",
+    "load",
     "ExternalDataError",
     "IRParseError",
     "InterpreterError",

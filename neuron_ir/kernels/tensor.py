@@ -578,7 +578,7 @@ _FLOAT8 = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _onnx_dtype(to: int) -> np.dtype:
     return np.dtype(tensor_dtype_to_np_dtype(to))
 

@@ -1,0 +1,175 @@
+"""The compile API, the artifact format, the simulated timeline and neuron-run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import run_tool
+
+from neuron_ir import zoo
+from neuron_ir.artifact import ArtifactError
+from neuron_ir.compiler import DEFAULT_PIPELINE, CompiledModel, compile, load
+from neuron_ir.errors import NeuronIRError, PassError
+from neuron_ir.timeline import to_chrome_trace
+
+# name -> compile options; None: pin the shapes of the example inputs
+MODELS = {
+    "tiny_resnet": None,
+    "tiny_bert": {"dims": {"batch": 2, "sequence": 16}},
+    "tiny_ssd": None,
+    "loop_greedy": None,
+}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """name -> (onnx path, inputs, CompiledModel), compiled once for the module."""
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for name, options in MODELS.items():
+        model = zoo.build(name)
+        path = root / f"{name}.onnx"
+        onnx.save(model, path)
+        feeds = zoo.example_inputs(name)
+        if options is None:
+            options = {"input_shapes": {k: v.shape for k, v in feeds.items()}}
+        out[name] = (path, feeds, compile(str(path), **options))
+    return out
+
+
+def test_default_pipeline_is_a_flat_pass_string():
+    spec = DEFAULT_PIPELINE("inf1", {"a": (1, 128), "b": (1, 128)}, {"batch": 1})
+    assert spec == ('shape-inference{input-shapes="a:1x128,b:1x128" dims="batch:1"},'
+                    "lower-control-flow,partition{target=inf1}")
+    assert DEFAULT_PIPELINE("inf1", "a:1x2") == \
+        'shape-inference{input-shapes="a:1x2"},lower-control-flow,partition{target=inf1}'
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_compiled_model_matches_onnxruntime(compiled, name):
+    path, feeds, model = compiled[name]
+    assert isinstance(model, CompiledModel) and model.target == "inf1"
+    assert model.report.subgraphs, "nothing went to the NeuronCore"
+    ours = model.run(feeds)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    for key, expected in zip(names, sess.run(names, feeds), strict=True):
+        np.testing.assert_allclose(ours[key], expected, rtol=1e-3, atol=1e-4, err_msg=key)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_save_load_run_is_bit_identical_and_small(compiled, name, tmp_path):
+    path, feeds, model = compiled[name]
+    artifact = tmp_path / f"{name}.nir"
+    model.save(artifact)
+    assert os.path.getsize(artifact) <= 1.3 * os.path.getsize(path)
+    loaded = load(artifact)
+    assert loaded.target == model.target and loaded.pipeline == model.pipeline
+    before, after = model.run(feeds), loaded.run(feeds)
+    assert list(before) == list(after)
+    for key in before:
+        assert before[key].dtype == after[key].dtype
+        assert before[key].tobytes() == after[key].tobytes(), key
+    # Loading twice in one process (xDSL's resource keys are process-global).
+    again = load(artifact).run(feeds)
+    assert all(again[k].tobytes() == before[k].tobytes() for k in before)
+
+
+def test_compile_does_not_mutate_a_module_argument():
+    import neuron_ir
+
+    module = neuron_ir.import_model(zoo.build("tiny_resnet"))
+    text = neuron_ir.print_ir(module)
+    compile(module, dims={"N": 2})
+    assert neuron_ir.print_ir(module) == text
+
+
+def test_dynamic_input_is_a_pass_error():
+    with pytest.raises(PassError, match="dynamic"):
+        compile(zoo.build("tiny_resnet"))
+
+
+@pytest.mark.parametrize("damage", ["magic", "truncate", "flip"])
+def test_bad_artifact_names_the_file(compiled, tmp_path, damage):
+    artifact = tmp_path / "m.nir"
+    compiled["tiny_resnet"][2].save(artifact)
+    data = bytearray(artifact.read_bytes())
+    if damage == "magic":
+        data[:4] = b"ONNX"
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[-100] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=str(artifact)) as info:
+        load(artifact)
+    assert isinstance(info.value, NeuronIRError)
+
+
+def test_timeline_uses_engines_and_overlaps(compiled):
+    model = compiled["tiny_ssd"][2]
+    timeline = model.timeline()
+    tracks = {e.track for e in timeline.events}
+    assert {"tensor", "vector", "cpu"} <= tracks
+    assert model.simulated_latency == timeline.latency > 0
+    # Per track, events never overlap; every event ends by the latency.
+    for track in tracks:
+        evs = sorted((e for e in timeline.events if e.track == track), key=lambda e: e.start)
+        for a, b in zip(evs, evs[1:], strict=False):
+            assert a.start + a.duration <= b.start + 1e-15
+    assert max(e.start + e.duration for e in timeline.events) <= timeline.latency
+    trace = to_chrome_trace(timeline.events)
+    xs = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert xs and all({"name", "ts", "dur", "pid", "tid"} <= set(e) for e in xs)
+
+
+def test_neuron_run_artifact_with_npz(compiled, tmp_path):
+    _, feeds, model = compiled["tiny_resnet"]
+    artifact, inputs = tmp_path / "r.nir", tmp_path / "x.npz"
+    out, trace = tmp_path / "y.npz", tmp_path / "t.json"
+    model.save(artifact)
+    np.savez(inputs, **feeds)
+    proc = run_tool("neuron_ir.run_main", str(artifact), "--inputs", str(inputs),
+                    "--output", str(out), "--trace", str(trace))
+    assert proc.returncode == 0, proc.stderr
+    assert "simulated latency" in proc.stdout and "logits" in proc.stdout
+    expected = model.run(feeds)
+    with np.load(out) as got:
+        assert sorted(got.files) == sorted(expected)
+        for k in expected:
+            assert got[k].tobytes() == expected[k].tobytes()
+    events = json.loads(trace.read_text())["traceEvents"]
+    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
+               if e["ph"] == "M" and e["name"] == "thread_name"}
+    xs = [e for e in events if e["ph"] == "X"]
+    assert xs
+    named = {threads[(e["pid"], e["tid"])] for e in xs}
+    assert named <= {"tensor", "vector", "scalar", "gpsimd", "dma", "cpu"}
+    assert "tensor" in named
+    assert any(e["ph"] == "M" and e["args"].get("name") == "NeuronCore 0" for e in events)
+
+
+def test_neuron_run_bad_artifact_is_one_error_line(tmp_path):
+    bad, out = tmp_path / "bad.nir", tmp_path / "y.npz"
+    bad.write_bytes(b"NEURONIR\x01\x00")
+    proc = run_tool("neuron_ir.run_main", str(bad), "--output", str(out))
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: "), proc.stderr
+    assert not out.exists()
+
+
+def test_neuron_run_wrong_shape_is_one_error_line(compiled, tmp_path):
+    artifact, x, out = tmp_path / "r.nir", tmp_path / "x.npy", tmp_path / "y.npz"
+    compiled["tiny_resnet"][2].save(artifact)
+    np.save(x, np.zeros((1, 2), np.float32))
+    proc = run_tool("neuron_ir.run_main", str(artifact), "--input", f"input={x}",
+                    "--output", str(out))
+    assert proc.returncode == 1 and not out.exists()
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "expected shape" in lines[0], proc.stderr
