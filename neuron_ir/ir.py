@@ -29,6 +29,7 @@ from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError, VerifyException
 
+from dialects.nc import NC
 from dialects.onnx import ONNX
 
 from .errors import IRParseError
@@ -48,7 +49,7 @@ _FLOAT_DTYPES = {
 def make_context() -> Context:
     """A context with every dialect a neuron-ir module may contain."""
     ctx = Context()
-    for dialect in (Builtin, Func, Arith, Scf, Tensor, ONNX):
+    for dialect in (Builtin, Func, Arith, Scf, Tensor, ONNX, NC):
         ctx.load_dialect(dialect)
     return ctx
 

@@ -65,6 +65,30 @@ class NeuronOptMain(xDSLOptMain):
             help="also write the resulting graph as Graphviz DOT, coloured by placement",
         )
 
+    failures: int = 0
+
+    def run(self) -> None:
+        """xDSL's loop, except that with --split-input-file a failing chunk reports its
+        error and the next chunk still runs (as mlir-opt does)."""
+        if not self.args.split_input_file:
+            super().run()
+            return
+        chunks, file_extension = self.prepare_input()
+        output = self.prepare_output()
+        for index, (chunk, offset) in enumerate(chunks):
+            try:
+                if index > 0:
+                    output.write("// -----\n")
+                module = self.parse_chunk(chunk, file_extension, offset)
+                if module is not None:
+                    self.apply_passes(module)
+                    output.write(self.output_resulting_program(module))
+            except NeuronIRError as exc:
+                self.failures += 1
+                _error(exc.where or self.get_input_name(), exc.message)
+            finally:
+                chunk.close()
+
     def output_resulting_program(self, prog: ModuleOp) -> str:
         if self.args.dot:
             from .dot import to_dot
@@ -112,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         buffer = _KeptBuffer()
         tool.prepare_output = lambda: buffer  # type: ignore[method-assign]
         tool.run()
+        if tool.failures:
+            return 1
         text = buffer.getvalue()
         dot_text = getattr(tool, "dot_text", None)
         if tool.args.dot and dot_text is not None:
