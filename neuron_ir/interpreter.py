@@ -642,3 +642,6 @@ def run(module: Any, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
     if not isinstance(module, ModuleOp) and hasattr(module, "run"):
         return module.run(inputs)
     return Interpreter(module).run(inputs)
+
+
+from . import nc_interp  # noqa: E402,F401  (registers the nc.* handlers; imports this module)

@@ -29,7 +29,14 @@ def _partition() -> type[ModulePass]:
     return PartitionPass
 
 
+def _lower_to_nc() -> type[ModulePass]:
+    from .lower_to_nc import LowerToNcPass
+
+    return LowerToNcPass
+
+
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    "lower-to-nc": _lower_to_nc,
     "partition": _partition,
     "shape-inference": _shape_inference,
     "lower-control-flow": _lower_control_flow,
