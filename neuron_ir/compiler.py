@@ -62,11 +62,12 @@ def _shape_inference(target: str, input_shapes: InputShapes, dims: Dims) -> str:
 
 
 # One entry a stage, in order; each turns the compile options into one pass spec.
-# The nc lowering will be one more entry here (e.g. ``lambda t, s, d: "lower-to-nc"``).
+# Later stages (batching, pipeline-shard) go in here, in order.
 PIPELINE_STAGES: list[Callable[[str, InputShapes, Dims], str]] = [
     _shape_inference,
     lambda target, input_shapes, dims: "lower-control-flow",
     lambda target, input_shapes, dims: f"partition{{target={target}}}",
+    lambda target, input_shapes, dims: "lower-to-nc",
 ]
 
 

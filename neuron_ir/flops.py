@@ -36,8 +36,37 @@ def _numel(shape) -> int:
     return math.prod(shape)
 
 
+_NC_MOVES = {"nc.program", "nc.return", "nc.weight", "nc.reshape", "nc.broadcast",
+             "nc.slice", "nc.concat", "nc.pad", "nc.transpose", "nc.dma_copy", "nc.send",
+             "nc.recv", "nc.gather", "nc.iota", "nc.cast"}
+
+
+def _nc_flops(op: Operation) -> int:
+    """The same counts for lowered nc ops, so reports agree before and after lowering."""
+    if op.name in _NC_MOVES or not op.results:
+        return 0
+    out = _numel(info_of_type(op.results[0].type).shape)
+    ins = [info_of_type(v.type) for v in op.operands]
+    if op.name == "nc.matmul":
+        lhs = ins[0].shape or ()
+        transposed = op.properties.get("transpose_lhs")
+        k = lhs[-2] if transposed is not None and transposed.value.data and len(lhs) > 1 \
+            else (lhs[-1] if lhs else 0)
+        return 2 * out * (k or 0)
+    if op.name == "nc.conv":
+        w = ins[1].shape
+        return 2 * out * math.prod(w[1:]) if w and None not in w else 0
+    if op.name == "nc.pool":
+        return out * math.prod(op.properties["kernel"].get_values())  # type: ignore
+    if op.name == "nc.reduce":
+        return _numel(ins[0].shape)
+    return out
+
+
 def op_flops(op: Operation) -> int:
     """Estimated FLOPs of one op with static types; 0 when unknown or data movement."""
+    if op.name.startswith("nc."):
+        return _nc_flops(op)
     if not isinstance(op, OnnxOp):
         return 0
     kind = op.ONNX_TYPE

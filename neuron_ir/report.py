@@ -14,7 +14,7 @@ from xdsl.dialects.func import FuncOp
 from .flops import op_flops
 
 _NOT_COUNTED = {"func.return", "func.call", "onnx.yield", "scf.yield", "scf.condition",
-                "onnx.Constant", "arith.constant"}
+                "onnx.Constant", "arith.constant", "nc.program", "nc.return", "nc.weight"}
 TARGET_ATTR = "neuron.target"
 REASON_ATTR = "neuron.cpu_reason"
 

@@ -24,6 +24,8 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.dialects.func import FuncOp
 from xdsl.ir import Operation, SSAValue
 
+from dialects.nc import NcOp
+
 from .cost import OpWork, op_time, weights_fit
 from .flops import op_flops
 from .irutil import info_of_type
@@ -41,7 +43,8 @@ _SCALAR = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "Hard
 _GPSIMD = {"Gather", "GatherElements", "GatherND"}
 # Pure metadata changes: no data moves on the NeuronCore, so no time and no event.
 _FREE = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Constant"}
-_NOT_OPS = {"func.return", "onnx.yield", "scf.yield", "scf.condition", "arith.constant"}
+_NOT_OPS = {"func.return", "onnx.yield", "scf.yield", "scf.condition", "arith.constant",
+            "nc.return", "nc.weight"}
 _DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8",
           "uint8": "int8"}
 
@@ -81,7 +84,9 @@ def op_type(op: Operation) -> str:
 
 
 def engine_of(op: Operation) -> str | None:
-    """The NeuronCore engine an op runs on (None: costs nothing)."""
+    """The NeuronCore engine of an onnx op not yet lowered to nc (None: costs nothing).
+
+    Lowered nc ops carry their engine themselves (``NcOp.ENGINE``)."""
     kind = op_type(op)
     if kind in _FREE:
         return None
@@ -208,6 +213,12 @@ class _Simulator:
             return
         if not on_device:
             self._emit(op, "cpu", self._cpu_time(op))
+            return
+        if isinstance(op, NcOp):
+            # Lowered code: the op names its engine, and lower-to-nc already asked the
+            # cost model for its time.
+            est = op.est_time
+            self._emit(op, op.ENGINE, float(est.value.data) if est is not None else 0.0)
             return
         engine = engine_of(op)
         if engine is None:

@@ -35,7 +35,14 @@ def _lower_to_nc() -> type[ModulePass]:
     return LowerToNcPass
 
 
+def _default_pipeline() -> type[ModulePass]:
+    from .default_pipeline import DefaultPipelinePass
+
+    return DefaultPipelinePass
+
+
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    "default-pipeline": _default_pipeline,
     "lower-to-nc": _lower_to_nc,
     "partition": _partition,
     "shape-inference": _shape_inference,
