@@ -120,6 +120,9 @@ class ProgramOp(IRDLOperation):
     inputs = var_operand_def(StaticTensor)
     outputs = var_result_def(StaticTensor)
     stages = var_region_def("single_block")
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = ("`(` $inputs `)` attr-dict-with-keyword `:` "
+                       "functional-type($inputs, $outputs) $stages")
 
     def verify_(self) -> None:
         cores = self.cores.value.data

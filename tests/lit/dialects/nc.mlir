@@ -21,7 +21,7 @@ func.func private @neuron_subgraph_0(%x: tensor<2x4xf32>) -> tensor<2x3xf32> att
   }) : (tensor<2x4xf32>) -> tensor<2x3xf32>
   func.return %y : tensor<2x3xf32>
 }
-// CHECK:      "nc.program"(%x) <{target = "inf1", batch = 2 : i64, cores = 2 : i64}> ({
+// CHECK:      %y = nc.program(%x) attributes {target = "inf1", batch = 2 : i64, cores = 2 : i64} : (tensor<2x4xf32>) -> tensor<2x3xf32> {
 // CHECK:        %w = nc.weight {value = dense<1.0> : tensor<4x3xf32>, memory = "sbuf"} : tensor<4x3xf32>
 // CHECK-NEXT:   %m = nc.matmul %in, %w {reads = ["sbuf", "sbuf"], est_time = 1.000000e-06 : f64} : tensor<2x4xf32>, tensor<4x3xf32> -> tensor<2x3xf32>
 // CHECK-NEXT:   %a = nc.activation %m {func = "gelu"} : tensor<2x3xf32> -> tensor<2x3xf32>

@@ -10,7 +10,7 @@ func.func private @neuron_subgraph_0(%x : tensor<2x4xf32>) -> tensor<2x3xf32> at
 }
 // CHECK-LABEL: func.func private @neuron_subgraph_0
 // CHECK-NOT:     onnx.
-// CHECK:         %[[P:.*]] = "nc.program"(%x) <{target = "inf1", batch = 1 : i64, cores = 1 : i64}> ({
+// CHECK:         %[[P:.*]] = nc.program(%x) attributes {target = "inf1", batch = 1 : i64, cores = 1 : i64} : (tensor<2x4xf32>) -> tensor<2x3xf32> {
 // CHECK-NEXT:    ^bb0(%[[X:.*]]: tensor<2x4xf32>):
 // CHECK-NEXT:      %[[W:.*]] = nc.weight {value = dense<1.0> : tensor<4x3xf32>, memory = "sbuf"}
 // CHECK-NEXT:      %[[M:.*]] = nc.matmul %[[X]], %[[W]] {reads = ["sbuf", "sbuf"], est_time = {{.*}}}
@@ -20,7 +20,7 @@ func.func private @neuron_subgraph_0(%x : tensor<2x4xf32>) -> tensor<2x3xf32> at
 // CHECK-NEXT:      %[[SUM:.*]] = nc.reduce %[[E]] {op = "sum", axes = array<i64: 1>, keepdims = 1 : i64
 // CHECK-NEXT:      %[[R:.*]] = nc.tensor_tensor %[[E]], %[[SUM]] {op = "div"
 // CHECK-NEXT:      nc.return %[[R]] : tensor<2x3xf32>
-// CHECK-NEXT:    }) : (tensor<2x4xf32>) -> tensor<2x3xf32>
+// CHECK-NEXT:    }
 // CHECK-NEXT:    func.return %[[P]] : tensor<2x3xf32>
 
 // -----
