@@ -28,7 +28,8 @@ InputShapes = Mapping[str, tuple[int, ...]] | str | None
 Dims = Mapping[str, int] | str | None
 
 
-def _shapes_option(input_shapes: InputShapes) -> str:
+def input_shapes_spec(input_shapes: InputShapes) -> str:
+    """The ``input-shapes`` option text (``a:1x128,b:1x128``) of ``shape-inference``."""
     if input_shapes is None:
         return ""
     if isinstance(input_shapes, str):
@@ -53,7 +54,7 @@ def _quoted(value: str) -> str:
 
 def _shape_inference(target: str, input_shapes: InputShapes, dims: Dims) -> str:
     opts = []
-    shapes, dim_text = _shapes_option(input_shapes), _dims_option(dims)
+    shapes, dim_text = input_shapes_spec(input_shapes), _dims_option(dims)
     if shapes:
         opts.append(f"input-shapes={_quoted(shapes)}")
     if dim_text:

@@ -120,6 +120,7 @@ def shape_agreement(case: NodeCase) -> tuple[int, int, list[str]]:
 
     from passes.shape_inference import ShapeInferencePass
 
+    from .compiler import input_shapes_spec
     from .irutil import info_of_type
 
     model = case.model
@@ -147,8 +148,8 @@ def shape_agreement(case: NodeCase) -> tuple[int, int, list[str]]:
     initializers = {t.name for t in model.graph.initializer}
     in_names = [i.name for i in model.graph.input if i.name not in initializers]
     inputs = case.data_sets[0][0] if case.data_sets else []
-    pins = ",".join(f"{n}:{'x'.join(str(d) for d in _as_array(v).shape)}"
-                    for n, v in zip(in_names, inputs, strict=False))
+    pins = input_shapes_spec({n: _as_array(v).shape
+                              for n, v in zip(in_names, inputs, strict=False)})
     try:
         module = import_model(model)
         with np.errstate(all="ignore"), warnings.catch_warnings():

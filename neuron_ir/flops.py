@@ -91,9 +91,8 @@ def op_flops(op: Operation) -> int:
         x, w = ins[0], ins[1]
         if x is None or w is None or w.shape is None:
             return 0
-        group = onnx_attrs(op).get("group", 1)
-        return 2 * _numel(x.shape) * (w.shape[1] or 0) * group * math.prod(w.shape[2:]) // max(
-            group, 1)
+        # W is (C, M/group, k...): each input element meets M/group * prod(k) weights.
+        return 2 * _numel(x.shape) * (w.shape[1] or 0) * math.prod(w.shape[2:])
     if kind.startswith("Reduce") or kind in ("ArgMax", "ArgMin", "GlobalAveragePool",
                                              "GlobalMaxPool"):
         return _numel(ins[0].shape) if ins and ins[0] is not None else 0

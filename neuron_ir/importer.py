@@ -401,8 +401,7 @@ class _GraphImporter:
 
     def error(self, message: str, node: NodeProto | None = None) -> ModelImportError:
         if node is not None:
-            label = node.name or (node.output[0] if node.output else "?")
-            message = f"node '{label}' ({node.op_type}): {message}"
+            return _node_error(node, message, self.where)
         return ModelImportError(message, where=self.where)
 
     def value_type(self, name: str) -> Attribute:

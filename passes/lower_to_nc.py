@@ -42,8 +42,7 @@ from dialects import nc
 from neuron_ir.errors import PassError
 from neuron_ir.interpreter import constant_array, onnx_attrs
 from neuron_ir.irutil import dense_attr, dtype_of, is_static, tensor_type
-
-TARGET_ATTR = "neuron.target"
+from neuron_ir.report import TARGET_ATTR
 
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
            "Max": "max", "Min": "min", "Equal": "eq", "Less": "lt", "LessOrEqual": "le",

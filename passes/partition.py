@@ -31,11 +31,10 @@ from xdsl.passes import ModulePass
 
 from neuron_ir.errors import PassError
 from neuron_ir.interpreter import _used_values
+from neuron_ir.report import REASON_ATTR, TARGET_ATTR
 
 _TERMINATORS = {"func.return", "onnx.yield", "scf.yield", "scf.condition"}
 _CONSTANTS = {"onnx.Constant", "arith.constant"}
-TARGET_ATTR = "neuron.target"
-REASON_ATTR = "neuron.cpu_reason"
 
 
 @dataclass(frozen=True)

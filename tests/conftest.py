@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -23,6 +24,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if "slow" not in item.keywords]
+
+
+def pins(feeds: dict[str, np.ndarray]) -> str:
+    """``shape-inference``'s input-shapes option pinning every input to its feed's shape."""
+    from neuron_ir.compiler import input_shapes_spec
+
+    return input_shapes_spec({name: value.shape for name, value in feeds.items()})
+
+
+def assert_same(before: dict, after: dict) -> None:
+    """Two runs' outputs agree in names, dtypes, shapes and (closely) values."""
+    assert before.keys() == after.keys()
+    for name in before:
+        a, b = before[name], after[name]
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def run_tool(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from test_real_models import _compare, _hf_inputs, _ort
-from test_shape_inference_property import graphs
+from test_shape_inference_property import graphs, random_feeds
 from xdsl.dialects.func import FuncOp
 
 import neuron_ir
@@ -57,9 +57,7 @@ def test_exported_transformer_compiles_and_matches_onnxruntime(path, tmp_path):
 @given(graphs())
 def test_random_graph_through_the_whole_pipeline(case):
     model, _ = case
-    rng = np.random.default_rng(0)
-    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]
-                                         ).astype(np.float32) for i in model.graph.input}
+    feeds = random_feeds(model)
     want = neuron_ir.run(neuron_ir.import_model(model), feeds)
     compiled = neuron_ir.compile(model, target="inf1")
     _only_nc_inside_programs(compiled.module)

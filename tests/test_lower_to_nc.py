@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import assert_same, pins
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -26,19 +27,11 @@ HF = sorted((Path(__file__).resolve().parent / "models" / "hf").glob("*/*.onnx")
 
 
 def _partition(source, feeds):
-    pins = ",".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
-    spec = f'shape-inference{{input-shapes="{pins}"}},lower-control-flow,partition{{target=inf1}}'
+    spec = (f'shape-inference{{input-shapes="{pins(feeds)}"}},lower-control-flow,'
+            "partition{target=inf1}")
     module = neuron_ir.import_model(source)
     PassPipeline.parse_spec(available_passes(), spec).apply(neuron_ir.make_context(), module)
     return module
-
-
-def _assert_same(before: dict, after: dict) -> None:
-    assert before.keys() == after.keys()
-    for name in before:
-        a, b = before[name], after[name]
-        assert a.dtype == b.dtype and a.shape == b.shape, name
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def _programs(module):
@@ -58,7 +51,7 @@ def _check(module, feeds) -> None:
             if op.name not in ("nc.program", "nc.return", "nc.weight"):
                 assert op.properties.get("est_time") is not None, op.name
                 assert op.properties.get("reads") is not None, op.name
-    _assert_same(before, neuron_ir.run(module, feeds))
+    assert_same(before, neuron_ir.run(module, feeds))
     text = neuron_ir.print_ir(module)
     assert neuron_ir.print_ir(neuron_ir.parse_ir(text)) == text
 
@@ -98,7 +91,7 @@ def test_big_weights_go_to_hbm_and_program_records_batch():
     assert [w.memory.data for w in program.walk() if w.name == "nc.weight"] == ["hbm", "sbuf"]
     reads = [[r.data for r in op.reads.data] for op in program.walk() if op.name == "nc.matmul"]
     assert reads == [["sbuf", "hbm"], ["sbuf", "sbuf"]]
-    _assert_same(before, neuron_ir.run(module, feeds))
+    assert_same(before, neuron_ir.run(module, feeds))
 
 
 def test_unlowerable_op_names_the_node():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 
-import neuron_ir.support
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +14,7 @@ from xdsl.context import Context
 from xdsl.dialects.func import FuncOp
 
 import neuron_ir
+import neuron_ir.support
 from neuron_ir.interpreter import _used_values
 from neuron_ir.report import partition_report
 from passes.partition import PartitionPass, _clusters

@@ -8,20 +8,21 @@ from pathlib import Path
 
 import onnx
 import pytest
+from conftest import pins
+from test_real_models import _compare, _hf_inputs, _ort
 from xdsl.passes import PassPipeline
 
 import neuron_ir
 from neuron_ir import zoo
 from neuron_ir.report import partition_report
 from passes import available_passes
-from test_real_models import _compare, _hf_inputs, _ort
 
 HF = sorted((Path(__file__).resolve().parent / "models" / "hf").glob("*/*.onnx"))
 
 
 def _partitioned(source, feeds) -> tuple[str, object]:
-    pins = ",".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
-    spec = f'shape-inference{{input-shapes="{pins}"}},lower-control-flow,partition{{target=inf1}}'
+    spec = (f'shape-inference{{input-shapes="{pins(feeds)}"}},lower-control-flow,'
+            "partition{target=inf1}")
     texts = []
     for _ in range(2):
         module = neuron_ir.import_model(source)

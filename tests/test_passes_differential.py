@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
+from conftest import assert_same, pins
 from xdsl.context import Context
 from xdsl.dialects.builtin import DYNAMIC_INDEX, TensorType
 
@@ -17,18 +17,6 @@ from passes.lower_control_flow import LowerControlFlowPass
 from passes.shape_inference import ShapeInferencePass
 
 HF = sorted((Path(__file__).resolve().parent / "models" / "hf").glob("*/*.onnx"))
-
-
-def _pins(feeds: dict[str, np.ndarray]) -> str:
-    return ",".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
-
-
-def _assert_same(before: dict, after: dict) -> None:
-    assert before.keys() == after.keys()
-    for name in before:
-        a, b = before[name], after[name]
-        assert a.dtype == b.dtype and a.shape == b.shape, name
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def _dynamic_values(module) -> list[str]:
@@ -47,14 +35,14 @@ def _dynamic_values(module) -> list[str]:
 
 def _check(module, feeds) -> None:
     before = neuron_ir.run(module, feeds)
-    ShapeInferencePass(input_shapes=_pins(feeds)).apply(Context(), module)
+    ShapeInferencePass(input_shapes=pins(feeds)).apply(Context(), module)
     module.verify()
     assert _dynamic_values(module) == []
     after_shapes = neuron_ir.run(module, feeds)
-    _assert_same(before, after_shapes)
+    assert_same(before, after_shapes)
     LowerControlFlowPass().apply(Context(), module)
     module.verify()
-    _assert_same(before, neuron_ir.run(module, feeds))
+    assert_same(before, neuron_ir.run(module, feeds))
     text = neuron_ir.print_ir(module)
     assert neuron_ir.print_ir(neuron_ir.parse_ir(text)) == text
 

@@ -131,13 +131,18 @@ def graphs(draw):
     return model, dict(produced)
 
 
+def random_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Seeded float32 inputs of the (static) shapes ``model`` declares."""
+    rng = np.random.default_rng(0)
+    return {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]
+                                        ).astype(np.float32) for i in model.graph.input}
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(graphs())
 def test_inferred_types_match_interpreter_and_onnx(case):
     model, expected_shapes = case
-    rng = np.random.default_rng(0)
-    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]
-                                         ).astype(np.float32) for i in model.graph.input}
+    feeds = random_feeds(model)
     module = neuron_ir.import_model(model)
     ShapeInferencePass().apply(Context(), module)
     main = next(op for op in module.ops if isinstance(op, FuncOp))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import pins
 from onnx import TensorProto, helper, numpy_helper
 
 import neuron_ir
@@ -241,14 +242,10 @@ def test_table_shape_and_markdown():
 # -- every op of the seed models runs on both targets (data-dependent ones aside)
 
 
-def _pins(feeds: dict[str, np.ndarray]) -> str:
-    return ",".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
-
-
 @functools.cache
 def _zoo_module(name: str):
     module = neuron_ir.import_model(zoo.build(name))
-    ShapeInferencePass(input_shapes=_pins(zoo.example_inputs(name))).apply(
+    ShapeInferencePass(input_shapes=pins(zoo.example_inputs(name))).apply(
         neuron_ir.make_context(), module)
     LowerControlFlowPass().apply(neuron_ir.make_context(), module)
     return module

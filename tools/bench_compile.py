@@ -12,7 +12,6 @@ ratios, plus the simulated NeuronCore latency.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,15 +23,8 @@ import onnxruntime as ort  # noqa: E402
 import neuron_ir  # noqa: E402
 from neuron_ir import zoo  # noqa: E402
 
-
-def median_time(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_interpreter import median_time  # noqa: E402
 
 
 def main() -> int:

@@ -20,12 +20,13 @@ from xdsl.passes import PassPipeline  # noqa: E402
 
 import neuron_ir  # noqa: E402
 from neuron_ir import zoo  # noqa: E402
+from neuron_ir.compiler import input_shapes_spec  # noqa: E402
 from neuron_ir.report import partition_report  # noqa: E402
 from passes import available_passes  # noqa: E402
 
 
 def pipeline_for(feeds, target: str) -> str:
-    pins = ",".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
+    pins = input_shapes_spec({k: v.shape for k, v in feeds.items()})
     return (f'shape-inference{{input-shapes="{pins}"}},lower-control-flow,'
             f"partition{{target={target}}}")
 
@@ -51,8 +52,8 @@ def main() -> int:
             else zoo.example_inputs(name)
         run(name, neuron_ir.import_model(zoo.build(name)), feeds, args.target)
     if args.hf:
-        import onnx
         import numpy as np
+        import onnx
 
         for path in sorted((ROOT / "tests" / "models" / "hf").glob("*/*.onnx")):
             model = onnx.load(path)
