@@ -3,7 +3,7 @@
 Graph inputs are pinned first (``input-shapes`` gives whole shapes, ``dims`` binds
 ONNX symbolic dims by name); an input dim left dynamic is an error naming the input,
 the dim, its symbol and the option that would pin it. Then every op gets result
-types from the per-op rules in ``neuron_ir.shapes``, and ops whose inputs are all
+types from the per-op rules in ``neuron_ir.analysis.shapes``, and ops whose inputs are all
 compile-time constants are folded with the interpreter's kernels, so that the shape
 arithmetic exporters emit (Shape -> Gather -> Concat -> Reshape, ConstantOfShape,
 Range, Expand) disappears. Results whose size depends on data (NonZero,
@@ -32,11 +32,11 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from dialects.onnx import ConstantOp, CustomOp, IfOp, LoopOp, OnnxOp, ScanOp
+from neuron_ir.analysis.shapes import ShapeContext, ShapeError, TensorInfo, infer
 from neuron_ir.errors import NeuronIRError, PassError
-from neuron_ir.interpreter import constant_array, onnx_attrs
-from neuron_ir.irutil import constant_op, info_of_type, tensor_type
+from neuron_ir.ir.attrs import constant_array, onnx_attrs
+from neuron_ir.ir.util import constant_op, info_of_type, tensor_type
 from neuron_ir.kernels import KERNELS
-from neuron_ir.shapes import ShapeContext, ShapeError, TensorInfo, infer
 
 # Constants up to this many elements carry their value through inference (shape
 # tensors, axes, scales); bigger ones (weights) only their type.
