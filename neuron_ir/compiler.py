@@ -17,12 +17,12 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import PassPipeline
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
 
-from .errors import NeuronIRError, PassError
+from .errors import CompileError, NeuronIRError, PassError
 from .importer import import_model
 from .interpreter import Interpreter
 from .ir import make_context
 from .report import PartitionReport, partition_report
-from .target import TargetProfile, get_target
+from .target import TargetProfile, get_target, max_cores
 
 InputShapes = Mapping[str, tuple[int, ...]] | str | None
 Dims = Mapping[str, int] | str | None
@@ -68,14 +68,25 @@ PIPELINE_STAGES: list[Callable[[str, InputShapes, Dims], str]] = [
     _shape_inference,
     lambda target, input_shapes, dims: "lower-control-flow",
     lambda target, input_shapes, dims: f"partition{{target={target}}}",
-    lambda target, input_shapes, dims: "lower-to-nc",
 ]
 
 
+def _deployment(batch: int, cores: int | str, allow_hbm_weights: bool) -> list[str]:
+    """lower-to-nc, then (for several cores) pipeline-shard, then placement and
+    estimation per stage: the NeuronCore half of the pipeline."""
+    passes = ["lower-to-nc" + (f"{{batch={int(batch)}}}" if batch != 1 else "")]
+    if cores != 1:
+        opts = [f"cores={cores}"] + (["allow_hbm_weights=true"] if allow_hbm_weights else [])
+        passes.append(f"pipeline-shard{{{' '.join(opts)}}}")
+    return [*passes, "nc-place-weights", "nc-estimate"]
+
+
 def DEFAULT_PIPELINE(target: str = "inf1", input_shapes: InputShapes = None,  # noqa: N802
-                     dims: Dims = None) -> str:
+                     dims: Dims = None, batch: int = 1, cores: int | str = 1,
+                     allow_hbm_weights: bool = False) -> str:
     """The default pipeline as the flat pass string ``neuron-opt -p`` accepts."""
-    return ",".join(stage(target, input_shapes, dims) for stage in PIPELINE_STAGES)
+    return ",".join([*(stage(target, input_shapes, dims) for stage in PIPELINE_STAGES),
+                     *_deployment(batch, cores, allow_hbm_weights)])
 
 
 def run_pipeline(module: ModuleOp, pipeline: str) -> ModuleOp:
@@ -109,8 +120,11 @@ class CompiledModel:
     """A module that went through the pipeline, with its target, ready to run."""
 
     def __init__(self, module: ModuleOp, target: str | TargetProfile = "inf1",
-                 pipeline: str | None = None):
+                 pipeline: str | None = None, replicas: int = 1):
+        if not isinstance(replicas, int) or replicas < 1:
+            raise CompileError(f"replicas must be a positive integer, not {replicas!r}")
         self.module = module
+        self.replicas = replicas
         self.profile = get_target(target)
         self.target = self.profile.name
         self.pipeline = pipeline
@@ -157,8 +171,40 @@ class CompiledModel:
 
     @property
     def simulated_latency(self) -> float:
-        """Seconds one inference takes in the simulated timeline."""
+        """Seconds one request (one compiled batch) takes end to end in the simulated
+        timeline: host ops plus every stage of every NeuronCore program in turn."""
         return self.timeline().latency
+
+    @property
+    def simulated_throughput(self) -> float:
+        """Inferences per second in steady state: ``batch x replicas / bottleneck``,
+        where the bottleneck is the slowest pipeline stage (or the host's share of a
+        request, when that is slower; one host core a replica is assumed)."""
+        timeline = self.timeline()
+        bottleneck = timeline.bottleneck
+        return self.batch * self.replicas / bottleneck if bottleneck > 0 else 0.0
+
+    @property
+    def batch(self) -> int:
+        """Inferences per request: the compiled batch of the NeuronCore programs."""
+        from dialects.nc import ProgramOp
+
+        for op in self.module.walk():
+            if isinstance(op, ProgramOp):
+                return op.batch.value.data
+        return 1
+
+    @property
+    def cores(self) -> int:
+        """NeuronCores one replica uses (the stages of every program)."""
+        return self.stage_report().cores
+
+    def stage_report(self):
+        """Per stage: ops, FLOPs, weight MB, SBUF use, time; bottleneck and ideal
+        (:class:`neuron_ir.timeline.StageReport`)."""
+        from .timeline import stage_report
+
+        return stage_report(self.module, self.profile, self.replicas)
 
     def save(self, path: str) -> None:
         from .artifact import save
@@ -191,15 +237,34 @@ def _import(src: Any) -> ModuleOp:
 
 def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
             input_shapes: InputShapes = None, dims: Dims = None, *,
-            pipeline: str | None = None) -> CompiledModel:
+            pipeline: str | None = None, batch: int = 1, cores: int | str = 1,
+            replicas: int = 1, allow_hbm_weights: bool = False) -> CompiledModel:
     """Import ``src`` (path, bytes, ``onnx.ModelProto`` or ``ModuleOp``) and run the
-    default pipeline (or ``pipeline``, a flat pass string) for ``target``."""
+    default pipeline (or ``pipeline``, a flat pass string) for ``target``.
+
+    ``cores``: pipeline stages (one NeuronCore each) per NeuronCore program, or
+    ``"auto"``, the fewest whose SBUFs cache every weight read whole
+    (``pipeline-shard``). ``replicas``: data-parallel copies of the whole (pipelined)
+    program on ``replicas x cores`` cores; throughput scales with it.
+    """
     profile = get_target(target)
-    spec = pipeline if pipeline is not None else DEFAULT_PIPELINE(profile.name,
-                                                                  input_shapes, dims)
+    if not (cores == "auto" or (isinstance(cores, int) and cores >= 1)):
+        raise CompileError(f"cores must be a positive integer or 'auto', not {cores!r}")
+    if not isinstance(replicas, int) or replicas < 1:
+        raise CompileError(f"replicas must be a positive integer, not {replicas!r}")
+    if not isinstance(batch, int) or batch < 1:
+        raise CompileError(f"batch must be a positive integer, not {batch!r}")
+    spec = pipeline if pipeline is not None else DEFAULT_PIPELINE(
+        profile.name, input_shapes, dims, batch, cores, allow_hbm_weights)
     module = _import(src)
     run_pipeline(module, spec)
-    return CompiledModel(module, profile, spec)
+    model = CompiledModel(module, profile, spec, replicas)
+    used = model.cores * replicas
+    limit = max_cores(profile)
+    if used > limit:
+        raise CompileError(f"{replicas} replica(s) of {model.cores} core(s) need {used} "
+                           f"NeuronCores but {profile.name} has at most {limit}")
+    return model
 
 
 def load(path: str) -> CompiledModel:

@@ -16,16 +16,21 @@ from xdsl.passes import ModulePass
 
 @dataclass(frozen=True)
 class DefaultPipelinePass(ModulePass):
-    """Run compile's default pipeline: shape-inference ... lower-to-nc."""
+    """Run compile's default pipeline: shape-inference ... lower-to-nc, pipeline-shard
+    (when ``cores`` is not 1), nc-place-weights, nc-estimate."""
 
     name = "default-pipeline"
 
     target: str = "inf1"
     input_shapes: str = ""
     dims: str = ""
+    batch: int = 1
+    cores: int | str = 1
+    allow_hbm_weights: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         from neuron_ir.compiler import DEFAULT_PIPELINE, run_pipeline
 
         run_pipeline(op, DEFAULT_PIPELINE(self.target, self.input_shapes or None,
-                                          self.dims or None))
+                                          self.dims or None, self.batch, self.cores,
+                                          self.allow_hbm_weights))
