@@ -101,6 +101,7 @@ def save(model: CompiledModel, path: str | os.PathLike) -> None:
     meta = {
         "target": model.target,
         "pipeline": model.pipeline,
+        "replicas": model.replicas,
         "inputs": model.input_names,
         "outputs": model.output_names,
         "ir_encoding": "zlib",
@@ -201,6 +202,7 @@ def load(path: str | os.PathLike) -> CompiledModel:
     module = parse_ir(text, source=where)
     _restore(module, blobs, where)
     try:
-        return CompiledModel(module, meta["target"], meta.get("pipeline"))
+        return CompiledModel(module, meta["target"], meta.get("pipeline"),
+                             int(meta.get("replicas", 1)))
     except NeuronIRError as exc:
         raise ArtifactError(exc.message, where=where) from None

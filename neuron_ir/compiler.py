@@ -157,15 +157,18 @@ class CompiledModel:
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         return self.interpreter.run(inputs)
 
-    def timeline(self, cpu_flops_per_s: float | None = None):
-        """The simulated timeline (see :mod:`neuron_ir.timeline`)."""
+    def timeline(self, cpu_flops_per_s: float | None = None, requests: int = 1):
+        """The simulated timeline of ``requests`` queued requests (see
+        :mod:`neuron_ir.timeline`)."""
         from .timeline import CPU_FLOPS_PER_S, simulate
 
         rate = CPU_FLOPS_PER_S if cpu_flops_per_s is None else cpu_flops_per_s
-        if rate == CPU_FLOPS_PER_S and self._timeline is not None:
+        default = rate == CPU_FLOPS_PER_S and requests == 1
+        if default and self._timeline is not None:
             return self._timeline
-        result = simulate(self.module, self.profile, cpu_flops_per_s=rate)
-        if rate == CPU_FLOPS_PER_S:
+        result = simulate(self.module, self.profile, cpu_flops_per_s=rate,
+                          requests=requests)
+        if default:
             self._timeline = result
         return result
 

@@ -15,8 +15,8 @@ The model is a roofline with a fixed issue cost::
   chip is assumed busy, which is what the pipeline and batching passes arrange).
   Weights cached in SBUF (static weights) cost nothing per inference; weights in HBM
   are streamed once per execution of the op, i.e. once per compiled batch. Activations
-  live in SBUF unless ``spills`` (all of them) or ``spill_fraction`` (a share of them)
-  says they go through HBM, in which case those bytes are streamed too.
+  live in SBUF unless ``spills`` says they go through HBM, in which case their bytes
+  are streamed too.
 
 Compute and data movement overlap (DMA queues run beside the engines), hence the max.
 Pure functions of their arguments: no global state, deterministic.
@@ -36,9 +36,11 @@ it. Its assumptions are stated on each function; in short:
 * A table read only by gathers stays in HBM and pays for the rows it gathers (the
   gather's result bytes), per inference.
 * The activation working set of a stage is its schedule's peak live activation bytes
-  at the priced batch; it must fit the SBUF left beside the cached weights. The excess
-  fraction of every op's activation traffic goes through HBM (read and written), so
-  throughput against batch has a knee at the largest batch that does not spill.
+  at the priced batch; it must fit the SBUF left beside the cached weights. Beyond it,
+  the excess fraction of every op's activation traffic goes through HBM, and that
+  traffic is added to the op's time (not overlapped: the engines wait for data that
+  is not on chip). So throughput against batch has a knee at the largest batch that
+  does not spill.
 * A core runs its ops one after another: a stage's time is the sum of its ops' times
   (engines overlap inside an op's roofline, not across ops), plus its transfers.
 """
@@ -76,7 +78,6 @@ class OpWork:
     weight_location: str = "sbuf"
     dtype: str = "bf16"
     spills: bool = False
-    spill_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -86,8 +87,6 @@ class OpWork:
         if self.weight_location not in WEIGHT_LOCATIONS:
             raise ValueError(f"weight_location must be 'sbuf' or 'hbm', not "
                              f"{self.weight_location!r}")
-        if not 0.0 <= self.spill_fraction <= 1.0:
-            raise ValueError(f"spill_fraction must be in [0, 1], not {self.spill_fraction}")
         for name in ("flops", "elements", "bytes_in", "bytes_out", "weight_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)}")
@@ -127,8 +126,6 @@ def memory_time(work: OpWork, profile: TargetProfile) -> float:
     hbm_bytes = work.weight_bytes if work.weight_location == "hbm" else 0.0
     if work.spills:
         hbm_bytes += work.bytes_in + work.bytes_out
-    else:
-        hbm_bytes += work.spill_fraction * (work.bytes_in + work.bytes_out)
     return hbm_bytes / core_dram_bandwidth(profile)
 
 
@@ -267,6 +264,8 @@ def op_seconds(op: OpCost, weights: tuple[WeightCost, ...], profile: TargetProfi
 
     ``scale`` is priced batch / compiled batch: activation work scales with it, a
     whole-read HBM weight is streamed once per execution whatever the batch.
+    ``spill_fraction`` of the op's activation bytes go through HBM, after the roofline
+    (see the module docstring), so a stage's spill time is additive over its ops.
     ``nc.send``/``nc.recv`` take :func:`transfer_time` of their bytes (DMA on a chip,
     NeuronLink across chips); the transfer latency stands in for the dispatch cost.
     """
@@ -277,9 +276,9 @@ def op_seconds(op: OpCost, weights: tuple[WeightCost, ...], profile: TargetProfi
     work = OpWork(engine=op.engine, flops=op.flops * scale, elements=op.elements * scale,
                   bytes_in=op.act_in * scale, bytes_out=op.act_out * scale,
                   weight_bytes=float(hbm + gathered),
-                  weight_location="hbm" if hbm + gathered else "sbuf",
-                  dtype=op.dtype, spill_fraction=spill_fraction)
-    return op_time(work, profile)
+                  weight_location="hbm" if hbm + gathered else "sbuf", dtype=op.dtype)
+    spilled = spill_fraction * (op.act_in + op.act_out) * scale
+    return op_time(work, profile) + spilled / core_dram_bandwidth(profile)
 
 
 def activation_budget(stage: StageCost, profile: TargetProfile) -> float:

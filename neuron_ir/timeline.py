@@ -352,12 +352,14 @@ class StageRow:
     ops: int  # compute ops (sends, receives, weights and the return aside)
     transfers: int  # nc.send + nc.recv ops
     flops: int
-    weight_bytes: int  # stored bytes of the stage's weights (SBUF and HBM)
+    weight_bytes: int  # stored bytes of the weights the stage reads whole
+    table_bytes: int  # stored bytes of the tables it only gathers from (left in HBM)
     sbuf_weight_bytes: int
     activation_bytes: float  # working set at the compiled batch
     sbuf_bytes: int  # the core's SBUF
     spill_bytes: float
     time: float  # seconds per compiled batch: the sum of its ops' est_time
+    transfer_time: float = 0.0  # of which nc.send / nc.recv
 
     @property
     def sbuf_use(self) -> float:
@@ -387,8 +389,10 @@ class StageReport:
 
     @property
     def ideal(self) -> float:
-        """Total time / cores: the bottleneck of a perfect split."""
-        return self.total / self.cores if self.rows else 0.0
+        """The work of one core (the stages' times without their transfers) / cores:
+        the bottleneck of a perfect split with free transfers."""
+        work = sum(r.time - r.transfer_time for r in self.rows)
+        return work / self.cores if self.rows else 0.0
 
     @property
     def ratio(self) -> float:
@@ -399,19 +403,20 @@ class StageReport:
         mb = 1e6
         lines = [f"pipeline report ({self.target}, batch {self.batch}, {self.cores} core(s)"
                  f" x {self.replicas} replica(s)):",
-                 "  stage core   ops  xfer      GFLOP  weights MB  SBUF MB (use)  "
-                 "spill MB   time us"]
+                 "  stage core   ops  xfer      GFLOP  weights MB  tables MB  "
+                 "SBUF MB (use)  spill MB   time us"]
         slow = self.bottleneck
         for r in self.rows:
             mark = "  <- bottleneck" if r.time == slow and self.cores > 1 else ""
             lines.append(
                 f"  {r.stage:5d} {r.core:4d} {r.ops:5d} {r.transfers:5d} "
                 f"{r.flops / 1e9:10.3f} {r.weight_bytes / mb:11.2f} "
+                f"{r.table_bytes / mb:10.2f} "
                 f"{(r.sbuf_weight_bytes + r.activation_bytes) / mb:8.2f} "
                 f"({100 * r.sbuf_use:3.0f}%) {r.spill_bytes / mb:9.2f} "
                 f"{r.time * 1e6:9.1f}{mark}")
         lines.append(f"  bottleneck {slow * 1e6:.1f} us, ideal (total/{self.cores}) "
-                     f"{self.ideal * 1e6:.1f} us, ratio {self.ratio:.3f}")
+                     f"{self.ideal * 1e6:.1f} us, ratio {self.ratio:.3f}; total {self.total * 1e6:.1f} us")
         return "\n".join(lines) + "\n"
 
 
@@ -438,10 +443,14 @@ def stage_report(module: ModuleOp, target: str | TargetProfile = "inf1",
                 ops = [o for o in region.block.ops if o.name not in _NOT_OPS]
                 moves = [o for o in ops if o.name in ("nc.send", "nc.recv")]
                 est = [o.properties.get("est_time") for o in ops]
+                moved = [o.properties.get("est_time") for o in moves]
                 rows.append(StageRow(
                     func.sym_name.data, k, len(rows), len(ops) - len(moves), len(moves),
-                    sum(op_flops(o) for o in ops), sum(w.nbytes for w in cost.weights),
+                    sum(op_flops(o) for o in ops),
+                    sum(w.nbytes for w in cost.weights if not w.gather_only),
+                    sum(w.nbytes for w in cost.weights if w.gather_only),
                     p.sbuf_weight_bytes, p.activation_bytes, profile.sbuf_bytes,
                     p.spill_bytes,
-                    sum(float(e.value.data) for e in est if e is not None)))  # type: ignore
+                    sum(float(e.value.data) for e in est if e is not None),  # type: ignore
+                    sum(float(e.value.data) for e in moved if e is not None)))  # type: ignore
     return StageReport(profile.name, batch, replicas, rows)

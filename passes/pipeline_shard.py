@@ -74,7 +74,10 @@ class ChainModel:
     ``op_time[p]``: seconds of op p with its weights in SBUF. ``weight_uses[p]``:
     (weight id, stored bytes) of the whole-read weights op p reads. ``cross_bytes[c]`` /
     ``cross_count[c]``: bytes and number of values live across cut c (between ops c-1
-    and c), at the compiled batch; cut 0 and cut n carry nothing.
+    and c), at the compiled batch; cut 0 and cut n carry nothing. ``live[p]``: bytes of
+    activations live at op p (defined at or before p, used at or after it), so a
+    stage's working set is the maximum over its ops; ``act_traffic[p]``: the bytes op p
+    reads and writes, which spill in proportion when the working set does not fit.
     """
 
     op_time: list[float]
@@ -84,6 +87,8 @@ class ChainModel:
     budget: float
     profile: TargetProfile
     names: list[str] = field(default_factory=list)
+    act_traffic: list[float] = field(default_factory=list)  # op p's activation bytes
+    live: list[float] = field(default_factory=list)  # activation bytes live at op p
 
     @property
     def n(self) -> int:
@@ -114,13 +119,23 @@ def stage_weight_bytes(model: ChainModel, i: int, j: int) -> int:
     return sum(seen.values())
 
 
+def _spill_fraction(working: float, weights: float, model: ChainModel) -> float:
+    free = model.profile.sbuf_bytes - min(weights, model.budget)
+    return 0.0 if working <= free else 1.0 - free / working
+
+
 def segment_cost(model: ChainModel, k: int, i: int, j: int) -> float:
     """Seconds of stage ``k`` holding ops ``[i, j)`` (see the module docstring)."""
     ops = math.fsum(model.op_time[i:j])
-    overflow = max(0.0, stage_weight_bytes(model, i, j) - model.budget)
+    weights = stage_weight_bytes(model, i, j)
+    overflow = max(0.0, weights - model.budget)
+    spill = 0.0
+    if model.live:
+        frac = _spill_fraction(max(model.live[i:j]), weights, model)
+        spill = frac * math.fsum(model.act_traffic[i:j])
     recv = _cut_time(model, i, _kind(k - 1, model.profile)) if k > 0 else 0.0
     send = _cut_time(model, j, _kind(k, model.profile))
-    return ops + overflow / core_dram_bandwidth(model.profile) + recv + send
+    return ops + (overflow + spill) / core_dram_bandwidth(model.profile) + recv + send
 
 
 def fits(model: ChainModel, i: int, j: int, allow_hbm_weights: bool = False) -> bool:
@@ -156,7 +171,19 @@ def _base_matrix(model: ChainModel, allow_hbm: bool, fit_only: bool
     prefix = np.concatenate([[0.0], np.cumsum(model.op_time)])
     w = _weight_matrix(model)
     base = prefix[None, :] - prefix[:, None]
-    base += np.maximum(0.0, w - model.budget) / core_dram_bandwidth(model.profile)
+    hbm = np.maximum(0.0, w - model.budget)
+    if model.live:
+        # Working set of [i, j): the running maximum of live bytes along each row.
+        live = np.asarray(model.live, dtype=float)
+        working = np.zeros((n + 1, n + 1))
+        for i0 in range(n):
+            working[i0, i0 + 1:] = np.maximum.accumulate(live[i0:])
+        traffic = np.concatenate([[0.0], np.cumsum(model.act_traffic)])
+        free = model.profile.sbuf_bytes - np.minimum(w, model.budget)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.where(working > free, 1.0 - free / working, 0.0)
+        hbm = hbm + frac * (traffic[None, :] - traffic[:, None])
+    base += hbm / core_dram_bandwidth(model.profile)
     i, j = np.indices((n + 1, n + 1))
     invalid = j <= i
     if fit_only:
@@ -313,12 +340,26 @@ def chain_model(program: nc.ProgramOp, autocast: bool = True) -> tuple[ChainMode
             nbytes[last + 1] -= size
             count[d + 1] += 1
             count[last + 1] -= 1
+    # Live bytes at each op (block arguments from the start to their last use).
+    live = np.zeros(n + 2)
+    for v, (d, last) in [*order.spans.items(),
+                         *((a, (0, _last_use(a, order, n))) for a in block.args)]:
+        live[d] += _nbytes(v)
+        live[min(last, n - 1) + 1] -= _nbytes(v)
     cross_b = np.cumsum(nbytes)[: n + 1]
     cross_c = np.cumsum(count)[: n + 1]
     cross_b[0] = cross_b[n] = 0.0
     cross_c[0] = cross_c[n] = 0
     return ChainModel(times, uses, cross_b.tolist(), [int(c) for c in cross_c],
-                      float(profile.sbuf_weight_bytes), profile, names), order
+                      float(profile.sbuf_weight_bytes), profile, names,
+                      [op.act_in + op.act_out for op in cost.ops],
+                      np.cumsum(live)[:n].tolist()), order
+
+
+def _last_use(value: SSAValue, order: _Order, n: int) -> int:
+    position = {op: p for p, op in enumerate(order.ops)}
+    return max((position.get(u.operation, n) for u in value.uses
+                if u.operation in position or u.operation is order.ret), default=-1)
 
 
 # -- rewriting ------------------------------------------------------------------------

@@ -45,7 +45,8 @@ def compiled(tmp_path_factory):
 def test_default_pipeline_is_a_flat_pass_string():
     spec = DEFAULT_PIPELINE("inf1", {"a": (1, 128), "b": (1, 128)}, {"batch": 1})
     assert spec == ('shape-inference{input-shapes="a:1x128,b:1x128" dims="batch:1"},'
-                    "lower-control-flow,partition{target=inf1},lower-to-nc")
+                    "lower-control-flow,partition{target=inf1},lower-to-nc,nc-place-weights,"
+                    "nc-estimate")
     assert DEFAULT_PIPELINE("inf1", "a:1x2") == ('shape-inference{input-shapes="a:1x2"},'
                                                  "lower-control-flow,partition{target=inf1},"
                                                  "lower-to-nc")
