@@ -258,9 +258,9 @@ def fewest_fitting_stages(model: ChainModel, allow_hbm_weights: bool = False
         if nbytes > model.budget and not allow_hbm_weights:
             name = model.names[p] if model.names else f"op #{p}"
             raise PassError(
-                f"pipeline-shard: {name} reads {nbytes / _MB:.2f} MB of weights but one "
-                f"{model.profile.name} core's SBUF weight budget is "
-                f"{model.budget / _MB:.2f} MB ({model.budget} bytes); "
+                f"pipeline-shard: {name} reads {nbytes} bytes ({nbytes / _MB:.2f} MB) of "
+                f"weights but one {model.profile.name} core's SBUF weight budget is "
+                f"{int(model.budget)} bytes ({model.budget / _MB:.2f} MB); "
                 "pass allow_hbm_weights=true to stream it from HBM")
     _, w = _base_matrix(model, allow_hbm_weights, False)
     cuts, i = [0], 0
