@@ -34,7 +34,8 @@ it. Its assumptions are stated on each function; in short:
   Tensor engine (matmul, conv) are stored in the profile's autocast dtype (bf16) unless
   autocast is off; others in their own dtype. Activations keep the model's dtype.
 * A table read only by gathers stays in HBM and pays for the rows it gathers (the
-  gather's result bytes), per inference.
+  gather's result bytes), per inference, but never for more than the table itself
+  per execution (a row gathered twice in one execution is fetched once).
 * The activation working set of a stage is its schedule's peak live activation bytes
   at the priced batch; it must fit the SBUF left beside the cached weights. Beyond it,
   the excess fraction of every op's activation traffic goes through HBM, and that
@@ -272,7 +273,7 @@ def op_seconds(op: OpCost, weights: tuple[WeightCost, ...], profile: TargetProfi
     if op.name in _TRANSFER_OPS:
         return transfer_time(op.transfer * scale, profile, "link" if op.link else "dma")
     hbm = sum(weights[w].nbytes for w in op.weights if weights[w].memory == "hbm")
-    gathered = sum(nbytes for _, nbytes in op.gathered) * scale
+    gathered = sum(min(nbytes * scale, weights[k].nbytes) for k, nbytes in op.gathered)
     work = OpWork(engine=op.engine, flops=op.flops * scale, elements=op.elements * scale,
                   bytes_in=op.act_in * scale, bytes_out=op.act_out * scale,
                   weight_bytes=float(hbm + gathered),
@@ -314,7 +315,8 @@ def price_stage(stage: StageCost, profile: TargetProfile, scale: float = 1.0) ->
         time=float(sum(times)), op_times=times,
         sbuf_weight_bytes=sum(w.nbytes for w in stage.weights if w.memory == "sbuf"),
         hbm_weight_bytes=hbm,
-        gather_bytes=sum(n for op in stage.ops for _, n in op.gathered) * scale,
+        gather_bytes=sum(min(n * scale, stage.weights[k].nbytes)
+                         for op in stage.ops for k, n in op.gathered),
         activation_bytes=stage.peak_activation * scale, spill_fraction=frac,
         spill_bytes=frac * acts * scale,
         transfer_bytes=sum(op.transfer for op in stage.ops) * scale)

@@ -180,8 +180,7 @@ def _base_matrix(model: ChainModel, allow_hbm: bool, fit_only: bool
             working[i0, i0 + 1:] = np.maximum.accumulate(live[i0:])
         traffic = np.concatenate([[0.0], np.cumsum(model.act_traffic)])
         free = model.profile.sbuf_bytes - np.minimum(w, model.budget)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            frac = np.where(working > free, 1.0 - free / working, 0.0)
+        frac = np.where(working > free, 1.0 - free / np.maximum(working, 1.0), 0.0)
         hbm = hbm + frac * (traffic[None, :] - traffic[:, None])
     base += hbm / core_dram_bandwidth(model.profile)
     i, j = np.indices((n + 1, n + 1))
