@@ -48,6 +48,7 @@ it. Its assumptions are stated on each function; in short:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -366,17 +367,28 @@ def stage_costs(program: Any, profile: TargetProfile, autocast: bool = True) -> 
     return [block_cost(region.block, profile, autocast) for region in program.regions]
 
 
-def _nbytes(value: Any) -> float:
+@functools.lru_cache(maxsize=4096)
+def type_bytes(ttype: Any) -> float:
+    """Bytes of a static tensor type (0 for anything else); cached: passes ask often."""
     from .irutil import info_of_type
 
-    info = info_of_type(value.type)
+    info = info_of_type(ttype)
     if info.shape is None or info.dtype is None or info.dtype.hasobject:
         return 0.0
     return float(math.prod(info.shape) * info.dtype.itemsize)
 
 
+def _nbytes(value: Any) -> float:
+    return type_bytes(value.type)
+
+
+@functools.lru_cache(maxsize=4096)
+def _type_elements(ttype: Any) -> float:
+    return float(math.prod(ttype.get_shape()))
+
+
 def _elements(value: Any) -> float:
-    return float(math.prod(value.type.get_shape()))
+    return _type_elements(value.type)
 
 
 def weight_cost(op: Any, profile: TargetProfile, autocast: bool = True) -> WeightCost:

@@ -42,6 +42,7 @@ stage of its own and streams). More cores than the target has is an error.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -53,11 +54,7 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from dialects import nc
-from neuron_ir.cost import (
-    core_dram_bandwidth,
-    op_seconds,
-    weight_cost,
-)
+from neuron_ir.cost import core_dram_bandwidth, op_seconds, type_bytes
 from neuron_ir.errors import PassError
 from neuron_ir.target import TargetProfile, get_target, max_cores
 
@@ -86,7 +83,7 @@ class ChainModel:
     cross_count: list[int]
     budget: float
     profile: TargetProfile
-    names: list[str] = field(default_factory=list)
+    ops: list[Operation] = field(default_factory=list)  # to name one in an error
     act_traffic: list[float] = field(default_factory=list)  # op p's activation bytes
     live: list[float] = field(default_factory=list)  # activation bytes live at op p
 
@@ -255,7 +252,10 @@ def fewest_fitting_stages(model: ChainModel, allow_hbm_weights: bool = False
     for p in range(n):
         nbytes = stage_weight_bytes(model, p, p + 1)
         if nbytes > model.budget and not allow_hbm_weights:
-            name = model.names[p] if model.names else f"op #{p}"
+            name = f"op #{p}"
+            if model.ops:
+                op = model.ops[p]
+                name += f" '{op.name}' ({', '.join(str(v.type) for v in op.operands)})"
             raise PassError(
                 f"pipeline-shard: {name} reads {nbytes} bytes ({nbytes / _MB:.2f} MB) of "
                 f"weights but one {model.profile.name} core's SBUF weight budget is "
@@ -300,10 +300,7 @@ def _read_order(block: Block) -> _Order:
 
 
 def _nbytes(value: SSAValue) -> float:
-    t = value.type
-    from neuron_ir.irutil import dtype_of
-
-    return float(math.prod(t.get_shape()) * dtype_of(t.element_type).itemsize)  # type: ignore
+    return type_bytes(value.type)
 
 
 def chain_model(program: nc.ProgramOp, autocast: bool = True) -> tuple[ChainModel, _Order]:
@@ -317,18 +314,8 @@ def chain_model(program: nc.ProgramOp, autocast: bool = True) -> tuple[ChainMode
     # Price every op with every weight in SBUF: streaming is the overflow term's job.
     cached = tuple(type(w)(w.nbytes, "sbuf", w.gather_only, w.name) for w in cost.weights)
     times = [op_seconds(op, cached, profile) for op in cost.ops]
-    wid = {v: k for k, v in enumerate(order.weights)}
-    uses: list[list[tuple[int, int]]] = []
-    names = []
-    for p, op in enumerate(order.ops):
-        row = []
-        for v in op.operands:
-            if v in order.weights:
-                wc = weight_cost(order.weights[v], profile, autocast)
-                if not wc.gather_only:
-                    row.append((wid[v], wc.nbytes))
-        uses.append(row)
-        names.append(f"op #{p} '{op.name}' ({', '.join(str(v.type) for v in op.operands)})")
+    # block_cost numbers weights in block order, as order.weights does.
+    uses = [[(w, cost.weights[w].nbytes) for w in op.weights] for op in cost.ops]
     n = len(order.ops)
     nbytes = np.zeros(n + 2)
     count = np.zeros(n + 2, dtype=np.int64)
@@ -341,8 +328,11 @@ def chain_model(program: nc.ProgramOp, autocast: bool = True) -> tuple[ChainMode
             count[last + 1] -= 1
     # Live bytes at each op (block arguments from the start to their last use).
     live = np.zeros(n + 2)
-    for v, (d, last) in [*order.spans.items(),
-                         *((a, (0, _last_use(a, order, n))) for a in block.args)]:
+    position = {op: p for p, op in enumerate(order.ops)}
+    args = [(a, (0, max((position.get(u.operation, n) for u in a.uses
+                         if u.operation in position or u.operation is order.ret),
+                        default=-1))) for a in block.args]
+    for v, (d, last) in [*order.spans.items(), *args]:
         live[d] += _nbytes(v)
         live[min(last, n - 1) + 1] -= _nbytes(v)
     cross_b = np.cumsum(nbytes)[: n + 1]
@@ -350,20 +340,15 @@ def chain_model(program: nc.ProgramOp, autocast: bool = True) -> tuple[ChainMode
     cross_b[0] = cross_b[n] = 0.0
     cross_c[0] = cross_c[n] = 0
     return ChainModel(times, uses, cross_b.tolist(), [int(c) for c in cross_c],
-                      float(profile.sbuf_weight_bytes), profile, names,
+                      float(profile.sbuf_weight_bytes), profile, order.ops,
                       [op.act_in + op.act_out for op in cost.ops],
                       np.cumsum(live)[:n].tolist()), order
-
-
-def _last_use(value: SSAValue, order: _Order, n: int) -> int:
-    position = {op: p for p, op in enumerate(order.ops)}
-    return max((position.get(u.operation, n) for u in value.uses
-                if u.operation in position or u.operation is order.ret), default=-1)
 
 
 # -- rewriting ------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)
 def _int(value: int) -> IntegerAttr:
     return IntegerAttr(value, i64)
 
@@ -413,7 +398,8 @@ def _build_stages(program: nc.ProgramOp, order: _Order, cuts: list[int]) -> list
         for op in order.ops[i:j]:
             new_operands = [local_value(v) for v in op.operands]
             op.detach()
-            op.operands = new_operands
+            if any(a is not b for a, b in zip(new_operands, op.operands, strict=True)):
+                op.operands = new_operands
             block.add_op(op)
         if k < stages - 1:
             for v in crossing[j]:
