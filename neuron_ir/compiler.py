@@ -202,6 +202,20 @@ class CompiledModel:
         """NeuronCores one replica uses (the stages of every program)."""
         return self.stage_report().cores
 
+    def price(self, batch: int | None = None) -> list:
+        """Every NeuronCore program priced by the cost model at ``batch`` (default: as
+        compiled) without recompiling: ``neuron_ir.cost.ProgramPrice`` objects, with
+        placement as compiled (it does not depend on the batch)."""
+        from dialects.nc import ProgramOp
+
+        from .cost import price_program, stage_costs
+
+        if batch is not None and (not isinstance(batch, int) or batch < 1):
+            raise CompileError(f"batch must be a positive integer, not {batch!r}")
+        return [price_program(stage_costs(op, self.profile), self.profile,
+                              op.batch.value.data, batch)
+                for op in self.module.walk() if isinstance(op, ProgramOp)]
+
     def stage_report(self):
         """Per stage: ops, FLOPs, weight MB, SBUF use, time; bottleneck and ideal
         (:class:`neuron_ir.timeline.StageReport`)."""

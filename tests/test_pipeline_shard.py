@@ -393,3 +393,18 @@ def test_neuron_run_traces_a_stream(tmp_path):
     bad = run_tool("neuron_ir.run_main", str(src), "--inputs", str(inputs), "--cores", "x")
     assert bad.returncode == 1 and bad.stderr.startswith("error: --cores")
     assert "Traceback" not in bad.stderr
+
+
+def test_price_at_another_batch_without_recompiling(four_stage_bert):
+    model, _ = four_stage_bert
+    (same,) = model.price()
+    report = model.stage_report()
+    assert [s.time for s in same.stages] == pytest.approx([r.time for r in report.rows])
+    (four,) = model.price(batch=4)
+    assert four.batch == 4 and len(four.stages) == 4
+    # Activation work scales with the batch: a stage takes longer, but less per inference.
+    for one, many in zip(same.stages, four.stages, strict=True):
+        assert one.time < many.time < 4 * one.time
+    assert four.throughput() > same.throughput()
+    with pytest.raises(CompileError, match="batch must be a positive integer"):
+        model.price(batch=0)
