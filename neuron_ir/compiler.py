@@ -22,18 +22,22 @@ from passes.pipeline import (
     run_passes,
 )
 
+from .errors import CompileError
 from .importer import import_model
 from .runtime.compiled import CompiledModel
 from .target import TargetProfile, get_target
+from .target.profiles import max_cores
 
 __all__ = ["DEFAULT_PIPELINE", "CompiledModel", "compile", "input_shapes_spec", "load",
            "run_pipeline"]
 
 
 def DEFAULT_PIPELINE(target: str = "inf1", input_shapes: InputShapes = None,  # noqa: N802
-                     dims: Dims = None) -> str:
+                     dims: Dims = None, batch: int = 1, cores: int | str = 1,
+                     allow_hbm_weights: bool = False) -> str:
     """The default pipeline as the flat pass string ``neuron-opt -p`` accepts."""
-    return pipeline_text(default_pipeline(target, input_shapes, dims))
+    return pipeline_text(default_pipeline(target, input_shapes, dims, batch, cores,
+                                          allow_hbm_weights))
 
 
 def run_pipeline(module: ModuleOp, pipeline: str) -> ModuleOp:
@@ -51,15 +55,36 @@ def _import(src: Any) -> ModuleOp:
 
 def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
             input_shapes: InputShapes = None, dims: Dims = None, *,
-            pipeline: str | None = None) -> CompiledModel:
+            pipeline: str | None = None, batch: int = 1, cores: int | str = 1,
+            replicas: int = 1, allow_hbm_weights: bool = False) -> CompiledModel:
     """Import ``src`` (path, bytes, ``onnx.ModelProto`` or ``ModuleOp``) and run the
-    default pipeline (or ``pipeline``, a flat pass string) for ``target``."""
+    default pipeline (or ``pipeline``, a flat pass string) for ``target``.
+
+    ``cores``: pipeline stages (one NeuronCore each) per NeuronCore program, or
+    ``"auto"``, the fewest whose SBUFs cache every weight read whole
+    (``pipeline-shard``). ``replicas``: data-parallel copies of the whole (pipelined)
+    program on ``replicas x cores`` cores; throughput scales with it.
+    """
     profile = get_target(target)
+    if not (cores == "auto" or (isinstance(cores, int) and not isinstance(cores, bool)
+                                and cores >= 1)):
+        raise CompileError(f"cores must be a positive integer or 'auto', not {cores!r}")
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise CompileError(f"replicas must be a positive integer, not {replicas!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise CompileError(f"batch must be a positive integer, not {batch!r}")
     passes = (parse_pipeline(pipeline) if pipeline is not None
-              else default_pipeline(profile.name, input_shapes, dims))
+              else default_pipeline(profile.name, input_shapes, dims, batch, cores,
+                                    allow_hbm_weights))
     module = _import(src)
     run_passes(module, passes)
-    return CompiledModel(module, profile, pipeline_text(passes))
+    model = CompiledModel(module, profile, pipeline_text(passes), replicas)
+    used = model.cores * replicas
+    limit = max_cores(profile)
+    if used > limit:
+        raise CompileError(f"{replicas} replica(s) of {model.cores} core(s) need {used} "
+                           f"NeuronCores but {profile.name} has at most {limit}")
+    return model
 
 
 def load(path: str | os.PathLike) -> CompiledModel:

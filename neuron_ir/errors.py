@@ -38,3 +38,7 @@ class PassError(NeuronIRError):
 
 class InterpreterError(NeuronIRError):
     """Running a module failed: bad inputs, or an op the interpreter cannot run."""
+
+
+class CompileError(NeuronIRError):
+    """Compile options that cannot be honoured (cores, replicas, batch)."""

@@ -18,14 +18,19 @@ from .pipeline import default_pipeline, run_passes
 
 @dataclass(frozen=True)
 class DefaultPipelinePass(ModulePass):
-    """Run compile's default pipeline: shape-inference ... lower-to-nc."""
+    """Run compile's default pipeline: shape-inference ... lower-to-nc, pipeline-shard
+    (when ``cores`` is not 1), nc-place-weights, nc-estimate."""
 
     name = "default-pipeline"
 
     target: str = "inf1"
     input_shapes: str = ""
     dims: str = ""
+    batch: int = 1
+    cores: int | str = 1
+    allow_hbm_weights: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         run_passes(op, default_pipeline(self.target, self.input_shapes or None,
-                                        self.dims or None), ctx)
+                                        self.dims or None, self.batch, self.cores,
+                                        self.allow_hbm_weights), ctx)

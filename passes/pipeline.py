@@ -19,9 +19,12 @@ from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, Verify
 from neuron_ir.errors import NeuronIRError, PassError
 from neuron_ir.ir import make_context
 
+from .estimate import EstimatePass
 from .lower_control_flow import LowerControlFlowPass
 from .lower_to_nc import LowerToNcPass
 from .partition import PartitionPass
+from .pipeline_shard import PipelineShardPass
+from .place_weights import PlaceWeightsPass
 from .shape_inference import ShapeInferencePass
 
 InputShapes = Mapping[str, Sequence[int]] | str | None
@@ -48,13 +51,22 @@ def dims_spec(dims: Dims) -> str:
 
 
 def default_pipeline(target: str = "inf1", input_shapes: InputShapes = None,
-                     dims: Dims = None) -> tuple[ModulePass, ...]:
-    """What ``compile`` runs: shape-inference, lower-control-flow, partition, lower-to-nc."""
+                     dims: Dims = None, batch: int = 1, cores: int | str = 1,
+                     allow_hbm_weights: bool = False) -> tuple[ModulePass, ...]:
+    """What ``compile`` runs: shape-inference, lower-control-flow, partition, lower-to-nc,
+    pipeline-shard (for more than one core), then weight placement and estimation per
+    stage."""
+    shard: tuple[ModulePass, ...] = ()
+    if cores != 1:
+        shard = (PipelineShardPass(cores=cores, allow_hbm_weights=allow_hbm_weights),)
     return (
         ShapeInferencePass(input_shapes=input_shapes_spec(input_shapes), dims=dims_spec(dims)),
         LowerControlFlowPass(),
         PartitionPass(target=target),
-        LowerToNcPass(),
+        LowerToNcPass(batch=batch),
+        *shard,
+        PlaceWeightsPass(),
+        EstimatePass(),
     )
 
 

@@ -46,17 +46,19 @@ def test_default_pipeline_is_a_flat_pass_string():
     spec = DEFAULT_PIPELINE("inf1", {"a": (1, 128), "b": (1, 128)}, {"batch": 1})
     # Options left at their defaults are omitted (partition's target defaults to inf1).
     assert spec == ('shape-inference{input-shapes="a:1x128,b:1x128" dims="batch:1"},'
-                    "lower-control-flow,partition,lower-to-nc")
+                    "lower-control-flow,partition,lower-to-nc,nc-place-weights,nc-estimate")
     assert DEFAULT_PIPELINE("inf2", "a:1x2") == ('shape-inference{input-shapes="a:1x2"},'
                                                  'lower-control-flow,partition{target="inf2"},'
-                                                 "lower-to-nc")
+                                                 "lower-to-nc,nc-place-weights,nc-estimate")
 
 
 def test_pipeline_text_parses_back_to_the_same_passes():
     from passes.pipeline import default_pipeline, parse_pipeline
 
-    passes = default_pipeline("inf2", {"a": (1, 3)}, {"batch": 2})
-    assert parse_pipeline(DEFAULT_PIPELINE("inf2", {"a": (1, 3)}, {"batch": 2})) == passes
+    passes = default_pipeline("inf2", {"a": (1, 3)}, {"batch": 2}, batch=4, cores="auto")
+    text = DEFAULT_PIPELINE("inf2", {"a": (1, 3)}, {"batch": 2}, batch=4, cores="auto")
+    assert "lower-to-nc{batch=4},pipeline-shard{cores=" in text
+    assert parse_pipeline(text) == passes
 
 
 @pytest.mark.parametrize("name", list(MODELS))

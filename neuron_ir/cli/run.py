@@ -51,6 +51,10 @@ def _arg_parser() -> argparse.ArgumentParser:
                    help="pin input shapes when compiling (default: the inputs' shapes)")
     p.add_argument("--dims", default=None, metavar="batch:1,...",
                    help="bind ONNX symbolic dims when compiling")
+    p.add_argument("--cores", default="1", metavar="N|auto",
+                   help="pipeline stages (NeuronCores) when compiling (default 1)")
+    p.add_argument("--requests", type=int, default=1, metavar="K",
+                   help="simulate a stream of K requests through the stages (default 1)")
     return p
 
 
@@ -100,7 +104,20 @@ def _load_model(args: argparse.Namespace, inputs: dict[str, np.ndarray]):
         # Pin only the model's own inputs; unknown names are reported by the run.
         names = set(main_io_names(module)[0])
         shapes = {k: v.shape for k, v in inputs.items() if k in names} or None
-    return compile(module, target=args.target, input_shapes=shapes, dims=args.dims)
+    return compile(module, target=args.target, input_shapes=shapes, dims=args.dims,
+                   cores=_cores(args.cores))
+
+
+def _cores(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise _Failure("--cores", f"takes a positive integer or 'auto', not {text!r}")
+    return value
 
 
 def _summary(name: str, value: np.ndarray) -> str:
@@ -113,13 +130,19 @@ def _summary(name: str, value: np.ndarray) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.requests < 1:
+        raise _Failure("--requests", f"takes a positive integer, not {args.requests}")
     inputs = _read_inputs(args)
     model = _load_model(args, inputs)
     outputs = model.run(inputs)
-    timeline = model.timeline()
+    timeline = model.timeline(requests=args.requests)
     trace = json.dumps(timeline.to_chrome_trace()) if args.trace else None
     lines = [_summary(k, v) for k, v in outputs.items()]
     lines.append(f"simulated latency ({model.target}): {timeline.latency * 1e6:.1f} us")
+    lines.append(f"simulated throughput: {model.simulated_throughput:.1f} inferences/s "
+                 f"({model.cores} core(s), bottleneck {timeline.bottleneck * 1e6:.1f} us)")
+    if args.requests > 1:
+        lines.append(f"{args.requests} requests done after {timeline.makespan * 1e6:.1f} us")
     # Everything succeeded: only now touch the file system.
     if args.output:
         try:

@@ -123,6 +123,9 @@ INF1 = TargetProfile(
     },
     # [CAST1] neuron-cc casts FP32 operations to BF16 by default (--fast-math all);
     # the hardware has no FP32 matmul, so fp32 matmuls always run at the bf16 rate.
+    # Assumption: fp32 matmul/conv weights are therefore stored on the device in bf16
+    # (2 bytes; cost.stored_weight_bytes), while neuron-ir's interpreter, the reference,
+    # still computes in the model's dtype: results are fp32, the costs are bf16's.
     matmul_autocast="bf16",
     # Assumption: AWS does not publish NeuronCore-v1's SRAM size. 8 MiB per core is
     # chosen from the seed neuroncore-pipeline note: FP16 ResNet-50 (~25.6 M params,
@@ -171,7 +174,9 @@ INF2 = TargetProfile(
         "fp32": 23.75 * TERA,  # [INF2] 47.5 FP32 TFLOPS per chip / 2
         "int8": 190 * TERA,  # [INF2] 380 INT8 TOPS per chip / 2
     },
-    # [CAST2] neuronx-cc by default casts FP32 matrix multiplications to BF16.
+    # [CAST2] neuronx-cc by default casts FP32 matrix multiplications to BF16
+    # (--auto-cast matmult). As for inf1, weights are counted in bf16 on the device
+    # while the interpreter computes in the model's dtype.
     matmul_autocast="bf16",
     sbuf_bytes=24 * MiB,  # [NKI2], [DESIGN]: 24 MiB state buffer per core
     psum_bytes=2 * MiB,  # [NKI2], [DESIGN]: 2 MiB PSUM per core
