@@ -549,7 +549,7 @@ def _call(planner: Planner, op: Operation) -> Step:
 class FunctionPlan:
     """A prepared function: its argument and result slots and its steps."""
 
-    def __init__(self, module: ModuleOp, func: FuncOp):
+    def __init__(self, module: ModuleOp, func: FuncOp, keep: Sequence[SSAValue] = ()):
         planner = Planner(module)
         self.func = func
         block = func.body.block
@@ -558,17 +558,25 @@ class FunctionPlan:
         if ret is None or ret.name != "func.return":
             raise InterpreterError(f"@{func.sym_name.data} does not end in func.return")
         self.result_slots = planner.operand_slots(list(ret.operands))
-        self.plan = planner.plan_block(block, keep=set(self.result_slots))
+        # ``keep``: values to hold until the end (tracing every value of a body).
+        kept = set(self.result_slots) | {planner.slot(v) for v in keep}
+        self.plan = planner.plan_block(block, keep=kept)
+        self.slots = planner.slots
         self.size = len(planner.slots)
         self.template: list[Any] = [None] * self.size
         for slot_index, array in planner.constants.items():
             self.template[slot_index] = array
 
-    def call(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def call_env(self, args: Sequence[np.ndarray]) -> Env:
+        """Run on ``args`` and return the whole environment (slots by ``self.slots``)."""
         env = list(self.template)
         for s, a in zip(self.arg_slots, args, strict=True):
             env[s] = a
         self.plan.execute(env)
+        return env
+
+    def call(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        env = self.call_env(args)
         return [env[s] for s in self.result_slots]
 
 

@@ -35,6 +35,12 @@ def _lower_to_nc() -> type[ModulePass]:
     return LowerToNcPass
 
 
+def _rebatch() -> type[ModulePass]:
+    from .rebatch import RebatchPass
+
+    return RebatchPass
+
+
 def _default_pipeline() -> type[ModulePass]:
     from .default_pipeline import DefaultPipelinePass
 
@@ -45,6 +51,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "default-pipeline": _default_pipeline,
     "lower-to-nc": _lower_to_nc,
     "partition": _partition,
+    "rebatch": _rebatch,
     "shape-inference": _shape_inference,
     "lower-control-flow": _lower_control_flow,
 }
