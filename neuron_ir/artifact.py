@@ -101,6 +101,7 @@ def save(model: CompiledModel, path: str | os.PathLike) -> None:
     meta = {
         "target": model.target,
         "pipeline": model.pipeline,
+        "batch": model.batch,
         "inputs": model.input_names,
         "outputs": model.output_names,
         "ir_encoding": "zlib",

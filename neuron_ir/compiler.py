@@ -10,14 +10,15 @@ is exactly what ``neuron-opt -p "$(DEFAULT_PIPELINE)"`` does. Later stages
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import IntegerAttr, IntegerType, ModuleOp
 from xdsl.passes import PassPipeline
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
 
-from .errors import NeuronIRError, PassError
+from .errors import BatchError, NeuronIRError, PassError
 from .importer import import_model
 from .interpreter import Interpreter
 from .ir import make_context
@@ -52,9 +53,47 @@ def _quoted(value: str) -> str:
     return f'"{value}"'
 
 
-def _shape_inference(target: str, input_shapes: InputShapes, dims: Dims) -> str:
+@dataclass(frozen=True)
+class PipelineOptions:
+    """The compile options the pipeline stages turn into pass specs. A deployment
+    option (batch, cores, buckets) adds a field here and reads it in its stage."""
+
+    target: str = "inf1"
+    input_shapes: InputShapes = None
+    dims: Dims = None
+    batch: int | None = None
+    """Compiled batch size; None compiles the model as it is, without a batch axis."""
+    batch_symbol: str | None = None
+    """The symbol of the batch axis (found by ``passes.rebatch.plan_batch``)."""
+
+
+def _dims_with_batch(o: PipelineOptions) -> Dims:
+    """The user's ``dims`` plus the batch symbol pinned to the compiled batch."""
+    if o.batch is None or not o.batch_symbol:
+        return o.dims
+    text = _dims_option(o.dims)
+    pinned = {}
+    for item in (p.strip() for p in text.replace(";", ",").split(",")):
+        name, sep, value = item.rpartition(":")
+        if sep and name:
+            pinned[name] = value
+    if o.batch_symbol in pinned and pinned[o.batch_symbol].strip() != str(o.batch):
+        raise BatchError(f"dims pins the batch symbol '{o.batch_symbol}' to "
+                         f"{pinned[o.batch_symbol]}, but batch={o.batch}")
+    pinned[o.batch_symbol] = str(o.batch)
+    return ",".join(f"{k}:{v}" for k, v in pinned.items())
+
+
+def _rebatch(o: PipelineOptions) -> str:
+    if o.batch is None:
+        return ""
+    symbol = f" batch-dim={_quoted(o.batch_symbol)}" if o.batch_symbol else ""
+    return f"rebatch{{batch={o.batch}{symbol}}}"
+
+
+def _shape_inference(o: PipelineOptions) -> str:
     opts = []
-    shapes, dim_text = input_shapes_spec(input_shapes), _dims_option(dims)
+    shapes, dim_text = input_shapes_spec(o.input_shapes), _dims_option(_dims_with_batch(o))
     if shapes:
         opts.append(f"input-shapes={_quoted(shapes)}")
     if dim_text:
@@ -62,20 +101,41 @@ def _shape_inference(target: str, input_shapes: InputShapes, dims: Dims) -> str:
     return "shape-inference" + (f"{{{' '.join(opts)}}}" if opts else "")
 
 
-# One entry a stage, in order; each turns the compile options into one pass spec.
-# Later stages (batching, pipeline-shard) go in here, in order.
-PIPELINE_STAGES: list[Callable[[str, InputShapes, Dims], str]] = [
+def _lower_to_nc(o: PipelineOptions) -> str:
+    return "lower-to-nc" if o.batch is None else f"lower-to-nc{{batch={o.batch}}}"
+
+
+# One entry a stage, in order; each turns the compile options into one pass spec (or
+# "" to leave the stage out). Later stages (pipeline-shard, buckets) go in here.
+PIPELINE_STAGES: list[Callable[[PipelineOptions], str]] = [
+    _rebatch,
     _shape_inference,
-    lambda target, input_shapes, dims: "lower-control-flow",
-    lambda target, input_shapes, dims: f"partition{{target={target}}}",
-    lambda target, input_shapes, dims: "lower-to-nc",
+    lambda o: "lower-control-flow",
+    lambda o: f"partition{{target={o.target}}}",
+    _lower_to_nc,
 ]
 
 
 def DEFAULT_PIPELINE(target: str = "inf1", input_shapes: InputShapes = None,  # noqa: N802
-                     dims: Dims = None) -> str:
+                     dims: Dims = None, batch: int | None = None,
+                     batch_symbol: str | None = None) -> str:
     """The default pipeline as the flat pass string ``neuron-opt -p`` accepts."""
-    return ",".join(stage(target, input_shapes, dims) for stage in PIPELINE_STAGES)
+    options = PipelineOptions(target, input_shapes, dims, batch, batch_symbol)
+    return ",".join(spec for stage in PIPELINE_STAGES if (spec := stage(options)))
+
+
+def check_batch(batch: Any) -> int:
+    """``batch`` as a positive int, or a BatchError."""
+    if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
+        raise BatchError(f"batch must be a positive integer, not {batch!r}")
+    return int(batch)
+
+
+def batch_symbol_of(module: ModuleOp, batch_dim: str | None) -> str:
+    """The symbol ``@main``'s batch axis has after ``rebatch`` (or a BatchError)."""
+    from passes.rebatch import main_func, plan_batch
+
+    return plan_batch(main_func(module), batch_dim).symbol
 
 
 def run_pipeline(module: ModuleOp, pipeline: str) -> ModuleOp:
@@ -117,6 +177,7 @@ class CompiledModel:
         self._interpreter: Interpreter | None = None
         self._report: PartitionReport | None = None
         self._timeline = None
+        self._batching = None
 
     # Lazy, so that load() stays cheap and a model that is only saved never plans.
     @property
@@ -140,8 +201,31 @@ class CompiledModel:
             self._report = partition_report(self.module)
         return self._report
 
+    @property
+    def batching(self):
+        """The batch spec (``neuron_ir.runtime.batching.BatchSpec``) recorded on @main
+        by ``rebatch``, or None for a model compiled without ``batch``."""
+        if self._batching is None:
+            from .runtime.batching import BatchSpec
+
+            self._batching = BatchSpec.from_module(self.module) or False
+        return self._batching or None
+
+    @property
+    def batch(self) -> int | None:
+        """The compiled batch size (None: compiled without ``batch``)."""
+        spec = self.batching
+        return spec.size if spec is not None else None
+
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        return self.interpreter.run(inputs)
+        """Run on named inputs; with a compiled batch, any client batch (see
+        :mod:`neuron_ir.runtime.batching`)."""
+        spec = self.batching
+        if spec is None:
+            return self.interpreter.run(inputs)
+        from .runtime.batching import run_batched
+
+        return run_batched(spec, self.interpreter.run, inputs)
 
     def timeline(self, cpu_flops_per_s: float | None = None):
         """The simulated timeline (see :mod:`neuron_ir.timeline`)."""
@@ -191,14 +275,32 @@ def _import(src: Any) -> ModuleOp:
 
 def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
             input_shapes: InputShapes = None, dims: Dims = None, *,
+            batch: int | None = None, batch_dim: str | None = None,
+            dynamic_batching: bool = True,
             pipeline: str | None = None) -> CompiledModel:
     """Import ``src`` (path, bytes, ``onnx.ModelProto`` or ``ModuleOp``) and run the
-    default pipeline (or ``pipeline``, a flat pass string) for ``target``."""
+    default pipeline (or ``pipeline``, a flat pass string) for ``target``.
+
+    ``batch=N`` compiles for batch N: the batch axis is the input symbol ``batch_dim``
+    names, or one found (``batch``, ``batch_size``, ``N``, unnamed leading dims), or a
+    static leading dim of 1, which ``rebatch`` rewrites and proves. ``run`` then takes
+    any client batch, in chunks of N (``dynamic_batching=False``: exactly N)."""
     profile = get_target(target)
-    spec = pipeline if pipeline is not None else DEFAULT_PIPELINE(profile.name,
-                                                                  input_shapes, dims)
+    if batch is not None:
+        batch = check_batch(batch)
+    elif batch_dim is not None:
+        raise BatchError(f"batch_dim='{batch_dim}' needs batch=N")
     module = _import(src)
+    symbol = batch_symbol_of(module, batch_dim) if batch is not None else None
+    spec = pipeline if pipeline is not None else DEFAULT_PIPELINE(
+        profile.name, input_shapes, dims, batch, symbol)
     run_pipeline(module, spec)
+    if not dynamic_batching:
+        from passes.rebatch import main_func
+
+        from .report import DYNAMIC_BATCHING_ATTR
+
+        main_func(module).attributes[DYNAMIC_BATCHING_ATTR] = IntegerAttr(0, IntegerType(1))
     return CompiledModel(module, profile, spec)
 
 

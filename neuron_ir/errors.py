@@ -38,3 +38,8 @@ class PassError(NeuronIRError):
 
 class InterpreterError(NeuronIRError):
     """Running a module failed: bad inputs, or an op the interpreter cannot run."""
+
+
+class BatchError(NeuronIRError):
+    """Bad batch options, or a client batch the compiled model cannot take (names the
+    input or output, its size and the compiled batch)."""

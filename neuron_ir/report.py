@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr
 from xdsl.dialects.func import FuncOp
 
 from .flops import op_flops
@@ -17,6 +17,11 @@ _NOT_COUNTED = {"func.return", "func.call", "onnx.yield", "scf.yield", "scf.cond
                 "onnx.Constant", "arith.constant", "nc.program", "nc.return", "nc.weight"}
 TARGET_ATTR = "neuron.target"
 REASON_ATTR = "neuron.cpu_reason"
+# On @main: the compiled batch size, the symbol of the batch axis (its position in each
+# argument's and result's onnx.dim_params) and whether run takes other client batches.
+BATCH_ATTR = "neuron.batch"
+BATCH_SYMBOL_ATTR = "neuron.batch_symbol"
+DYNAMIC_BATCHING_ATTR = "neuron.dynamic_batching"
 
 
 @dataclass
@@ -39,6 +44,8 @@ class PartitionReport:
     subgraphs: list[Subgraph] = field(default_factory=list)
     cpu_ops: list[CpuOp] = field(default_factory=list)
     cpu_flops: int = 0
+    batch: int | None = None
+    batch_symbol: str | None = None
 
     @property
     def nc_ops(self) -> int:
@@ -64,6 +71,8 @@ class PartitionReport:
             f"  NeuronCore: {self.nc_ops} of {self.nc_ops + len(self.cpu_ops)} ops "
             f"({100 * self.op_share:.1f}%), {self.nc_flops:,} of "
             f"{self.nc_flops + self.cpu_flops:,} FLOPs ({100 * self.flop_share:.1f}%)",
+            *([f"  compiled batch: {self.batch} (batch axis '{self.batch_symbol}')"]
+              if self.batch is not None else []),
             f"  subgraphs: {len(self.subgraphs)}"
             + (f" (sizes {', '.join(str(s.ops) for s in self.subgraphs)})"
                if self.subgraphs else ""),
@@ -82,6 +91,11 @@ def partition_report(module: ModuleOp) -> PartitionReport:
     for func in module.ops:
         if not isinstance(func, FuncOp):
             continue
+        batch = func.attributes.get(BATCH_ATTR)
+        if func.sym_name.data == "main" and isinstance(batch, IntegerAttr):
+            report.batch = batch.value.data
+            symbol = func.attributes.get(BATCH_SYMBOL_ATTR)
+            report.batch_symbol = symbol.data if isinstance(symbol, StringAttr) else None
         target = func.attributes.get(TARGET_ATTR)
         if isinstance(target, StringAttr):
             report.target = target.data

@@ -52,10 +52,9 @@ from dialects.onnx import ConstantOp, OnnxOp
 from neuron_ir.errors import NeuronIRError, PassError
 from neuron_ir.interpreter import FunctionPlan, InterpreterError, constant_array, onnx_attrs
 from neuron_ir.irutil import constant_op
+from neuron_ir.report import BATCH_ATTR, BATCH_SYMBOL_ATTR
 
-BATCH_ATTR = "neuron.batch"
-SYMBOL_ATTR = "neuron.batch_symbol"
-DYNAMIC_ATTR = "neuron.dynamic_batching"
+SYMBOL_ATTR = BATCH_SYMBOL_ATTR
 
 # Symbols exporters and users give the batch axis, in order of preference.
 BATCH_SYMBOLS = ("batch", "batch_size", "N", "batchsize", "bs", "B", "n", "nbatch", "Batch")
@@ -800,7 +799,6 @@ def _first_difference(original: ModuleOp, rebatched: ModuleOp, samples, batched,
 __all__ = [
     "BATCH_ATTR",
     "BATCH_SYMBOLS",
-    "DYNAMIC_ATTR",
     "SYMBOL_ATTR",
     "BatchPlan",
     "RebatchError",
