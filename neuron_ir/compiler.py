@@ -64,7 +64,9 @@ class PipelineOptions:
     batch: int | None = None
     """Compiled batch size; None compiles the model as it is, without a batch axis."""
     batch_symbol: str | None = None
-    """The symbol of the batch axis (found by ``passes.rebatch.plan_batch``)."""
+    """The symbol of the batch axis after ``rebatch`` (``passes.rebatch.plan_batch``)."""
+    batch_dim: str | None = None
+    """The batch symbol the user named, if any."""
 
 
 def _dims_with_batch(o: PipelineOptions) -> Dims:
@@ -87,7 +89,7 @@ def _dims_with_batch(o: PipelineOptions) -> Dims:
 def _rebatch(o: PipelineOptions) -> str:
     if o.batch is None:
         return ""
-    symbol = f" batch-dim={_quoted(o.batch_symbol)}" if o.batch_symbol else ""
+    symbol = f" batch-dim={_quoted(o.batch_dim)}" if o.batch_dim else ""
     return f"rebatch{{batch={o.batch}{symbol}}}"
 
 
@@ -118,9 +120,9 @@ PIPELINE_STAGES: list[Callable[[PipelineOptions], str]] = [
 
 def DEFAULT_PIPELINE(target: str = "inf1", input_shapes: InputShapes = None,  # noqa: N802
                      dims: Dims = None, batch: int | None = None,
-                     batch_symbol: str | None = None) -> str:
+                     batch_symbol: str | None = None, batch_dim: str | None = None) -> str:
     """The default pipeline as the flat pass string ``neuron-opt -p`` accepts."""
-    options = PipelineOptions(target, input_shapes, dims, batch, batch_symbol)
+    options = PipelineOptions(target, input_shapes, dims, batch, batch_symbol, batch_dim)
     return ",".join(spec for stage in PIPELINE_STAGES if (spec := stage(options)))
 
 
@@ -293,7 +295,7 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
     module = _import(src)
     symbol = batch_symbol_of(module, batch_dim) if batch is not None else None
     spec = pipeline if pipeline is not None else DEFAULT_PIPELINE(
-        profile.name, input_shapes, dims, batch, symbol)
+        profile.name, input_shapes, dims, batch, symbol, batch_dim)
     run_pipeline(module, spec)
     if not dynamic_batching:
         from passes.rebatch import main_func

@@ -39,4 +39,5 @@ class DefaultPipelinePass(ModulePass):
         batch = check_batch(self.batch) if self.batch else None
         symbol = batch_symbol_of(op, self.batch_dim or None) if batch else None
         run_pipeline(op, DEFAULT_PIPELINE(self.target, self.input_shapes or None,
-                                          self.dims or None, batch, symbol))
+                                          self.dims or None, batch, symbol,
+                                          self.batch_dim or None))

@@ -211,12 +211,30 @@ class RebatchPass(ModulePass):
 
 def trace(module: ModuleOp, inputs: list[np.ndarray]) -> dict[SSAValue, np.ndarray]:
     """Every value of ``@main``'s top-level ops (and its arguments) on ``inputs``."""
+    values, error = trace_partial(module, inputs)
+    if error is not None:
+        raise error
+    return values
+
+
+def trace_partial(module: ModuleOp, inputs: list[np.ndarray]
+                  ) -> tuple[dict[SSAValue, np.ndarray], InterpreterError | None]:
+    """Like :func:`trace`, but a failing op ends the run: the values computed before
+    it, and the error."""
     func = main_func(module)
     values = list(func.body.block.args) + [r for o in func.body.block.ops for r in o.results]
     plan = FunctionPlan(module, func, keep=values)
-    env = plan.call_env(inputs)
-    return {v: np.asarray(env[plan.slots[v]]) for v in values
-            if env[plan.slots[v]] is not None}
+    env = list(plan.template)
+    for s, a in zip(plan.arg_slots, inputs, strict=True):
+        env[s] = a
+    error = None
+    try:
+        for step in plan.plan.steps:
+            step(env)
+    except InterpreterError as exc:
+        error = exc
+    return ({v: np.asarray(env[plan.slots[v]]) for v in values
+             if env[plan.slots[v]] is not None}, error)
 
 
 def random_input(ttype: Attribute, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -299,8 +317,8 @@ class _Rebatcher:
         out_axes = [self.axis.get(v) for v in ret.operands]
         # Retype last: batch dims dynamic, so that shape-inference re-derives them.
         for value, axis in list(self.axis.items()):
-            if axis is not None and isinstance(value.type, TensorType):
-                shape = list(value.type.get_shape())
+            if axis is not None and isinstance(value.type, TensorType) and value in self.shape:
+                shape = list(self.shape[value])
                 shape[axis] = DYNAMIC_INDEX
                 Rewriter.replace_value_with_new_type(
                     value, TensorType(value.type.element_type, shape))
@@ -353,8 +371,11 @@ class _Rebatcher:
         if inputs[index] is None:
             raise self.fail(op, "lacks an input the rewrite needs")
         operands = list(op.operands)
+        old = operands[position]
         operands[position] = value
         op.operands = operands
+        if not old.uses and isinstance(old.owner, ConstantOp):
+            Rewriter.erase_op(old.owner)
 
     def rank(self, value: SSAValue | None) -> int:
         return len(self.shape.get(value, ())) if value is not None else 0
@@ -495,6 +516,8 @@ class _Rebatcher:
             # At batch 1 an axis-less Squeeze drops the batch axis too: name the others.
             squeezed = [k for k, d in enumerate(shape) if d == 1 and k != a]
             self._add_squeeze_axes(op, squeezed)
+            self.shape[op.results[0]] = tuple(d for k, d in enumerate(shape)
+                                              if k not in squeezed)
         return a - sum(1 for k in squeezed if k < a)
 
     def _add_squeeze_axes(self, op: Operation, squeezed: list[int]) -> None:
@@ -774,11 +797,8 @@ def _first_difference(original: ModuleOp, rebatched: ModuleOp, samples, batched,
     orig_ops = [o for o in main_func(original).body.block.ops if not isinstance(o, ConstantOp)]
     new_ops = [o for o in main_func(rebatched).body.block.ops if not isinstance(o, ConstantOp)]
     per_sample = [trace(original, s) for s in samples]
-    try:
-        got = trace(rebatched, batched)
-        failed = None
-    except InterpreterError as exc:
-        got, failed = {}, str(exc)
+    got, error = trace_partial(rebatched, batched)
+    failed = None if error is None else error.message
     for old, new in zip(orig_ops, new_ops, strict=False):
         for r_old, r_new in zip(old.results, new.results, strict=False):
             if r_new not in got:

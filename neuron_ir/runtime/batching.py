@@ -152,13 +152,15 @@ def join(spec: BatchSpec, chunks: Chunks,
                         f"{n})")
             out[name] = first
             continue
-        for k, part in enumerate(parts):
-            if part.ndim <= axis or part.shape[axis] != n:
-                got = part.shape[axis] if part.ndim > axis else "no such dim"
-                raise BatchError(f"output '{name}' of chunk {k} has {got} along its batch "
-                                 f"axis {axis}, not the compiled batch {n}")
+        # A rebatched model may fold the batch into a leading dim (rows of a Gemm):
+        # then each sample owns ``rows`` consecutive entries of that axis.
+        sizes = {part.shape[axis] if part.ndim > axis else -1 for part in parts}
+        if len(sizes) != 1 or next(iter(sizes)) <= 0 or next(iter(sizes)) % n:
+            raise BatchError(f"output '{name}' has {sorted(sizes)} along its batch axis "
+                             f"{axis}, not a multiple of the compiled batch {n}")
+        rows = next(iter(sizes)) // n
         joined = np.concatenate(parts, axis=axis) if len(parts) > 1 else parts[0]
-        out[name] = joined[(slice(None),) * axis + (slice(0, chunks.client_batch),)]
+        out[name] = joined[(slice(None),) * axis + (slice(0, chunks.client_batch * rows),)]
     return out
 
 
