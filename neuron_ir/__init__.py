@@ -7,6 +7,7 @@ from dialects.onnx import CANONICAL_OPSET
 from .artifact import ArtifactError
 from .compiler import DEFAULT_PIPELINE, CompiledModel, compile, load
 from .errors import (
+    BatchError,
     ExternalDataError,
     InterpreterError,
     IRParseError,
@@ -18,11 +19,13 @@ from .errors import (
 from .importer import import_model
 from .interpreter import Interpreter, run
 from .ir import make_context, parse_ir, print_ir
+from .sweep import sweep_batch
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArtifactError",
+    "BatchError",
     "CANONICAL_OPSET",
     "CompiledModel",
     "DEFAULT_PIPELINE",
@@ -41,4 +44,5 @@ __all__ = [
     "parse_ir",
     "print_ir",
     "run",
+    "sweep_batch",
 ]

@@ -325,3 +325,85 @@ def test_unrebatchable_static_model_names_the_node():
 
 def test_errors_are_neuron_ir_errors():
     assert issubclass(BatchError, NeuronIRError) and issubclass(RebatchError, NeuronIRError)
+
+
+# ---------------------------------------------------------------------------
+# the rebatch pass on its own: interpreter before vs after
+
+
+@pytest.mark.parametrize("name", list(STATIC))
+def test_rebatch_differential(name):
+    from neuron_ir.compiler import run_pipeline
+    from passes.rebatch import main_func
+
+    path = MODELS / "static" / f"{name}.onnx"
+    before = neuron_ir.import_model(str(path))
+    after = neuron_ir.import_model(str(path))
+    run_pipeline(after, "rebatch{batch=3}")
+    assert main_func(after).attributes["neuron.batch"].value.data == 3
+    rng = np.random.default_rng(0)
+    feeds = STATIC[name](rng, 3)
+    # Batch 1: the same program, the same results.
+    one = {k: v[:1] for k, v in feeds.items()}
+    want1, got1 = neuron_ir.run(before, one), neuron_ir.run(after, one)
+    for key in want1:
+        np.testing.assert_allclose(got1[key], want1[key], rtol=1e-5, atol=1e-6)
+    # Batch 3: the three batch-1 runs stacked.
+    per = [neuron_ir.run(before, {k: v[i:i + 1] for k, v in feeds.items()}) for i in range(3)]
+    got = neuron_ir.run(after, feeds)
+    for key in got:
+        np.testing.assert_allclose(got[key], np.concatenate([p[key] for p in per]),
+                                   rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+# ---------------------------------------------------------------------------
+# the batch sweep
+
+
+def test_sweep_marks_the_best_throughput_under_the_bound():
+    from neuron_ir.sweep import sweep_batch
+
+    model = _cpu_between_model(False)
+    sweep = sweep_batch(model, "inf1", [4, 1, 2, 2])
+    assert [p.batch for p in sweep.points] == [1, 2, 4]
+    assert sweep.best == max(range(3), key=lambda k: sweep.points[k].throughput)
+    for p in sweep.points:
+        assert p.latency > 0 and p.throughput > 0
+        assert p.memory.sbuf_weight_bytes + p.memory.hbm_weight_bytes >= 2 * 8 * 8 * 4
+    text = sweep.text()
+    assert text.count("<- best") == 1
+    # A bound only the smallest batch meets makes it the best.
+    bounded = sweep_batch(model, "inf1", [1, 2, 4], latency_bound=sweep.points[0].latency)
+    assert bounded.best_batch == 1 and "(over the bound)" in bounded.text()
+    none = sweep_batch(model, "inf1", [1, 2], latency_bound=sweep.points[0].latency / 10)
+    assert none.best is None and "no batch meets the latency bound" in none.text()
+
+
+def test_sweep_errors():
+    from neuron_ir.sweep import sweep_batch
+
+    with pytest.raises(BatchError, match="batches must name at least one batch size"):
+        sweep_batch(_cpu_between_model(False), "inf1", [])
+    with pytest.raises(BatchError, match="batch must be a positive integer, not 0"):
+        sweep_batch(_cpu_between_model(False), "inf1", [1, 0])
+    with pytest.raises(BatchError, match="latency_bound must be a positive number"):
+        sweep_batch(_cpu_between_model(False), "inf1", [1], latency_bound=-1.0)
+
+
+def test_sweep_command_line(tmp_path):
+    from conftest import run_tool
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_cpu_between_model(False), path)
+    proc = run_tool("neuron_ir.cli.sweep_batch", str(path), "--batches", "1,2",
+                    "--target", "inf1")
+    assert proc.returncode == 0, proc.stderr
+    assert "batch sweep (inf1)" in proc.stdout and proc.stdout.count("<- best") == 1
+    for args, message in [(["--batches", "1,x"], "--batches must be integers"),
+                          (["--batches", "0"], "batch must be a positive integer, not 0"),
+                          (["--batch-dim", "seq"], "batch_dim 'seq' is not a symbolic dim")]:
+        proc = run_tool("neuron_ir.cli.sweep_batch", str(path), *args)
+        assert proc.returncode == 1 and proc.stdout == ""
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), proc.stderr
+        assert message in lines[0]

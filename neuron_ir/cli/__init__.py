@@ -1,0 +1,1 @@
+"""Command-line mains (each ``main(argv) -> exit code``)."""
