@@ -297,6 +297,8 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
     spec = pipeline if pipeline is not None else DEFAULT_PIPELINE(
         profile.name, input_shapes, dims, batch, symbol, batch_dim)
     run_pipeline(module, spec)
+    if batch is not None:
+        _check_device_memory(module, profile, batch)
     if not dynamic_batching:
         from passes.rebatch import main_func
 
@@ -304,6 +306,28 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
 
         main_func(module).attributes[DYNAMIC_BATCHING_ATTR] = IntegerAttr(0, IntegerType(1))
     return CompiledModel(module, profile, spec)
+
+
+def _check_device_memory(module: ModuleOp, profile: TargetProfile, batch: int) -> None:
+    """A BatchError when even the floor of the device memory the batch needs (weights +
+    the largest op's tensors, :func:`neuron_ir.report.device_memory_floor`) exceeds one
+    chip's memory; names the op and the largest batch the floor allows."""
+    from .report import device_memory_floor
+
+    floor = device_memory_floor(module)
+    capacity = profile.dram_bytes_per_chip
+    if floor.total <= capacity:
+        return
+    gib = 2 ** 30
+    per_sample = floor.op_bytes / batch
+    fits = int((capacity - floor.weight_bytes) // per_sample) if per_sample else 0
+    hint = (f"the largest batch this allows is about {fits}" if fits >= 1 else
+            "it does not fit even at batch 1")
+    raise BatchError(f"batch {batch} does not fit the device memory: weights "
+                     f"{floor.weight_bytes / gib:.2f} GiB plus {floor.op} with "
+                     f"{floor.op_bytes / gib:.2f} GiB of activations need "
+                     f"{floor.total / gib:.2f} GiB, but an {profile.name} chip has "
+                     f"{capacity / gib:.0f} GiB; {hint}")
 
 
 def load(path: str) -> CompiledModel:

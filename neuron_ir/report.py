@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, TensorType
 from xdsl.dialects.func import FuncOp
 
 from .flops import op_flops
@@ -114,3 +114,60 @@ def partition_report(module: ModuleOp) -> PartitionReport:
                 reason.data if isinstance(reason, StringAttr) else "not partitioned"))
             report.cpu_flops += op_flops(op)
     return report
+
+
+@dataclass
+class DeviceMemoryFloor:
+    """A lower bound of the device memory the NeuronCore programs need: every weight
+    (``nc.weight``, SBUF or HBM: all of them live in device memory) plus the one op
+    whose activation inputs and outputs together are largest (they must coexist while
+    it runs). A batch whose floor exceeds a chip's memory cannot run at all, whatever
+    the schedule."""
+
+    weight_bytes: int
+    op_bytes: int
+    op: str | None  # that op, as "node 'name' (op)"
+
+    @property
+    def total(self) -> int:
+        return self.weight_bytes + self.op_bytes
+
+
+def device_memory_floor(module: ModuleOp) -> DeviceMemoryFloor:
+    from .irutil import info_of_type
+
+    def nbytes(value) -> int:
+        info = info_of_type(value.type)
+        if info.dtype is None or info.dtype.hasobject or info.shape is None:
+            return 0
+        count = 1
+        for d in info.shape:
+            count *= d if d is not None else 0
+        return count * info.dtype.itemsize
+
+    weights, biggest, where = 0, 0, None
+    for op in module.walk():
+        if op.name == "nc.weight":
+            weights += nbytes(op.results[0])
+            continue
+        parent = op.parent_op()
+        while parent is not None and parent.name != "nc.program":
+            parent = parent.parent_op()
+        if parent is None or op.name in ("nc.return", "nc.program"):
+            continue
+        size = sum(nbytes(v) for v in op.operands
+                   if getattr(v.owner, "name", None) != "nc.weight")
+        size += sum(nbytes(r) for r in op.results)
+        if size > biggest:
+            # nc ops keep no node name: say the op and the shape it produces.
+            node = op.attributes.get("onnx.name")
+            label = f"node '{node.data}' ({op.name})" if isinstance(node, StringAttr) \
+                else op.name
+            if op.results and isinstance(op.results[0].type, TensorType):
+                label += f" producing {_shape_text(op.results[0].type)}"
+            biggest, where = size, label
+    return DeviceMemoryFloor(weights, biggest, where)
+
+
+def _shape_text(ttype: TensorType) -> str:
+    return "x".join(str(d) for d in ttype.get_shape()) + f"x{ttype.element_type}"

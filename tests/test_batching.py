@@ -407,3 +407,30 @@ def test_sweep_command_line(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), proc.stderr
         assert message in lines[0]
+
+
+def test_batch_too_big_for_device_memory_is_one_clear_error():
+    big = 100_000
+    with pytest.raises(BatchError) as info:
+        neuron_ir.compile(str(HF_BERT), dims={"sequence": 128}, batch=big)
+    message = str(info.value)
+    assert message.startswith(f"batch {big} does not fit the device memory: weights ")
+    assert "but an inf1 chip has 8 GiB; the largest batch this allows is about " in message
+    assert f"producing {big}x" in message
+    # The batch it suggests does compile (the floor is linear in the batch).
+    fits = int(message.rsplit(" ", 1)[1])
+    assert 1 <= fits < big
+    neuron_ir.compile(str(HF_BERT), dims={"sequence": 128}, batch=fits)
+
+
+def test_model_too_big_even_at_batch_1():
+    rows = 2**30  # 4 GiB a tensor: the Add holds 12 GiB, an inf1 chip has 8
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["h"], name="r1"),
+         helper.make_node("Add", ["h", "x"], ["y"], name="a1")], "huge",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", rows])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(BatchError, match="batch 1 does not fit the device memory: .* it "
+                                         "does not fit even at batch 1"):
+        neuron_ir.compile(model, batch=1)
