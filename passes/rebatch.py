@@ -49,8 +49,8 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from dialects.onnx import ConstantOp, OnnxOp
-from neuron_ir.errors import NeuronIRError, PassError
-from neuron_ir.interpreter import FunctionPlan, InterpreterError, constant_array, onnx_attrs
+from neuron_ir.errors import InterpreterError, NeuronIRError, PassError
+from neuron_ir.interpreter import FunctionPlan, onnx_attrs
 from neuron_ir.irutil import constant_op
 from neuron_ir.report import BATCH_ATTR, BATCH_SYMBOL_ATTR
 
@@ -129,16 +129,21 @@ def plan_batch(func: FuncOp, batch_dim: str | None = None) -> BatchPlan:
                and t.get_shape()[0] == DYNAMIC_INDEX]
     if leading and all(_GENERATED.match(s) for s in leading):
         return BatchPlan("unnamed", "batch")
-    if _static_leading_one(inputs) and not any(
-            isinstance(t, TensorType) and DYNAMIC_INDEX in t.get_shape() and syms
-            and syms[0] for _, syms, t in inputs):
+    if _static_leading_one(inputs):
         return BatchPlan("static", "batch")
-    names = ", ".join(f"{n}[{','.join(s or '?' for s in syms) or 'scalar'}]"
-                      for n, syms, _ in inputs)
+    names = ", ".join(f"{n}[{_dims_text(syms, t)}]" for n, syms, t in inputs)
     raise RebatchError("cannot find the batch axis: no input has a batch symbol "
                        f"({', '.join(BATCH_SYMBOLS[:3])}, ...), an unnamed leading dim or a "
                        f"static leading dim of 1 (inputs: {names}); name it with "
                        "batch_dim=")
+
+
+def _dims_text(symbols: list[str], ttype: Attribute) -> str:
+    if not isinstance(ttype, TensorType):
+        return "unranked"
+    dims = [s or ("?" if d == DYNAMIC_INDEX else str(d))
+            for s, d in zip(symbols, ttype.get_shape(), strict=True)]
+    return ",".join(dims) or "scalar"
 
 
 def _static_leading_one(inputs: list[tuple[str, list[str], Attribute]]) -> bool:
@@ -300,8 +305,9 @@ class _Rebatcher:
         for arg, (name, symbols, ttype) in zip(block.args, inputs, strict=True):
             if not isinstance(ttype, TensorType) or any(d == DYNAMIC_INDEX
                                                         for d in ttype.get_shape()):
-                raise RebatchError(f"rebatch: input '{name}' has a dynamic shape; a model "
-                                   "without a batch symbol must have static inputs")
+                raise RebatchError(f"rebatch: input '{name}' has a dynamic shape; rebatching "
+                                   "a model without a batch symbol traces it at batch 1, "
+                                   "so every input must be static")
             self.shape[arg] = tuple(ttype.get_shape())
             lead = bool(ttype.get_shape()) and ttype.get_shape()[0] == 1
             self.axis[arg] = 0 if lead else None
@@ -767,7 +773,7 @@ def prove(original: ModuleOp, rebatched: ModuleOp, n: int, seed: int = 0) -> Non
         bad = -1
     if bad is None:
         return
-    where = _first_difference(original, rebatched, samples, batched, in_axes)
+    where = _first_difference(original, rebatched, samples, batched)
     outputs = io_symbols(func, results=True)
     what = (f"output '{outputs[bad][0]}' differs" if bad >= 0
             else "the batched program fails to run")
@@ -789,11 +795,9 @@ def _close(got: np.ndarray, want: np.ndarray) -> bool:
     return bool(np.array_equal(got, want))
 
 
-def _first_difference(original: ModuleOp, rebatched: ModuleOp, samples, batched,
-                      in_axes) -> str:
+def _first_difference(original: ModuleOp, rebatched: ModuleOp, samples, batched) -> str:
     """The first op of the rebatched ``@main`` whose batched value is not the samples'
     values stacked (or that fails to run)."""
-    del in_axes
     orig_ops = [o for o in main_func(original).body.block.ops if not isinstance(o, ConstantOp)]
     new_ops = [o for o in main_func(rebatched).body.block.ops if not isinstance(o, ConstantOp)]
     per_sample = [trace(original, s) for s in samples]

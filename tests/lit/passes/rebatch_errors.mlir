@@ -27,4 +27,4 @@ func.func @main(%x: tensor<2x4xf32> {onnx.name = "x"}) -> (tensor<2x4xf32> {onnx
   %y = "onnx.Relu"(%x) : (tensor<2x4xf32>) -> tensor<2x4xf32>
   func.return %y : tensor<2x4xf32>
 }
-// CHECK: error: {{.*}}cannot find the batch axis: no input has a batch symbol (batch, batch_size, N, ...), an unnamed leading dim or a static leading dim of 1 (inputs: x[?,?]); name it with batch_dim=
+// CHECK: error: {{.*}}cannot find the batch axis: no input has a batch symbol (batch, batch_size, N, ...), an unnamed leading dim or a static leading dim of 1 (inputs: x[2,4]); name it with batch_dim=
