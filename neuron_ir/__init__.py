@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dialects.onnx import CANONICAL_OPSET
 
-from .artifact import ArtifactError
 from .compiler import DEFAULT_PIPELINE, CompiledModel, compile, load
 from .errors import (
     BatchError,
@@ -17,8 +16,9 @@ from .errors import (
     PassError,
 )
 from .importer import import_model
-from .interpreter import Interpreter, run
+from .interp import Interpreter, run
 from .ir import make_context, parse_ir, print_ir
+from .runtime.artifact import ArtifactError
 from .sweep import sweep_batch
 
 __version__ = "0.1.0"

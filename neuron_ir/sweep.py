@@ -60,7 +60,7 @@ def memory_figures(model: CompiledModel) -> Memory:
 
 
 def _nbytes(ttype: Any) -> int:
-    from .irutil import dtype_of
+    from .ir.util import dtype_of
 
     dtype = dtype_of(ttype.element_type)
     count = 1

@@ -1,8 +1,9 @@
 """``default-pipeline``: the pipeline ``neuron_ir.compile`` runs, by name.
 
 ``neuron-opt m.onnx -p 'default-pipeline{target=inf1 dims="sequence:16" batch=4}'`` runs
-the same passes as ``neuron_ir.compile(m, target="inf1", dims="sequence:16", batch=4)``: one list of stages
-(``neuron_ir.compiler.PIPELINE_STAGES``) serves both.
+the same pass objects as ``neuron_ir.compile(m, target="inf1", dims="sequence:16",
+batch=4)``: both take them
+from :func:`passes.pipeline.default_pipeline`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
+
+from .pipeline import default_pipeline, run_passes
 
 
 @dataclass(frozen=True)
@@ -29,15 +32,6 @@ class DefaultPipelinePass(ModulePass):
     """The batch symbol, when the model's own names do not say it."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        from neuron_ir.compiler import (
-            DEFAULT_PIPELINE,
-            batch_symbol_of,
-            check_batch,
-            run_pipeline,
-        )
-
-        batch = check_batch(self.batch) if self.batch else None
-        symbol = batch_symbol_of(op, self.batch_dim or None) if batch else None
-        run_pipeline(op, DEFAULT_PIPELINE(self.target, self.input_shapes or None,
-                                          self.dims or None, batch, symbol,
-                                          self.batch_dim or None))
+        run_passes(op, default_pipeline(self.target, self.input_shapes or None,
+                                        self.dims or None, self.batch or None,
+                                        self.batch_dim or None), ctx)

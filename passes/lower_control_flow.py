@@ -44,8 +44,8 @@ from dialects.onnx import (
     UnsqueezeOp,
 )
 from neuron_ir.errors import PassError
-from neuron_ir.interpreter import constant_array
-from neuron_ir.irutil import constant_op
+from neuron_ir.ir.attrs import constant_array
+from neuron_ir.ir.util import constant_op
 
 
 def _const_value(value: SSAValue | None) -> np.ndarray | None:
@@ -185,7 +185,7 @@ class LowerControlFlowPass(ModulePass):
             inner = list(ttype.get_shape())[1:]
             if any(d == DYNAMIC_INDEX for d in inner):
                 raise PassError(f"loop '{base}': scan output with dynamic per-step shape")
-            from neuron_ir.irutil import dtype_of
+            from neuron_ir.ir.util import dtype_of
 
             empty = constant_op(np.zeros([0, *inner], dtype=dtype_of(ttype.element_type)),
                                 f"{base}/scan_init")
@@ -305,7 +305,7 @@ def _scalar_i1(value: SSAValue, op: Operation, rewriter: Rewriter) -> SSAValue:
 
 def _stack(values: list[SSAValue], ttype, base: str, rewriter: Rewriter,
            where: InsertPoint) -> SSAValue:
-    from neuron_ir.irutil import dtype_of
+    from neuron_ir.ir.util import dtype_of
 
     if not isinstance(ttype, TensorType):
         raise PassError(f"loop '{base}': scan output of unknown rank; run shape-inference first")

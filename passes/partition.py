@@ -2,7 +2,7 @@
 
 Per block (and, inside control flow that stays on the CPU, per region block):
 
-1. Every non-constant op is supported or not (``neuron_ir.support``).
+1. Every non-constant op is supported or not (``neuron_ir.target.legality``).
 2. Supported ops are grouped by their *CPU depth*, the largest number of unsupported
    ops on any path from the block's inputs to them. A group of one depth is convex
    (a path leaving it through an unsupported op arrives at a greater depth), and
@@ -29,9 +29,9 @@ from xdsl.dialects.func import CallOp, FuncOp, ReturnOp
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
+from neuron_ir.analysis.report import REASON_ATTR, TARGET_ATTR
 from neuron_ir.errors import PassError
-from neuron_ir.interpreter import _used_values
-from neuron_ir.report import REASON_ATTR, TARGET_ATTR
+from neuron_ir.interp.core import _used_values
 
 _TERMINATORS = {"func.return", "onnx.yield", "scf.yield", "scf.condition"}
 _CONSTANTS = {"onnx.Constant", "arith.constant"}
@@ -51,7 +51,7 @@ class PartitionPass(ModulePass):
     """Print the placement report to stderr."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        from neuron_ir.support import TARGETS
+        from neuron_ir.target.legality import TARGETS
 
         if self.target not in TARGETS:
             raise PassError(f"unknown target '{self.target}' (targets: {', '.join(TARGETS)})")
@@ -64,7 +64,7 @@ class PartitionPass(ModulePass):
         state = _State(self.target, max(self.min_subgraph_size, 1), op)
         state.partition_block(main.body.block)
         if self.report:
-            from neuron_ir.report import partition_report
+            from neuron_ir.analysis.report import partition_report
 
             sys.stderr.write(partition_report(op).text())
 
@@ -77,7 +77,7 @@ class _State:
         self.counter = itertools.count()
 
     def reason(self, op: Operation) -> str | None:
-        from neuron_ir.support import unsupported_reason
+        from neuron_ir.target.legality import unsupported_reason
 
         return unsupported_reason(op, self.target)
 

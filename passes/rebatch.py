@@ -49,10 +49,12 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from dialects.onnx import ConstantOp, OnnxOp
+from neuron_ir.analysis.report import BATCH_ATTR, BATCH_SYMBOL_ATTR
 from neuron_ir.errors import InterpreterError, NeuronIRError, PassError
-from neuron_ir.interpreter import FunctionPlan, onnx_attrs
-from neuron_ir.irutil import constant_op
-from neuron_ir.report import BATCH_ATTR, BATCH_SYMBOL_ATTR
+from neuron_ir.interp import Interpreter, default_handlers
+from neuron_ir.interp.core import FunctionPlan
+from neuron_ir.ir.attrs import onnx_attrs
+from neuron_ir.ir.util import constant_op
 
 SYMBOL_ATTR = BATCH_SYMBOL_ATTR
 
@@ -228,7 +230,7 @@ def trace_partial(module: ModuleOp, inputs: list[np.ndarray]
     it, and the error."""
     func = main_func(module)
     values = list(func.body.block.args) + [r for o in func.body.block.ops for r in o.results]
-    plan = FunctionPlan(module, func, keep=values)
+    plan = FunctionPlan(module, func, default_handlers(), keep=values)
     env = list(plan.template)
     for s, a in zip(plan.arg_slots, inputs, strict=True):
         env[s] = a
@@ -245,7 +247,7 @@ def trace_partial(module: ModuleOp, inputs: list[np.ndarray]
 def random_input(ttype: Attribute, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """Random data of ``ttype``'s element type: normal floats, 0/1 integers and booleans
     (0/1 are valid token ids, masks and segment ids alike)."""
-    from neuron_ir.irutil import dtype_of
+    from neuron_ir.ir.util import dtype_of
 
     dtype = dtype_of(ttype.element_type) if isinstance(ttype, TensorType) else np.float32
     dtype = np.dtype(dtype or np.float32)
@@ -753,8 +755,6 @@ def prove(original: ModuleOp, rebatched: ModuleOp, n: int, seed: int = 0) -> Non
         samples.append(row)
     batched = [np.concatenate([s[k] for s in samples], axis=ax) if ax is not None
                else samples[0][k] for k, ax in enumerate(in_axes)]
-    from neuron_ir.interpreter import Interpreter
-
     try:
         per_sample = [Interpreter(original).function.call(s) for s in samples]
     except NeuronIRError as exc:

@@ -3,7 +3,7 @@
 Graph inputs are pinned first (``input-shapes`` gives whole shapes, ``dims`` binds
 ONNX symbolic dims by name); an input dim left dynamic is an error naming the input,
 the dim, its symbol and the option that would pin it. Then every op gets result
-types from the per-op rules in ``neuron_ir.shapes``, and ops whose inputs are all
+types from the per-op rules in ``neuron_ir.analysis.shapes``, and ops whose inputs are all
 compile-time constants are folded with the interpreter's kernels, so that the shape
 arithmetic exporters emit (Shape -> Gather -> Concat -> Reshape, ConstantOfShape,
 Range, Expand) disappears. Results whose size depends on data (NonZero,
@@ -21,6 +21,7 @@ from xdsl.dialects.builtin import (
     DYNAMIC_INDEX,
     ArrayAttr,
     FunctionType,
+    IntegerAttr,
     ModuleOp,
     StringAttr,
     TensorType,
@@ -32,11 +33,12 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from dialects.onnx import ConstantOp, CustomOp, IfOp, LoopOp, OnnxOp, ScanOp
+from neuron_ir.analysis.report import BATCH_ATTR, BATCH_SYMBOL_ATTR
+from neuron_ir.analysis.shapes import ShapeContext, ShapeError, TensorInfo, infer
 from neuron_ir.errors import NeuronIRError, PassError
-from neuron_ir.interpreter import constant_array, onnx_attrs
-from neuron_ir.irutil import constant_op, info_of_type, tensor_type
+from neuron_ir.ir.attrs import constant_array, onnx_attrs
+from neuron_ir.ir.util import constant_op, info_of_type, tensor_type
 from neuron_ir.kernels import KERNELS
-from neuron_ir.shapes import ShapeContext, ShapeError, TensorInfo, infer
 
 # Constants up to this many elements carry their value through inference (shape
 # tensors, axes, scales); bigger ones (weights) only their type.
@@ -107,12 +109,26 @@ class ShapeInferencePass(ModulePass):
         main = next((f for f in funcs if f.sym_name.data == "main"), None)
         if main is None:
             raise PassError("shape-inference needs a func.func @main")
+        _pin_recorded_batch(main, dims)
         _pin_inputs(main, shapes, dims)
         inference = _Inference()
         inference.block(main.body.block)
         _update_signature(main)
         _erase_dead(main.body.block)
         _check_static(main)
+
+
+def _pin_recorded_batch(func: FuncOp, dims: dict[str, int]) -> None:
+    """The batch ``rebatch`` recorded on @main pins its symbol, unless dims does."""
+    batch = func.attributes.get(BATCH_ATTR)
+    symbol = func.attributes.get(BATCH_SYMBOL_ATTR)
+    if not isinstance(batch, IntegerAttr) or not isinstance(symbol, StringAttr):
+        return
+    n = batch.value.data
+    if symbol.data in dims and dims[symbol.data] != n:
+        raise PassError(f"dims pins the batch symbol '{symbol.data}' to {dims[symbol.data]}, "
+                        f"but the model is compiled for batch {n}")
+    dims[symbol.data] = n
 
 
 def _arg_names(func: FuncOp) -> list[tuple[str, list[str]]]:

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 import neuron_ir
 from neuron_ir import zoo
-from neuron_ir.errors import BatchError, NeuronIRError
+from neuron_ir.errors import BatchError, NeuronIRError, PassError
 from neuron_ir.runtime.batching import BatchSpec, join, run_batched, split
 from passes.rebatch import RebatchError
 
@@ -266,8 +266,8 @@ def test_bad_batch_dim_names_it_and_the_symbols():
         neuron_ir.compile(str(HF_BERT), dims={"sequence": 8}, batch=2, batch_dim="batchh")
     with pytest.raises(BatchError, match="batch_dim='batch' needs batch=N"):
         neuron_ir.compile(str(HF_BERT), dims={"sequence": 8}, batch_dim="batch")
-    with pytest.raises(BatchError, match="dims pins the batch symbol 'batch' to 2, but "
-                                         "batch=4"):
+    with pytest.raises(PassError, match="dims pins the batch symbol 'batch' to 2, but the "
+                                        "model is compiled for batch 4"):
         neuron_ir.compile(str(HF_BERT), dims={"sequence": 8, "batch": 2}, batch=4)
 
 

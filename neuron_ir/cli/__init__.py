@@ -1,1 +1,1 @@
-"""Command-line mains (each ``main(argv) -> exit code``)."""
+"""Command-line mains (``neuron-opt``, ``neuron-run``, ``neuron-sweep-batch``)."""

@@ -1,2 +1,2 @@
-"""The deployment runtime: what runs a compiled model for a client (dynamic batching;
-buckets and pipelined streaming join here)."""
+"""The runtime: compiled models, the artifact format, the simulated timeline, dynamic
+batching (buckets and pipelined streaming join here)."""

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr
 
+from ..analysis.report import BATCH_ATTR, BATCH_SYMBOL_ATTR, DYNAMIC_BATCHING_ATTR
 from ..errors import BatchError
-from ..report import BATCH_ATTR, BATCH_SYMBOL_ATTR, DYNAMIC_BATCHING_ATTR
 
 RunChunk = Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]]
 

@@ -134,7 +134,7 @@ class DeviceMemoryFloor:
 
 
 def device_memory_floor(module: ModuleOp) -> DeviceMemoryFloor:
-    from .irutil import info_of_type
+    from ..ir.util import info_of_type
 
     def nbytes(value) -> int:
         info = info_of_type(value.type)

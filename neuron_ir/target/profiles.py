@@ -1,7 +1,7 @@
 """Named hardware profiles of the NeuronCore generations neuron-ir compiles for.
 
 A profile holds only facts about the hardware (or, where AWS does not publish one, a
-stated assumption); turning work into time is :mod:`neuron_ir.cost`'s job.
+stated assumption); turning work into time is :mod:`neuron_ir.target.cost`'s job.
 
 Sources (AWS Neuron documentation, awsdocs-neuron.readthedocs-hosted.com):
 
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NeuronIRError
+from ..errors import NeuronIRError
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -17,7 +17,7 @@ from xdsl.ir import Attribute, Operation
 from dialects.onnx import ConstantOp, StringTensorAttr, StringType, UnknownType
 
 from . import dtypes
-from .shapes import TensorInfo
+from .tensor_info import TensorInfo
 
 
 def element_of(dtype: np.dtype | None) -> Attribute:
