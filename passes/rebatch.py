@@ -642,9 +642,45 @@ class _Rebatcher:
         if len(found) != 1 or k in found:
             raise self.fail(op, "concatenates along the batch axis")
         a = found.pop()
-        if any(x is None for x in axes):
-            raise self.fail(op, "concatenates batched values with unbatched ones")
+        peer = next(v for v, x in zip(inputs, axes, strict=True) if x is not None)
+        for j, (value, x) in enumerate(zip(inputs, axes, strict=True)):
+            if x is None:
+                # A value shared by all samples (a class token, a prefix) joins each
+                # sample: broadcast it along the batch axis first.
+                self._expand_to_batch(op, j, value, peer, a)
         return a
+
+    def _expand_to_batch(self, op: Operation, index: int, value: SSAValue, peer: SSAValue,
+                         a: int) -> None:
+        shape = self.shape[value]
+        if len(shape) != self.rank(peer) or shape[a] != 1:
+            raise self.fail(op, "concatenates batched values with an unbatched one that "
+                                "cannot be broadcast along the batch axis")
+        from dialects.onnx import ExpandOp, ShapeOp, WhereOp
+
+        rank = len(shape)
+        vector = TensorType(i64, [rank])
+        shape_of = ShapeOp.build(operands=[peer], result_types=[vector])
+        mask = constant_op(np.arange(rank) == a)
+        fixed = constant_op(np.array(shape, np.int64))
+        target = WhereOp.build(operands=[mask.results[0], shape_of.results[0],
+                                         fixed.results[0]], result_types=[vector])
+        expand = ExpandOp.build(operands=[value, target.results[0]],
+                                result_types=[value.type])
+        node = op.attributes.get("onnx.name")
+        prefix = f"{node.data}/" if isinstance(node, StringAttr) else ""
+        for suffix, new in (("batch_shape", shape_of), ("batch_mask", mask),
+                            ("shape", fixed), ("batch_target", target),
+                            ("batch_expand", expand)):
+            new.attributes["onnx.name"] = StringAttr(f"{prefix}rebatch_{index}_{suffix}")
+        Rewriter.insert_op([shape_of, mask, fixed, target, expand], InsertPoint.before(op))
+        for helper_op in (shape_of, mask, fixed, target):
+            self.axis[helper_op.results[0]] = None
+        self.axis[expand.results[0]] = a
+        self.shape[expand.results[0]] = shape
+        operands = list(op.operands)
+        operands[index] = expand.results[0]
+        op.operands = operands
 
     def rule_Split(self, op, inputs, axes):  # noqa: N802
         a = axes[0]

@@ -124,6 +124,15 @@ def test_static_bert_rebatch_rewrote_the_hard_coded_shapes(static_models):
     assert "dense<[1, 16, 64]> : tensor<3xi64>" not in text
 
 
+def test_compiled_without_batch_runs_inputs_as_given():
+    cm = neuron_ir.compile(str(HF_BERT), dims={"batch": 2, "sequence": 8})
+    assert cm.batching is None and cm.batch == 1 and cm.report.batch is None
+    feeds = _bert_feeds(np.random.default_rng(0), 2, 8)
+    _assert_close(cm.run(feeds), _ort_run(_ort(HF_BERT), feeds))
+    with pytest.raises(NeuronIRError, match="input 'input_ids': expected shape 2x8, got 3x8"):
+        cm.run(_bert_feeds(np.random.default_rng(0), 3, 8))
+
+
 def test_unnamed_leading_dims_are_the_batch(tmp_path):
     """An export whose dynamic axes got generated names (torch's dynamic_axes without
     names) is batched along them."""

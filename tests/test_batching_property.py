@@ -116,7 +116,7 @@ _STATIC_OPS = ["rows_gemm", "heads", "softmax", "positions", "relu", "unsqueeze_
                "flatten_back", "slice_all", "reduce_last", "transpose_back"]
 
 
-def _static_graph(seed: int, ops: list[str]) -> onnx.ModelProto:
+def _static_graph(seed: int, ops: list[str], cls: bool = False) -> onnx.ModelProto:
     """x[1,S,F] -> random chain whose shape constants hard-code the batch of 1, the way
     an exporter traced at batch 1 (and constant-folded) leaves them."""
     g = _Graph(seed)
@@ -158,19 +158,22 @@ def _static_graph(seed: int, ops: list[str]) -> onnx.ModelProto:
         elif kind == "transpose_back":
             t = g.op("Transpose", [v], perm=[1, 0, 2])
             v = g.op("Transpose", [t], perm=[1, 0, 2])
+    if cls:  # a class token shared by every sample, put in front of each
+        token = g.const(g.rng.standard_normal((1, 1, F)).astype(np.float32))
+        v = g.op("Concat", [token, v], axis=1)
     graph = helper.make_graph(
         g.nodes, "random_static",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, S, F])],
-        [helper.make_tensor_value_info(v, TensorProto.FLOAT, [1, S, F])], g.inits)
+        [helper.make_tensor_value_info(v, TensorProto.FLOAT, [1, S + cls, F])], g.inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), ops=st.lists(st.sampled_from(_STATIC_OPS), min_size=1,
                                                  max_size=6),
-       n=st.integers(1, 4), b=st.integers(1, 9))
-def test_rebatched_static_graph_equals_stacked_batch1_runs(seed, ops, n, b):
-    model = _static_graph(seed, ops)
+       cls=st.booleans(), n=st.integers(1, 4), b=st.integers(1, 9))
+def test_rebatched_static_graph_equals_stacked_batch1_runs(seed, ops, cls, n, b):
+    model = _static_graph(seed, ops, cls)
     original = neuron_ir.import_model(model)
     rng = np.random.default_rng(seed + 1)
     x = rng.standard_normal((b, S, F)).astype(np.float32)

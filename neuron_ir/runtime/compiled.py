@@ -65,10 +65,17 @@ class CompiledModel:
         return self._batching or None
 
     @property
-    def batch(self) -> int | None:
-        """The compiled batch size (None: compiled without ``batch``)."""
+    def batch(self) -> int:
+        """Inferences per compiled run: the batch ``compile(batch=N)`` recorded, else
+        that of the NeuronCore programs (1 unless lower-to-nc was told otherwise).
+        Whether ``run`` batches is ``batching`` (None: it runs inputs as given)."""
         spec = self.batching
-        return spec.size if spec is not None else None
+        if spec is not None:
+            return spec.size
+        for op in self.module.walk():
+            if op.name == "nc.program":
+                return op.batch.value.data  # type: ignore[attr-defined]
+        return 1
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run on named inputs; with a compiled batch, any client batch, in chunks

@@ -70,3 +70,21 @@ func.func @main(%x: tensor<?x3xf32> {onnx.name = "x", onnx.dim_params = ["x_dyna
 // CHECK-LABEL: func.func @main(%x: tensor<?x3xf32> {onnx.name = "x", onnx.dim_params = ["batch", ""]})
 // CHECK-SAME:  -> (tensor<?x3xf32> {onnx.name = "y", onnx.dim_params = ["batch", ""]})
 // PINNED-LABEL: func.func @main(%x: tensor<4x3xf32>
+
+// -----
+
+// A class token shared by all samples, concatenated in front of each: it is broadcast
+// along the batch axis (Shape of the batched peer, its batch entry) before the Concat.
+func.func @main(%x: tensor<1x3x4xf32> {onnx.name = "x"}) -> (tensor<1x4x4xf32> {onnx.name = "y"}) {
+  %cls = "onnx.Constant"() <{value = dense<[[[1.0, 2.0, 3.0, 4.0]]]> : tensor<1x1x4xf32>}> : () -> tensor<1x1x4xf32>
+  %y = "onnx.Concat"(%cls, %x) <{axis = 1 : i64}> {onnx.name = "prepend_cls"} : (tensor<1x1x4xf32>, tensor<1x3x4xf32>) -> tensor<1x4x4xf32>
+  func.return %y : tensor<1x4x4xf32>
+}
+// CHECK-LABEL: func.func @main(%x: tensor<?x3x4xf32>
+// CHECK:       %[[S:.*]] = "onnx.Shape"(%x)
+// CHECK:       %[[M:.*]] = "onnx.Constant"() <{value = dense<"0x010000"> : tensor<3xi1>}>
+// CHECK:       %[[W:.*]] = "onnx.Where"(%[[M]], %[[S]], %{{.*}})
+// CHECK:       %[[E:.*]] = "onnx.Expand"(%cls, %[[W]]) {onnx.name = "prepend_cls/rebatch_0_batch_expand"} : {{.*}} -> tensor<?x1x4xf32>
+// CHECK:       "onnx.Concat"(%[[E]], %x) {{.*}} -> tensor<?x4x4xf32>
+// PINNED-LABEL: func.func @main(%x: tensor<4x3x4xf32>
+// PINNED-SAME:  -> (tensor<4x4x4xf32>
