@@ -194,7 +194,8 @@ class RebatchPass(ModulePass):
     batch_dim: str = ""
     """The batch symbol; found from the model's symbols when empty."""
     check: bool = True
-    """Prove a static model's rewrite on random inputs (always do, except in tests)."""
+    """Prove a static model's rewrite on random inputs before keeping it (false: keep it
+    unproved, for inspecting a rewrite the proof refuses)."""
     seed: int = 0
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
