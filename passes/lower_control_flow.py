@@ -157,9 +157,7 @@ class LowerControlFlowPass(ModulePass):
         replacements: list[SSAValue] = list(carried)
         for result, acc in zip(op.results[n_carried:], scans, strict=True):
             replacements.append(_stack(acc, result.type, base, rewriter, before))
-        for old, new in zip(op.results, replacements, strict=True):
-            old.replace_all_uses_with(new)
-        rewriter.erase_op(op)
+        rewriter.replace_op(op, [], replacements)
 
     def to_while(self, op: LoopOp, rewriter: Rewriter) -> None:
         """``while (i < M && cond) { body }`` with scan outputs grown by Concat."""
@@ -263,20 +261,15 @@ class LowerControlFlowPass(ModulePass):
                 rewriter.insert_op(ident, before)
                 grown_value = ident.results[0]
             results.append(grown_value)
-        for old, new in zip(op.results, results, strict=True):
-            old.replace_all_uses_with(new)
-        rewriter.erase_op(op)
+        rewriter.replace_op(op, [], results)
 
 
 def _inline(block: Block, op: Operation, rewriter: Rewriter) -> None:
     terminator = block.last_op
     values = list(terminator.operands)  # type: ignore[union-attr]
-    for inner in list(block.ops)[:-1]:
-        inner.detach()
-        rewriter.insert_op(inner, InsertPoint.before(op))
-    for old, new in zip(op.results, values, strict=True):
-        old.replace_all_uses_with(new)
-    rewriter.erase_op(op)
+    rewriter.erase_op(terminator)  # type: ignore[arg-type]
+    rewriter.inline_block(block, InsertPoint.before(op))
+    rewriter.replace_op(op, [], values)
 
 
 def _retarget_yield(block: Block, yield_cls) -> None:

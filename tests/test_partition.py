@@ -16,7 +16,7 @@ from xdsl.dialects.func import FuncOp
 import neuron_ir
 import neuron_ir.target.legality
 from neuron_ir.analysis.report import partition_report
-from neuron_ir.interp.core import _used_values
+from neuron_ir.ir.util import used_values
 from passes.partition import PartitionPass, _clusters
 
 OPS = ["Relu", "Neg", "Add", "Mul", "Sub", "Abs"]
@@ -69,7 +69,7 @@ def _reaches(nodes, groups) -> dict[int, set[int]]:
             group[m] = g
     succ: dict[int, set[int]] = {g: set() for g in range(len(groups))}
     for node in nodes:
-        for value in _used_values(node):
+        for value in used_values(node):
             owner = value.owner
             if owner in index and group[owner] != group[node]:
                 succ[group[owner]].add(group[node])

@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, TensorType
-from xdsl.dialects.func import FuncOp
+from xdsl.dialects.func import CallOp, FuncOp
+from xdsl.ir import Operation
 
+from dialects.nc import ProgramOp, WeightOp
+
+from ..ir.util import is_structural
 from .flops import op_flops
 
-_NOT_COUNTED = {"func.return", "func.call", "onnx.yield", "scf.yield", "scf.condition",
-                "onnx.Constant", "arith.constant", "nc.program", "nc.return", "nc.weight"}
 TARGET_ATTR = "neuron.target"
 REASON_ATTR = "neuron.cpu_reason"
 # On @main: the compiled batch size, the symbol of the batch axis (its position in each
@@ -85,6 +87,11 @@ class PartitionReport:
         return "\n".join(lines) + "\n"
 
 
+def _not_counted(op: Operation) -> bool:
+    # Calls and programs are containers: their ops are counted where they are.
+    return is_structural(op) or isinstance(op, CallOp | ProgramOp)
+
+
 def partition_report(module: ModuleOp) -> PartitionReport:
     """The placement of every op of a partitioned (or not yet partitioned) module."""
     report = PartitionReport(target=None)
@@ -99,12 +106,12 @@ def partition_report(module: ModuleOp) -> PartitionReport:
         target = func.attributes.get(TARGET_ATTR)
         if isinstance(target, StringAttr):
             report.target = target.data
-            ops = [o for o in func.walk() if o is not func and o.name not in _NOT_COUNTED]
+            ops = [o for o in func.walk() if o is not func and not _not_counted(o)]
             report.subgraphs.append(Subgraph(func.sym_name.data, len(ops),
                                              sum(op_flops(o) for o in ops)))
             continue
         for op in func.walk():
-            if op is func or op.name in _NOT_COUNTED:
+            if op is func or _not_counted(op):
                 continue
             reason = op.attributes.get(REASON_ATTR)
             node = op.attributes.get("onnx.name")
@@ -147,16 +154,15 @@ def device_memory_floor(module: ModuleOp) -> DeviceMemoryFloor:
 
     weights, biggest, where = 0, 0, None
     for op in module.walk():
-        if op.name == "nc.weight":
+        if isinstance(op, WeightOp):
             weights += nbytes(op.results[0])
             continue
         parent = op.parent_op()
-        while parent is not None and parent.name != "nc.program":
+        while parent is not None and not isinstance(parent, ProgramOp):
             parent = parent.parent_op()
-        if parent is None or op.name in ("nc.return", "nc.program"):
+        if parent is None or is_structural(op):
             continue
-        size = sum(nbytes(v) for v in op.operands
-                   if getattr(v.owner, "name", None) != "nc.weight")
+        size = sum(nbytes(v) for v in op.operands if not isinstance(v.owner, WeightOp))
         size += sum(nbytes(r) for r in op.results)
         if size > biggest:
             # nc ops keep no node name: say the op and the shape it produces.

@@ -29,11 +29,11 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.dialects.func import FuncOp
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
-from xdsl.ir.region_utils import used_values_defined_above
 
 from ..errors import InterpreterError
 from ..ir import dtypes
 from ..ir.attrs import describe_op
+from ..ir.util import used_values
 
 Env = list
 Step = Callable[[Env], None]
@@ -107,7 +107,7 @@ class Planner:
         ops = list(block.ops)
         last_use: dict[int, int] = {}
         for index, op in enumerate(ops):
-            for value in _used_values(op):
+            for value in used_values(op):
                 last_use[self.slot(value)] = index
         defined_here = {self.slot(arg) for arg in block.args}
         for op in ops:
@@ -151,14 +151,6 @@ class Planner:
             plan = FunctionPlan(self.module, func, self.handlers)
             self.callees[name] = plan
         return plan
-
-
-def _used_values(op: Operation) -> list[SSAValue]:
-    """Operands of ``op`` and every value its regions read from outside them."""
-    values = list(op.operands)
-    for region in op.regions:
-        values.extend(used_values_defined_above(region))
-    return values
 
 
 def _freer(slots: list[int]) -> Step:
