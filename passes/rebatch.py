@@ -51,10 +51,9 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from dialects.onnx import ConstantOp, OnnxOp
 from neuron_ir.analysis.report import BATCH_ATTR, BATCH_SYMBOL_ATTR
 from neuron_ir.errors import InterpreterError, NeuronIRError, PassError
-from neuron_ir.interp import Interpreter, default_handlers
-from neuron_ir.interp.core import FunctionPlan
-from neuron_ir.ir.attrs import onnx_attrs
+from neuron_ir.ir.attrs import constant_array, onnx_attrs
 from neuron_ir.ir.util import constant_op
+from neuron_ir.kernels import KERNELS
 
 SYMBOL_ATTR = BATCH_SYMBOL_ATTR
 
@@ -228,21 +227,63 @@ def trace(module: ModuleOp, inputs: list[np.ndarray]) -> dict[SSAValue, np.ndarr
 def trace_partial(module: ModuleOp, inputs: list[np.ndarray]
                   ) -> tuple[dict[SSAValue, np.ndarray], InterpreterError | None]:
     """Like :func:`trace`, but a failing op ends the run: the values computed before
-    it, and the error."""
+    it, and the error.
+
+    Passes do not run the interpreter (layering), so this evaluates @main's top-level
+    onnx ops itself, with the numpy kernels and, for the cases they leave out,
+    onnx.reference's implementation of that one node. Ops with regions (If, Loop) are
+    not evaluated: a static model reaches rebatch before lower-control-flow, and one
+    with a top-level If or Loop is refused, naming it."""
     func = main_func(module)
-    values = list(func.body.block.args) + [r for o in func.body.block.ops for r in o.results]
-    plan = FunctionPlan(module, func, default_handlers(), keep=values)
-    env = list(plan.template)
-    for s, a in zip(plan.arg_slots, inputs, strict=True):
-        env[s] = a
-    error = None
-    try:
-        for step in plan.plan.steps:
-            step(env)
-    except InterpreterError as exc:
-        error = exc
-    return ({v: np.asarray(env[plan.slots[v]]) for v in values
-             if env[plan.slots[v]] is not None}, error)
+    values: dict[SSAValue, np.ndarray] = dict(zip(func.body.block.args, inputs, strict=True))
+    for op in func.body.block.ops:
+        if op is func.body.block.last_op:
+            break
+        try:
+            if isinstance(op, ConstantOp):
+                values[op.results[0]] = constant_array(op.value)
+                continue
+            if not isinstance(op, OnnxOp) or op.regions:
+                raise InterpreterError(f"rebatch cannot evaluate {_label(op)}")
+            args = [None if v is None else values[v] for v in op.onnx_inputs()]
+            outputs = op.onnx_outputs()
+            attrs = onnx_attrs(op)
+            results = _evaluate(op, args, attrs, len(outputs))
+            for value, result in zip(outputs, results, strict=False):
+                if value is not None:
+                    values[value] = np.asarray(result)
+        except InterpreterError as exc:
+            return values, exc
+        except Exception as exc:  # a kernel's own complaint: the op does not run
+            return values, InterpreterError(f"{_label(op)} failed: {type(exc).__name__}: "
+                                            f"{exc}")
+    return values, None
+
+
+def _evaluate(op: OnnxOp, args: list, attrs: dict, n_out: int) -> list:
+    kernel = KERNELS.get(op.ONNX_TYPE)
+    if kernel is not None:
+        try:
+            return kernel(args, attrs, n_out)
+        except NotImplementedError:
+            pass
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    from dialects.onnx import CANONICAL_OPSET
+
+    names = [f"i{k}" if a is not None else "" for k, a in enumerate(args)]
+    node_attrs = {k: numpy_helper.from_array(v) if isinstance(v, np.ndarray) else v
+                  for k, v in attrs.items()}
+    node = helper.make_node(op.ONNX_TYPE, names, [f"o{k}" for k in range(n_out)],
+                            **node_attrs)
+    graph = helper.make_graph(
+        [node], "one", [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(
+            a.dtype), None) for n, a in zip(names, args, strict=True) if a is not None],
+        [helper.make_tensor_value_info(f"o{k}", 0, None) for k in range(n_out)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", CANONICAL_OPSET)])
+    feeds = {n: a for n, a in zip(names, args, strict=True) if a is not None}
+    return ReferenceEvaluator(model).run(None, feeds)
 
 
 def random_input(ttype: Attribute, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -350,7 +391,7 @@ class _Rebatcher:
         try:
             values = trace(module, args)
         except NeuronIRError as exc:
-            raise RebatchError(f"rebatch: the batch-1 model does not run: {exc}") from None
+            raise RebatchError(f"rebatch: cannot trace the batch-1 model: {exc}") from None
         for value, array in values.items():
             self.shape[value] = tuple(array.shape)
             owner = value.owner
@@ -793,11 +834,11 @@ def prove(original: ModuleOp, rebatched: ModuleOp, n: int, seed: int = 0) -> Non
     batched = [np.concatenate([s[k] for s in samples], axis=ax) if ax is not None
                else samples[0][k] for k, ax in enumerate(in_axes)]
     try:
-        per_sample = [Interpreter(original).function.call(s) for s in samples]
+        per_sample = [_results(original, s) for s in samples]
     except NeuronIRError as exc:
         raise RebatchError(f"rebatch: the batch-1 model does not run: {exc}") from None
     try:
-        got = Interpreter(rebatched).function.call(batched)
+        got = _results(rebatched, batched)
         bad = None
         for k, ax in enumerate(out_axes):
             want = (np.concatenate([np.asarray(p[k]) for p in per_sample], axis=ax)
@@ -816,6 +857,14 @@ def prove(original: ModuleOp, rebatched: ModuleOp, n: int, seed: int = 0) -> Non
             else "the batched program fails to run")
     raise RebatchError(f"rebatch: the batch-{n} program is not {n} batch-1 runs stacked "
                        f"({what}; first difference at {where}); the model cannot be rebatched")
+
+
+def _results(module: ModuleOp, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """@main's results on ``inputs``."""
+    values = trace(module, inputs)
+    ret = main_func(module).body.block.last_op
+    assert ret is not None
+    return [values[v] for v in ret.operands]
 
 
 def _symbol_of(func: FuncOp) -> str:
@@ -843,7 +892,8 @@ def _first_difference(original: ModuleOp, rebatched: ModuleOp, samples, batched)
     for old, new in zip(orig_ops, new_ops, strict=False):
         for r_old, r_new in zip(old.results, new.results, strict=False):
             if r_new not in got:
-                return _label(new) + (f" ({failed})" if failed else "")
+                cause = (failed or "").removeprefix(f"{_label(new)} failed: ")
+                return _label(new) + (f", which fails: {cause}" if cause else "")
             want = [np.asarray(p[r_old]) for p in per_sample if r_old in p]
             value = got[r_new]
             if not isinstance(r_new.type, TensorType) or len(want) != len(samples):

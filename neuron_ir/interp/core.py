@@ -168,8 +168,7 @@ def _freer(slots: list[int]) -> Step:
 class FunctionPlan:
     """A prepared function: its argument and result slots and its steps."""
 
-    def __init__(self, module: ModuleOp, func: FuncOp, handlers: HandlerTable,
-                 keep: Sequence[SSAValue] = ()):
+    def __init__(self, module: ModuleOp, func: FuncOp, handlers: HandlerTable):
         planner = Planner(module, handlers)
         self.func = func
         block = func.body.block
@@ -178,10 +177,7 @@ class FunctionPlan:
         if ret is None or ret.name != "func.return":
             raise InterpreterError(f"@{func.sym_name.data} does not end in func.return")
         self.result_slots = planner.operand_slots(list(ret.operands))
-        # ``keep``: values to hold until the end (tracing every value of a body).
-        kept = set(self.result_slots) | {planner.slot(v) for v in keep}
-        self.plan = planner.plan_block(block, keep=kept)
-        self.slots = planner.slots
+        self.plan = planner.plan_block(block, keep=set(self.result_slots))
         self.size = len(planner.slots)
         self.template: list[Any] = [None] * self.size
         for slot_index, array in planner.constants.items():

@@ -18,7 +18,7 @@ func.func @main(%x: tensor<1x2x3xf32> {onnx.name = "x"}) -> (tensor<2x3xf32> {on
   %y = "onnx.Add"(%rows, %pos) {onnx.name = "add_positions"} : (tensor<2x3xf32>, tensor<2x3xf32>) -> tensor<2x3xf32>
   func.return %y : tensor<2x3xf32>
 }
-// CHECK: error: {{.*}}rebatch: the batch-4 program is not 4 batch-1 runs stacked (the batched program fails to run; first difference at node 'add_positions' (Add) ('onnx.Add' (node 'add_positions') failed: ValueError: operands could not be broadcast
+// CHECK: error: {{.*}}rebatch: the batch-4 program is not 4 batch-1 runs stacked (the batched program fails to run; first difference at node 'add_positions' (Add), which fails: ValueError: operands could not be broadcast together with shapes (8,3) (2,3) {{.*}}); the model cannot be rebatched
 
 // -----
 
