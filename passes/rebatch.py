@@ -10,9 +10,12 @@ Three kinds of model reach it:
 * **Static batch 1** (exports traced at batch 1): every input with a static leading
   dim of 1 gets a symbolic leading axis. The batch axis is followed op by op through
   ``@main`` (per-op rules below, on the shapes of one batch-1 run); constants that
-  hard-code it are rewritten (Reshape shape entries become 0 or -1, Slice bounds on the
-  batch axis become 0..end, an axis-less Squeeze gets explicit axes); types get a
-  dynamic batch dim; outputs whose batch axis is found carry the symbol. An op that
+  hard-code it are rewritten (a Reshape's batch entry becomes -1, so the batch may also
+  be folded into the rows of a Gemm and split back; Slice bounds on the batch axis read
+  all of it; an axis-less Squeeze gets explicit axes; an Expand keeps the batch by
+  broadcasting; a value shared by all samples concatenated with batched ones is first
+  broadcast along the batch axis); types get a dynamic batch dim; outputs whose batch
+  axis is found carry the symbol. An op that
   mixes samples (a reduction, concatenation, softmax or contraction over the batch axis,
   a Tile of it, ...) or that the rules do not know stops it, with an error naming the
   node. Then the rewrite is **proved** before it is kept: on random inputs, the
@@ -208,7 +211,7 @@ class RebatchPass(ModulePass):
             original = op.clone() if self.check else None
             _Rebatcher(func, plan.symbol).run()
             if original is not None:
-                prove(original, op, max(self.batch, 2), self.seed)
+                prove(original, op, max(self.batch, 2), plan.symbol, self.seed)
         _record(func, self.batch, plan.symbol)
 
 
@@ -808,14 +811,12 @@ def batch_axes(func: FuncOp, symbol: str, results: bool = False) -> list[int | N
             for _, symbols, _ in io_symbols(func, results)]
 
 
-def prove(original: ModuleOp, rebatched: ModuleOp, n: int, seed: int = 0) -> None:
+def prove(original: ModuleOp, rebatched: ModuleOp, n: int, symbol: str, seed: int = 0) -> None:
     """Check that ``rebatched`` at batch ``n`` equals ``original`` run on each of the
     ``n`` samples and stacked; name the first op that differs if it does not."""
     func = main_func(rebatched)
-    symbol = func.attributes.get(SYMBOL_ATTR)
-    symbol_name = symbol.data if isinstance(symbol, StringAttr) else _symbol_of(func)
-    in_axes = batch_axes(func, symbol_name)
-    out_axes = batch_axes(func, symbol_name, results=True)
+    in_axes = batch_axes(func, symbol)
+    out_axes = batch_axes(func, symbol, results=True)
     orig_func = main_func(original)
     rng = np.random.default_rng(seed)
     samples: list[list[np.ndarray]] = []
@@ -865,11 +866,6 @@ def _results(module: ModuleOp, inputs: list[np.ndarray]) -> list[np.ndarray]:
     ret = main_func(module).body.block.last_op
     assert ret is not None
     return [values[v] for v in ret.operands]
-
-
-def _symbol_of(func: FuncOp) -> str:
-    plan = plan_batch(func)
-    return plan.symbol
 
 
 def _close(got: np.ndarray, want: np.ndarray) -> bool:

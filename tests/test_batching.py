@@ -443,3 +443,13 @@ def test_model_too_big_even_at_batch_1():
     with pytest.raises(BatchError, match="batch 1 does not fit the device memory: .* it "
                                          "does not fit even at batch 1"):
         neuron_ir.compile(model, batch=1)
+
+
+def test_static_model_takes_the_batch_symbol_the_user_names():
+    model = onnx.load(str(MODELS / "static" / "tiny_resnet_b1.onnx"))
+    cm = neuron_ir.compile(model, batch=2, batch_dim="samples")
+    assert cm.batching.symbol == "samples" and cm.batching.inputs == {"input": 0}
+    x = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    _assert_close(cm.run({"input": x}),
+                  _ort_per_sample(_ort(MODELS / "static" / "tiny_resnet_b1.onnx"),
+                                  {"input": x}, 3))
