@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    BatchError,
     ExternalDataError,
     InterpreterError,
     IRParseError,
@@ -36,6 +37,7 @@ _LAZY = {
     "make_context": "neuron_ir.ir",
     "parse_ir": "neuron_ir.ir",
     "print_ir": "neuron_ir.ir",
+    "sweep_batch": "neuron_ir.sweep",
 }
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from .ir import make_context, parse_ir, print_ir
     from .runtime.artifact import ArtifactError
     from .runtime.compiled import CompiledModel
+    from .sweep import sweep_batch
 
 
 def __getattr__(name: str) -> Any:
@@ -64,6 +67,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ArtifactError",
+    "BatchError",
     "CANONICAL_OPSET",
     "CompiledModel",
     "DEFAULT_PIPELINE",
@@ -82,4 +86,5 @@ __all__ = [
     "parse_ir",
     "print_ir",
     "run",
+    "sweep_batch",
 ]

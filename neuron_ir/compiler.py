@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from xdsl.dialects.builtin import ModuleOp
+import numpy as np
+from xdsl.dialects.builtin import IntegerAttr, IntegerType, ModuleOp
 
 from passes.pipeline import (
     Dims,
@@ -22,22 +23,30 @@ from passes.pipeline import (
     run_passes,
 )
 
-from .errors import CompileError
+from .errors import BatchError, CompileError
 from .importer import import_model
 from .runtime.compiled import CompiledModel
 from .target import TargetProfile, get_target
 from .target.profiles import max_cores
 
-__all__ = ["DEFAULT_PIPELINE", "CompiledModel", "compile", "input_shapes_spec", "load",
-           "run_pipeline"]
+__all__ = ["DEFAULT_PIPELINE", "CompiledModel", "check_batch", "compile", "input_shapes_spec",
+           "load", "run_pipeline"]
 
 
 def DEFAULT_PIPELINE(target: str = "inf1", input_shapes: InputShapes = None,  # noqa: N802
-                     dims: Dims = None, batch: int = 1, cores: int | str = 1,
+                     dims: Dims = None, batch: int | None = None,
+                     batch_dim: str | None = None, cores: int | str = 1,
                      allow_hbm_weights: bool = False) -> str:
     """The default pipeline as the flat pass string ``neuron-opt -p`` accepts."""
-    return pipeline_text(default_pipeline(target, input_shapes, dims, batch, cores,
-                                          allow_hbm_weights))
+    return pipeline_text(default_pipeline(target, input_shapes, dims, batch, batch_dim,
+                                          cores, allow_hbm_weights))
+
+
+def check_batch(batch: Any) -> int:
+    """``batch`` as a positive int, or a BatchError."""
+    if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
+        raise BatchError(f"batch must be a positive integer, not {batch!r}")
+    return int(batch)
 
 
 def run_pipeline(module: ModuleOp, pipeline: str) -> ModuleOp:
@@ -55,10 +64,16 @@ def _import(src: Any) -> ModuleOp:
 
 def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
             input_shapes: InputShapes = None, dims: Dims = None, *,
-            pipeline: str | None = None, batch: int = 1, cores: int | str = 1,
-            replicas: int = 1, allow_hbm_weights: bool = False) -> CompiledModel:
+            batch: int | None = None, batch_dim: str | None = None,
+            dynamic_batching: bool = True, cores: int | str = 1, replicas: int = 1,
+            allow_hbm_weights: bool = False, pipeline: str | None = None) -> CompiledModel:
     """Import ``src`` (path, bytes, ``onnx.ModelProto`` or ``ModuleOp``) and run the
     default pipeline (or ``pipeline``, a flat pass string) for ``target``.
+
+    ``batch=N`` compiles for batch N: the batch axis is the input symbol ``batch_dim``
+    names, or one found (``batch``, ``batch_size``, ``N``, unnamed leading dims), or a
+    static leading dim of 1, which ``rebatch`` rewrites and proves. ``run`` then takes
+    any client batch, in chunks of N (``dynamic_batching=False``: exactly N).
 
     ``cores``: pipeline stages (one NeuronCore each) per NeuronCore program, or
     ``"auto"``, the fewest whose SBUFs cache every weight read whole
@@ -66,18 +81,28 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
     program on ``replicas x cores`` cores; throughput scales with it.
     """
     profile = get_target(target)
+    if batch is not None:
+        batch = check_batch(batch)
+    elif batch_dim is not None:
+        raise BatchError(f"batch_dim='{batch_dim}' needs batch=N")
     if not (cores == "auto" or (isinstance(cores, int) and not isinstance(cores, bool)
                                 and cores >= 1)):
         raise CompileError(f"cores must be a positive integer or 'auto', not {cores!r}")
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise CompileError(f"replicas must be a positive integer, not {replicas!r}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise CompileError(f"batch must be a positive integer, not {batch!r}")
     passes = (parse_pipeline(pipeline) if pipeline is not None
-              else default_pipeline(profile.name, input_shapes, dims, batch, cores,
-                                    allow_hbm_weights))
+              else default_pipeline(profile.name, input_shapes, dims, batch, batch_dim,
+                                    cores, allow_hbm_weights))
     module = _import(src)
     run_passes(module, passes)
+    if batch is not None:
+        _check_device_memory(module, profile, batch)
+    if not dynamic_batching:
+        from passes.rebatch import main_func
+
+        from .analysis.report import DYNAMIC_BATCHING_ATTR
+
+        main_func(module).attributes[DYNAMIC_BATCHING_ATTR] = IntegerAttr(0, IntegerType(1))
     model = CompiledModel(module, profile, pipeline_text(passes), replicas)
     used = model.cores * replicas
     limit = max_cores(profile)
@@ -85,6 +110,28 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
         raise CompileError(f"{replicas} replica(s) of {model.cores} core(s) need {used} "
                            f"NeuronCores but {profile.name} has at most {limit}")
     return model
+
+
+def _check_device_memory(module: ModuleOp, profile: TargetProfile, batch: int) -> None:
+    """A BatchError when even the floor of the device memory the batch needs (weights +
+    the largest op's tensors, :func:`neuron_ir.analysis.report.device_memory_floor`)
+    exceeds one chip's memory; names the op and the largest batch the floor allows."""
+    from .analysis.report import device_memory_floor
+
+    floor = device_memory_floor(module)
+    capacity = profile.dram_bytes_per_chip
+    if floor.total <= capacity:
+        return
+    gib = 2 ** 30
+    per_sample = floor.op_bytes / batch
+    fits = int((capacity - floor.weight_bytes) // per_sample) if per_sample else 0
+    hint = (f"the largest batch this allows is about {fits}" if fits >= 1 else
+            "it does not fit even at batch 1")
+    raise BatchError(f"batch {batch} does not fit the device memory: weights "
+                     f"{floor.weight_bytes / gib:.2f} GiB plus {floor.op} with "
+                     f"{floor.op_bytes / gib:.2f} GiB of activations need "
+                     f"{floor.total / gib:.2f} GiB, but an {profile.name} chip has "
+                     f"{capacity / gib:.0f} GiB; {hint}")
 
 
 def load(path: str | os.PathLike) -> CompiledModel:

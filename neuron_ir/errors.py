@@ -42,3 +42,6 @@ class InterpreterError(NeuronIRError):
 
 class CompileError(NeuronIRError):
     """Compile options that cannot be honoured (cores, replicas, batch)."""
+class BatchError(NeuronIRError):
+    """Bad batch options, or a client batch the compiled model cannot take (names the
+    input or output, its size and the compiled batch)."""

@@ -51,6 +51,10 @@ def _pipeline_shard() -> type[ModulePass]:
     from .pipeline_shard import PipelineShardPass
 
     return PipelineShardPass
+def _rebatch() -> type[ModulePass]:
+    from .rebatch import RebatchPass
+
+    return RebatchPass
 
 
 def _default_pipeline() -> type[ModulePass]:
@@ -66,6 +70,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "nc-place-weights": _place_weights,
     "nc-estimate": _estimate,
     "partition": _partition,
+    "rebatch": _rebatch,
     "shape-inference": _shape_inference,
     "lower-control-flow": _lower_control_flow,
 }

@@ -25,6 +25,7 @@ from .lower_to_nc import LowerToNcPass
 from .partition import PartitionPass
 from .pipeline_shard import PipelineShardPass
 from .place_weights import PlaceWeightsPass
+from .rebatch import RebatchPass
 from .shape_inference import ShapeInferencePass
 
 InputShapes = Mapping[str, Sequence[int]] | str | None
@@ -51,19 +52,25 @@ def dims_spec(dims: Dims) -> str:
 
 
 def default_pipeline(target: str = "inf1", input_shapes: InputShapes = None,
-                     dims: Dims = None, batch: int = 1, cores: int | str = 1,
+                     dims: Dims = None, batch: int | None = None,
+                     batch_dim: str | None = None, cores: int | str = 1,
                      allow_hbm_weights: bool = False) -> tuple[ModulePass, ...]:
     """What ``compile`` runs: shape-inference, lower-control-flow, partition, lower-to-nc,
     pipeline-shard (for more than one core), then weight placement and estimation per
-    stage."""
+    stage. With ``batch``, ``rebatch`` first (it records the batch symbol, which
+    shape-inference then pins to ``batch``) and lower-to-nc records the batch."""
+    front: tuple[ModulePass, ...] = ()
+    if batch is not None:
+        front = (RebatchPass(batch=batch, batch_dim=batch_dim or ""),)
     shard: tuple[ModulePass, ...] = ()
     if cores != 1:
         shard = (PipelineShardPass(cores=cores, allow_hbm_weights=allow_hbm_weights),)
     return (
+        *front,
         ShapeInferencePass(input_shapes=input_shapes_spec(input_shapes), dims=dims_spec(dims)),
         LowerControlFlowPass(),
         PartitionPass(target=target),
-        LowerToNcPass(batch=batch),
+        LowerToNcPass() if batch is None else LowerToNcPass(batch=batch),
         *shard,
         PlaceWeightsPass(),
         EstimatePass(),

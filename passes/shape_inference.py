@@ -21,6 +21,7 @@ from xdsl.dialects.builtin import (
     DYNAMIC_INDEX,
     ArrayAttr,
     FunctionType,
+    IntegerAttr,
     ModuleOp,
     StringAttr,
     TensorType,
@@ -33,6 +34,7 @@ from xdsl.rewriter import Rewriter
 from xdsl.transforms.dead_code_elimination import region_dce
 
 from dialects.onnx import ConstantOp, CustomOp, IfOp, LoopOp, OnnxOp, ScanOp
+from neuron_ir.analysis.report import BATCH_ATTR, BATCH_SYMBOL_ATTR
 from neuron_ir.analysis.shapes import ShapeContext, ShapeError, TensorInfo, infer
 from neuron_ir.errors import NeuronIRError, PassError
 from neuron_ir.ir.attrs import constant_array, onnx_attrs
@@ -108,12 +110,26 @@ class ShapeInferencePass(ModulePass):
         main = next((f for f in funcs if f.sym_name.data == "main"), None)
         if main is None:
             raise PassError("shape-inference needs a func.func @main")
+        _pin_recorded_batch(main, dims)
         _pin_inputs(main, shapes, dims)
         inference = _Inference()
         inference.block(main.body.block)
         _update_signature(main)
         region_dce(main.body)  # folded shape arithmetic is dead now
         _check_static(main)
+
+
+def _pin_recorded_batch(func: FuncOp, dims: dict[str, int]) -> None:
+    """The batch ``rebatch`` recorded on @main pins its symbol, unless dims does."""
+    batch = func.attributes.get(BATCH_ATTR)
+    symbol = func.attributes.get(BATCH_SYMBOL_ATTR)
+    if not isinstance(batch, IntegerAttr) or not isinstance(symbol, StringAttr):
+        return
+    n = batch.value.data
+    if symbol.data in dims and dims[symbol.data] != n:
+        raise PassError(f"dims pins the batch symbol '{symbol.data}' to {dims[symbol.data]}, "
+                        f"but the model is compiled for batch {n}")
+    dims[symbol.data] = n
 
 
 def _arg_names(func: FuncOp) -> list[tuple[str, list[str]]]:

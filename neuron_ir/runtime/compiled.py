@@ -19,6 +19,7 @@ from ..interp import Interpreter, io_names
 from ..target import TargetProfile, get_target
 from ..target.cost import ProgramPrice, price_program, stage_costs
 from . import artifact
+from .batching import BatchSpec, run_batched
 from .timeline import CPU_FLOPS_PER_S, StageReport, Timeline, simulate, stage_report
 
 
@@ -37,6 +38,7 @@ class CompiledModel:
         self._interpreter: Interpreter | None = None
         self._report: PartitionReport | None = None
         self._timeline: Timeline | None = None
+        self._batching: BatchSpec | bool | None = None
 
     # Lazy, so that load() stays cheap and a model that is only saved never plans.
     @property
@@ -60,8 +62,34 @@ class CompiledModel:
             self._report = partition_report(self.module)
         return self._report
 
+    @property
+    def batching(self) -> BatchSpec | None:
+        """The compiled batch and the batch axis of each input and output, recorded on
+        @main by ``rebatch`` (None: compiled without ``batch``)."""
+        if self._batching is None:
+            self._batching = BatchSpec.from_module(self.module) or False
+        return self._batching or None
+
+    @property
+    def batch(self) -> int:
+        """Inferences per compiled run: the batch ``compile(batch=N)`` recorded, else
+        that of the NeuronCore programs (1 unless lower-to-nc was told otherwise).
+        Whether ``run`` batches is ``batching`` (None: it runs inputs as given)."""
+        spec = self.batching
+        if spec is not None:
+            return spec.size
+        for op in self.module.walk():
+            if isinstance(op, ProgramOp):
+                return op.batch.value.data
+        return 1
+
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        return self.interpreter.run(inputs)
+        """Run on named inputs; with a compiled batch, any client batch, in chunks
+        (:mod:`neuron_ir.runtime.batching`)."""
+        spec = self.batching
+        if spec is None:
+            return self.interpreter.run(inputs)
+        return run_batched(spec, self.interpreter.run, inputs)
 
     def timeline(self, cpu_flops_per_s: float | None = None, requests: int = 1) -> Timeline:
         """The simulated timeline of ``requests`` queued requests (see
@@ -91,14 +119,6 @@ class CompiledModel:
         return self.batch * self.replicas / bottleneck if bottleneck > 0 else 0.0
 
     @property
-    def batch(self) -> int:
-        """Inferences per request: the compiled batch of the NeuronCore programs."""
-        for op in self.module.walk():
-            if isinstance(op, ProgramOp):
-                return op.batch.value.data
-        return 1
-
-    @property
     def cores(self) -> int:
         """NeuronCores one replica uses (the stages of every program)."""
         return self.stage_report().cores
@@ -124,6 +144,7 @@ class CompiledModel:
             "target": self.target,
             "pipeline": self.pipeline,
             "replicas": self.replicas,
+            "batch": self.batch,
             "inputs": self.input_names,
             "outputs": self.output_names,
         })
