@@ -8,6 +8,7 @@ default-pipeline{...}`` runs; :func:`DEFAULT_PIPELINE` is its flat text form.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,14 +18,18 @@ from passes.pipeline import (
     Dims,
     InputShapes,
     default_pipeline,
+    dims_spec,
     input_shapes_spec,
     parse_pipeline,
     pipeline_text,
     run_passes,
 )
 
+from .bucketing import compile_bucketed
 from .errors import BatchError, CompileError
 from .importer import import_model
+from .runtime import artifact
+from .runtime.buckets import BucketedModel
 from .runtime.compiled import CompiledModel
 from .target import TargetProfile, get_target
 from .target.profiles import max_cores
@@ -66,7 +71,11 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
             input_shapes: InputShapes = None, dims: Dims = None, *,
             batch: int | None = None, batch_dim: str | None = None,
             dynamic_batching: bool = True, cores: int | str = 1, replicas: int = 1,
-            allow_hbm_weights: bool = False, pipeline: str | None = None) -> CompiledModel:
+            allow_hbm_weights: bool = False, pipeline: str | None = None,
+            buckets: Mapping[str, Sequence[int] | str] | None = None,
+            pad_values: Mapping[str, float] | None = None,
+            size_samples: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+            check_padding: bool = True) -> CompiledModel:
     """Import ``src`` (path, bytes, ``onnx.ModelProto`` or ``ModuleOp``) and run the
     default pipeline (or ``pipeline``, a flat pass string) for ``target``.
 
@@ -79,8 +88,29 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
     ``"auto"``, the fewest whose SBUFs cache every weight read whole
     (``pipeline-shard``). ``replicas``: data-parallel copies of the whole (pipelined)
     program on ``replicas x cores`` cores; throughput scales with it.
+
+    ``buckets={"sequence": [32, 64, 128]}`` (or ``"auto:K"`` with ``size_samples``):
+    one program per bucket in one model (:mod:`neuron_ir.bucketing`); ``run`` pads to the
+    smallest bucket that fits (``pad_values`` per input, default 0) and slices back.
     """
     profile = get_target(target)
+    if buckets is not None:
+        if pipeline is not None:
+            raise CompileError("buckets and pipeline= cannot be combined")
+        source = _import(src)
+        base_dims = dims_spec(dims)
+
+        def compile_one(module: ModuleOp, sizes: dict[str, int]) -> CompiledModel:
+            pins = ",".join(p for p in [base_dims, dims_spec(sizes)] if p)
+            return compile(module, profile, input_shapes, pins or None, batch=batch,
+                           batch_dim=batch_dim, dynamic_batching=dynamic_batching,
+                           cores=cores, replicas=replicas,
+                           allow_hbm_weights=allow_hbm_weights)
+
+        return compile_bucketed(source, buckets, compile_one, pad_values, size_samples,
+                                check_padding)
+    if pad_values is not None or size_samples is not None:
+        raise CompileError("pad_values and size_samples need buckets=")
     if batch is not None:
         batch = check_batch(batch)
     elif batch_dim is not None:
@@ -135,5 +165,13 @@ def _check_device_memory(module: ModuleOp, profile: TargetProfile, batch: int) -
 
 
 def load(path: str | os.PathLike) -> CompiledModel:
-    """A saved artifact, runnable without recompiling."""
-    return CompiledModel.load(path)
+    """A saved artifact (one program, or one per bucket), runnable without recompiling."""
+    where = os.fspath(path)
+    module, meta = artifact.read(where)
+    if "buckets" in meta:
+        try:
+            return BucketedModel.from_artifact(module, meta, where)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise artifact.ArtifactError(f"artifact bucket table is corrupt ({exc})",
+                                         where=where) from None
+    return CompiledModel.from_artifact(module, meta, where)

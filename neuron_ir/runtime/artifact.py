@@ -20,7 +20,7 @@ loader drops such a suffix. The loader swaps each handle for
 ``DenseIntOrFPElementsAttr(type, BytesAttr(blob))`` itself, so the global blob store
 is never used and loading twice in one process is safe.
 The swap happens in the printer, so the caller's module is never mutated or cloned.
-Constants are deduplicated by identity of their bytes.
+Constants are deduplicated by content.
 """
 
 from __future__ import annotations
@@ -60,17 +60,18 @@ class _BlobPrinter(NeuronPrinter):
 
     threshold: int = field(default=BLOB_THRESHOLD)
     blobs: dict[str, bytes] = field(default_factory=dict)
-    _keys: dict[int, str] = field(default_factory=dict)
+    # By content, so that equal weights of several programs (buckets) are stored once.
+    _keys: dict[bytes, str] = field(default_factory=dict)
 
     def _print_dense(self, attr: DenseIntOrFPElementsAttr) -> None:
         data = attr.data.data
         if len(data) <= self.threshold:
             super()._print_dense(attr)
             return
-        key = self._keys.get(id(data))
+        key = self._keys.get(data)
         if key is None:
             key = f"w{len(self.blobs)}"
-            self._keys[id(data)] = key
+            self._keys[data] = key
             self.blobs[key] = data
         self.print_string(f"dense_resource<{key}> : ")
         self.print_attribute(attr.type)

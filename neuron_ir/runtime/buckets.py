@@ -16,13 +16,19 @@ sample sizes are the only candidates needed, and the largest sample is always on
 from __future__ import annotations
 
 import bisect
+import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 
 from ..errors import NeuronIRError
+from . import artifact
+from .compiled import CompiledModel
+from .timeline import Timeline
 
 
 class BucketError(NeuronIRError):
@@ -149,12 +155,189 @@ def choose_boundaries(sizes: Iterable[int], k: int, cost: Callable[[int], float]
                         padding_waste(counts.elements(), boundaries))
 
 
-def powers_of_two(top: int) -> list[int]:
-    """1, 2, 4, ... up to the first power of two >= ``top`` (the rule of thumb users
-    reach for), for comparison in reports."""
+def powers_of_two(top: int, k: int | None = None) -> list[int]:
+    """The rule of thumb users reach for, for comparison in reports: powers of two below
+    ``top``, then ``top`` itself (a model's position table may end there); with ``k``,
+    only the ``k`` largest of them."""
     out, p = [], 1
     while p < top:
         out.append(p)
         p *= 2
-    out.append(p)
-    return out
+    out.append(top)
+    return out if k is None else out[-k:]
+
+
+# ---------------------------------------------------------------------------
+# the bucketed model: one program per bucket, dispatched at run time
+
+BUCKET_ATTR = "neuron.bucket"  # on each variant module in a saved artifact
+
+
+def bucket_label(symbols: Sequence[str], key: Sequence[int]) -> str:
+    """``sequence=32`` (``a=2,b=16`` for several symbols)."""
+    return ",".join(f"{s}={k}" for s, k in zip(symbols, key, strict=True))
+
+
+@dataclass(frozen=True)
+class BucketAxes:
+    """Which axis of each input and output carries each bucketed symbol."""
+
+    inputs: dict[str, dict[str, int]]  # input -> symbol -> axis
+    outputs: dict[str, dict[str, int]]
+
+    @classmethod
+    def from_module(cls, module: ModuleOp, symbols: Sequence[str]) -> BucketAxes:
+        from passes.rebatch import io_symbols, main_func
+
+        func = main_func(module)
+
+        def axes(results: bool) -> dict[str, dict[str, int]]:
+            return {name: {s: dims.index(s) for s in symbols if s in dims}
+                    for name, dims, _ in io_symbols(func, results)}
+
+        return cls(axes(False), axes(True))
+
+
+class BucketedModel(CompiledModel):
+    """Several compiled programs of one model, one per bucket, run as one: each call
+    pads the inputs that carry a bucketed symbol to the smallest bucket that fits and
+    slices the outputs that carry it back. The representative ``module`` (report,
+    stage report, default timeline) is the largest bucket's."""
+
+    def __init__(self, variants: dict[tuple[int, ...], CompiledModel], symbols: Sequence[str],
+                 axes: BucketAxes, pad_values: Mapping[str, float] | None = None,
+                 padding_report: Sequence[str] = ()):
+        self.variants = dict(sorted(variants.items()))
+        self.symbols = list(symbols)
+        self.boundaries = {s: sorted({k[i] for k in self.variants})
+                           for i, s in enumerate(self.symbols)}
+        self.axes = axes
+        self.pad_values = dict(pad_values or {})
+        self.padding_report = list(padding_report)
+        # symbol -> label -> (boundaries, expected s/call, padding waste), for "auto:K"
+        self.auto_choices: dict[str, dict[str, tuple[list[int], float, float]]] = {}
+        self.last_bucket: tuple[int, ...] | None = None
+        largest = self.variants[max(self.variants)]
+        super().__init__(largest.module, largest.profile, largest.pipeline, largest.replicas)
+
+    def sizes(self, inputs: Mapping[str, Any]) -> dict[str, int]:
+        """The size of each bucketed symbol in ``inputs``; inputs that share a symbol
+        must agree."""
+        found: dict[str, tuple[int, str]] = {}
+        for name, by_symbol in self.axes.inputs.items():
+            if name not in inputs:
+                continue
+            array = np.asarray(inputs[name])
+            for symbol, axis in by_symbol.items():
+                if array.ndim <= axis:
+                    raise BucketError(f"input '{name}': rank {array.ndim} has no axis {axis} "
+                                      f"for '{symbol}'")
+                size = int(array.shape[axis])
+                if symbol in found and found[symbol][0] != size:
+                    other, first = found[symbol][1], found[symbol][0]
+                    raise BucketError(f"inputs '{other}' and '{name}' disagree on '{symbol}': "
+                                      f"{first} vs {size}")
+                found.setdefault(symbol, (size, name))
+        missing = [s for s in self.symbols if s not in found]
+        if missing:
+            raise BucketError(f"no input carries the bucketed symbol '{missing[0]}'")
+        return {s: found[s][0] for s in self.symbols}
+
+    def bucket_for(self, inputs: Mapping[str, Any]) -> tuple[int, ...]:
+        """The bucket (one size per symbol) that would serve ``inputs``."""
+        sizes = self.sizes(inputs)
+        key = []
+        for symbol in self.symbols:
+            carriers = [n for n, a in self.axes.inputs.items() if symbol in a and n in inputs]
+            key.append(select_bucket(symbol, sizes[symbol], self.boundaries[symbol],
+                                     where=f"input '{carriers[0]}'"))
+        return tuple(key)
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        sizes = self.sizes(inputs)
+        key = self.bucket_for(inputs)
+        padded = {}
+        for name, value in inputs.items():
+            array = np.asarray(value)
+            for symbol, axis in self.axes.inputs.get(name, {}).items():
+                bucket = key[self.symbols.index(symbol)]
+                array = pad_axis(array, axis, bucket, self.pad_values.get(name, 0))
+            padded[name] = array
+        outputs = self.variants[key].run(padded)
+        self.last_bucket = key
+        return {name: _unpad(value, self.axes.outputs.get(name, {}), sizes)
+                for name, value in outputs.items()}
+
+    def bucket_label(self, key: Sequence[int]) -> str:
+        return bucket_label(self.symbols, key)
+
+    def timeline(self, cpu_flops_per_s: float | None = None, requests: int = 1,
+                 bucket: tuple[int, ...] | None = None) -> Timeline:
+        """The simulated timeline of ``bucket`` (default: the largest)."""
+        if bucket is None:
+            return super().timeline(cpu_flops_per_s, requests)
+        if bucket not in self.variants:
+            raise BucketError(f"no bucket {self.bucket_label(bucket)}; buckets: "
+                              + "; ".join(self.bucket_label(k) for k in self.variants))
+        return self.variants[bucket].timeline(cpu_flops_per_s, requests)
+
+    def describe_deployment(self) -> str:
+        lines = ["buckets:"]
+        for key, variant in self.variants.items():
+            lines.append(f"  {self.bucket_label(key):<24} simulated latency "
+                         f"{variant.simulated_latency * 1e3:9.3f} ms")
+        pads = ", ".join(f"{k}={v:g}" for k, v in self.pad_values.items()) or "0 for all"
+        lines.append(f"pad values: {pads}")
+        lines.extend(self.padding_report)
+        return "\n".join(lines)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """One file; weights equal across buckets are stored once (the artifact keeps
+        blobs by content)."""
+        wrapper = ModuleOp([])
+        try:
+            for key, variant in self.variants.items():
+                variant.module.attributes[BUCKET_ATTR] = StringAttr(self.bucket_label(key))
+                wrapper.body.block.add_op(variant.module)
+            artifact.write(path, wrapper, {
+                "target": self.target,
+                "pipeline": self.pipeline,
+                "replicas": self.replicas,
+                "batch": self.batch,
+                "inputs": self.input_names,
+                "outputs": self.output_names,
+                "buckets": {"symbols": self.symbols,
+                            "keys": [list(k) for k in self.variants],
+                            "pad_values": self.pad_values,
+                            "axes": {"inputs": self.axes.inputs,
+                                     "outputs": self.axes.outputs}},
+            })
+        finally:
+            for variant in self.variants.values():
+                variant.module.detach()
+                variant.module.attributes.pop(BUCKET_ATTR, None)
+
+    @classmethod
+    def from_artifact(cls, wrapper: ModuleOp, meta: Mapping[str, Any], where: str
+                      ) -> BucketedModel:
+        spec = meta["buckets"]
+        modules = [op for op in wrapper.ops if isinstance(op, ModuleOp)]
+        keys = [tuple(int(v) for v in k) for k in spec["keys"]]
+        if len(modules) != len(keys):
+            raise artifact.ArtifactError(f"artifact holds {len(modules)} bucket programs but "
+                                         f"lists {len(keys)}", where=where)
+        variants = {}
+        for key, module in zip(keys, modules, strict=True):
+            module.detach()
+            module.attributes.pop(BUCKET_ATTR, None)
+            variants[key] = CompiledModel(module, meta["target"], meta.get("pipeline"),
+                                          int(meta.get("replicas", 1)))
+        axes = BucketAxes({k: dict(v) for k, v in spec["axes"]["inputs"].items()},
+                          {k: dict(v) for k, v in spec["axes"]["outputs"].items()})
+        return cls(variants, spec["symbols"], axes, spec.get("pad_values", {}))
+
+
+def _unpad(array: np.ndarray, axes: Mapping[str, int], sizes: Mapping[str, int]) -> np.ndarray:
+    for symbol, axis in axes.items():
+        array = slice_axis(array, axis, sizes[symbol])
+    return array

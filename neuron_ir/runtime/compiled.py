@@ -150,17 +150,17 @@ class CompiledModel:
         })
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> CompiledModel:
-        """A saved artifact, runnable without recompiling."""
-        module, meta = artifact.read(path)
+    def from_artifact(cls, module: ModuleOp, meta: Mapping[str, Any],
+                      where: str) -> CompiledModel:
+        """The model :func:`artifact.read` gave back (see ``neuron_ir.load``)."""
         try:
             return cls(module, meta["target"], meta.get("pipeline"),
                        int(meta.get("replicas", 1)))
         except (KeyError, TypeError, ValueError):
             raise artifact.ArtifactError("artifact metadata is corrupt (no target)",
-                                         where=os.fspath(path)) from None
+                                         where=where) from None
         except NeuronIRError as exc:
-            raise artifact.ArtifactError(exc.message, where=os.fspath(path)) from None
+            raise artifact.ArtifactError(exc.message, where=where) from None
 
     def __repr__(self) -> str:
         return f"<CompiledModel target={self.target} subgraphs={len(self.report.subgraphs)}>"
