@@ -49,7 +49,9 @@ def test_default_pipeline_is_a_flat_pass_string():
                     "nc-estimate")
     assert DEFAULT_PIPELINE("inf1", "a:1x2") == ('shape-inference{input-shapes="a:1x2"},'
                                                  "lower-control-flow,partition{target=inf1},"
-                                                 "lower-to-nc")
+                                                 "lower-to-nc,nc-place-weights,nc-estimate")
+    assert DEFAULT_PIPELINE("inf2", "a:1x2", batch=4, cores="auto").endswith(
+        "lower-to-nc{batch=4},pipeline-shard{cores=auto},nc-place-weights,nc-estimate")
 
 
 @pytest.mark.parametrize("name", list(MODELS))
