@@ -18,8 +18,8 @@ from xdsl.dialects.builtin import Float64Type, FloatAttr, ModuleOp
 from xdsl.passes import ModulePass
 
 from dialects import nc
-from neuron_ir.cost import ProgramPrice, price_program, stage_costs
 from neuron_ir.target import get_target
+from neuron_ir.target.cost import ProgramPrice, price_program, stage_costs
 
 
 def estimate_program(program: nc.ProgramOp, autocast: bool = True) -> ProgramPrice:

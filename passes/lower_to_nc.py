@@ -39,10 +39,10 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
 from dialects import nc
+from neuron_ir.analysis.report import TARGET_ATTR
 from neuron_ir.errors import PassError
-from neuron_ir.interpreter import constant_array, onnx_attrs
-from neuron_ir.irutil import dense_attr, dtype_of, is_static, tensor_type
-from neuron_ir.report import TARGET_ATTR
+from neuron_ir.ir.attrs import constant_array, onnx_attrs
+from neuron_ir.ir.util import dense_attr, dtype_of, is_static, tensor_type
 
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
            "Max": "max", "Min": "min", "Equal": "eq", "Less": "lt", "LessOrEqual": "le",
@@ -285,7 +285,7 @@ class _Lowering:
         self.values[outs[0]] = result
 
     def flops(self, op: Operation) -> float:
-        from neuron_ir.flops import op_flops
+        from neuron_ir.analysis.flops import op_flops
 
         return float(op_flops(op))
 

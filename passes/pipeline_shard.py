@@ -54,9 +54,10 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from dialects import nc
-from neuron_ir.cost import core_dram_bandwidth, op_seconds, type_bytes
 from neuron_ir.errors import PassError
-from neuron_ir.target import TargetProfile, get_target, max_cores
+from neuron_ir.target import TargetProfile, get_target
+from neuron_ir.target.cost import core_dram_bandwidth, op_seconds, type_bytes
+from neuron_ir.target.profiles import max_cores
 
 from .estimate import estimate_program
 from .place_weights import place_stage
@@ -305,7 +306,7 @@ def _nbytes(value: SSAValue) -> float:
 
 def chain_model(program: nc.ProgramOp, autocast: bool = True) -> tuple[ChainModel, _Order]:
     """The :class:`ChainModel` of a one-stage program, from the one cost model."""
-    from neuron_ir.cost import block_cost
+    from neuron_ir.target.cost import block_cost
 
     profile = get_target(program.target.data)
     block = program.stages[0].block

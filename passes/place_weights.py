@@ -29,8 +29,8 @@ from xdsl.ir import Block
 from xdsl.passes import ModulePass
 
 from dialects import nc
-from neuron_ir.cost import weight_cost
 from neuron_ir.target import TargetProfile, get_target
+from neuron_ir.target.cost import weight_cost
 
 
 def place_stage(block: Block, profile: TargetProfile, autocast: bool = True) -> int:

@@ -19,12 +19,12 @@ from onnx import TensorProto, helper, numpy_helper
 from xdsl.context import Context
 
 import neuron_ir
-import neuron_ir.nc_interp  # noqa: F401  (registers the nc handlers)
+import neuron_ir.interp.nc_ops  # noqa: F401  (registers the nc handlers)
 from dialects import nc
 from neuron_ir import zoo
-from neuron_ir.cost import core_dram_bandwidth, stage_costs
 from neuron_ir.errors import CompileError, NeuronIRError, PassError
-from neuron_ir.target import TARGETS
+from neuron_ir.target.cost import core_dram_bandwidth, stage_costs
+from neuron_ir.target.profiles import TARGETS
 from passes.estimate import EstimatePass
 from passes.pipeline_shard import (
     ChainModel,
@@ -294,7 +294,7 @@ def test_placement_fills_the_budget_exactly_and_estimates_charge_hbm(sizes, targ
 
 
 def test_gathered_tables_pay_for_rows_and_batch_amortises_weights():
-    from neuron_ir.cost import largest_unspilled_batch, price_program, spill_fraction
+    from neuron_ir.target.cost import largest_unspilled_batch, price_program, spill_fraction
 
     feeds = zoo.example_inputs("tiny_bert", batch=1, seq=16)
     model = neuron_ir.compile(zoo.build("tiny_bert"), "inf1",
@@ -383,14 +383,14 @@ def test_neuron_run_traces_a_stream(tmp_path):
     src, inputs, trace = tmp_path / "m.onnx", tmp_path / "x.npz", tmp_path / "t.json"
     onnx.save(zoo.build("tiny_bert"), src)
     np.savez(inputs, **feeds)
-    proc = run_tool("neuron_ir.run_main", str(src), "--inputs", str(inputs), "--cores", "4",
+    proc = run_tool("neuron_ir.cli.run", str(src), "--inputs", str(inputs), "--cores", "4",
                     "--requests", "8", "--trace", str(trace))
     assert proc.returncode == 0, proc.stderr
     assert "8 requests done after" in proc.stdout and "4 core(s)" in proc.stdout
     events = [e for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "X"]
     assert {e["args"]["request"] for e in events} == set(range(8))
     assert len({e["pid"] for e in events}) >= 4
-    bad = run_tool("neuron_ir.run_main", str(src), "--inputs", str(inputs), "--cores", "x")
+    bad = run_tool("neuron_ir.cli.run", str(src), "--inputs", str(inputs), "--cores", "x")
     assert bad.returncode == 1 and bad.stderr.startswith("error: --cores")
     assert "Traceback" not in bad.stderr
 

@@ -1,5 +1,5 @@
 """A simulated timeline of a stream of requests, priced by the one cost model
-(``neuron_ir.cost``).
+(``neuron_ir.target.cost``).
 
 Ops inside ``@neuron_subgraph_K`` (functions marked ``neuron.target``) run on
 NeuronCores; every other op of ``@main`` on a "cpu" track (the host). A lowered
@@ -31,11 +31,11 @@ from xdsl.ir import Operation, SSAValue
 
 from dialects.nc import NcOp, ProgramOp
 
-from .cost import OpWork, op_time, price_program, weights_fit
-from .flops import op_flops
-from .irutil import info_of_type
-from .report import TARGET_ATTR
-from .target import TargetProfile, get_target
+from ..analysis.flops import op_flops
+from ..analysis.report import TARGET_ATTR
+from ..ir.util import info_of_type
+from ..target import TargetProfile, get_target
+from ..target.cost import OpWork, op_time, price_program, weights_fit
 
 CPU_FLOPS_PER_S = 50e9  # assumption: one host core running the reference kernels
 TRACKS = ("tensor", "vector", "scalar", "gpsimd", "dma", "cpu")
@@ -424,7 +424,7 @@ def stage_report(module: ModuleOp, target: str | TargetProfile = "inf1",
                  replicas: int = 1) -> StageReport:
     """Every stage of every ``nc.program`` of ``module``, priced by the cost model
     (times are the ops' ``est_time``, as ``nc-estimate`` set them)."""
-    from .cost import stage_costs
+    from ..target.cost import stage_costs
 
     profile = get_target(target)
     rows: list[StageRow] = []

@@ -53,7 +53,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .target import DTYPES, ENGINES, TargetProfile
+from .profiles import DTYPES, ENGINES, TargetProfile
 
 DTYPE_BYTES: dict[str, int] = {"bf16": 2, "fp16": 2, "fp32": 4, "int8": 1}
 WEIGHT_LOCATIONS = ("sbuf", "hbm")
@@ -370,7 +370,7 @@ def stage_costs(program: Any, profile: TargetProfile, autocast: bool = True) -> 
 @functools.lru_cache(maxsize=4096)
 def type_bytes(ttype: Any) -> float:
     """Bytes of a static tensor type (0 for anything else); cached: passes ask often."""
-    from .irutil import info_of_type
+    from ..ir.util import info_of_type
 
     info = info_of_type(ttype)
     if info.shape is None or info.dtype is None or info.dtype.hasobject:
@@ -394,7 +394,7 @@ def _elements(value: Any) -> float:
 def weight_cost(op: Any, profile: TargetProfile, autocast: bool = True) -> WeightCost:
     """Stored bytes and read pattern of one ``nc.weight`` op (see
     :func:`stored_weight_bytes`)."""
-    from .irutil import dtype_of
+    from ..ir.util import dtype_of
 
     result = op.results[0]
     uses = [(u.operation, u.index) for u in result.uses]
@@ -411,8 +411,8 @@ def weight_cost(op: Any, profile: TargetProfile, autocast: bool = True) -> Weigh
 def block_cost(block: Any, profile: TargetProfile, autocast: bool = True,
                stage: int | None = None) -> StageCost:
     """The :class:`StageCost` of one stage block (ops in block order)."""
-    from .flops import op_flops
-    from .irutil import dtype_of
+    from ..analysis.flops import op_flops
+    from ..ir.util import dtype_of
 
     if stage is None:
         parent = block.parent
