@@ -50,6 +50,8 @@ def test_default_pipeline_is_a_flat_pass_string():
     assert DEFAULT_PIPELINE("inf2", "a:1x2") == ('shape-inference{input-shapes="a:1x2"},'
                                                  'lower-control-flow,partition{target="inf2"},'
                                                  "lower-to-nc,nc-place-weights,nc-estimate")
+    assert DEFAULT_PIPELINE("inf2", "a:1x2", batch=4, cores="auto").endswith(
+        'lower-to-nc{batch=4},pipeline-shard{cores="auto"},nc-place-weights,nc-estimate')
 
 
 def test_pipeline_text_parses_back_to_the_same_passes():

@@ -24,7 +24,9 @@ import time
 import neuron_ir
 from dialects import nc
 from neuron_ir import zoo
-from neuron_ir.compiler import DEFAULT_PIPELINE, PIPELINE_STAGES, run_pipeline
+from neuron_ir.compiler import DEFAULT_PIPELINE
+from passes.lower_to_nc import LowerToNcPass
+from passes.pipeline import default_pipeline, run_passes
 from passes.pipeline_shard import (
     chain_model,
     fewest_fitting_stages,
@@ -37,8 +39,9 @@ def _lowered(name: str, target: str):
     feeds = zoo.example_inputs(name, batch=1, seq=128)
     shapes = {k: v.shape for k, v in feeds.items()}
     module = neuron_ir.import_model(zoo.build(name))
-    spec = ",".join([*(s(target, shapes, None) for s in PIPELINE_STAGES), "lower-to-nc"])
-    run_pipeline(module, spec)
+    passes = default_pipeline(target, shapes)
+    upto = next(k for k, p in enumerate(passes) if isinstance(p, LowerToNcPass))
+    run_passes(module, passes[:upto + 1])
     return module, feeds, shapes
 
 
