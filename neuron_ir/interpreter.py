@@ -36,6 +36,7 @@ from dialects.onnx import CustomOp, OnnxOp, StringTensorAttr
 
 from . import dtypes
 from .errors import InterpreterError
+from .interp.fusion import plan_fusions
 from .kernels import KERNELS
 
 Env = list
@@ -149,10 +150,12 @@ class Planner:
         """Steps for ``block``, freeing values defined and last used in it."""
         plan = Plan()
         ops = list(block.ops)
+        fused = plan_fusions(self, ops)  # fused chains run at their last op's index
         last_use: dict[int, int] = {}
         for index, op in enumerate(ops):
             for value in _used_values(op):
-                last_use[self.slot(value)] = index
+                slot = self.slot(value)
+                last_use[slot] = max(last_use.get(slot, -1), fused.anchor.get(op, index))
         defined_here = {self.slot(arg) for arg in block.args}
         for op in ops:
             defined_here.update(self.slot(r) for r in op.results)
@@ -162,7 +165,7 @@ class Planner:
             if slot_index in defined_here and slot_index not in keep:
                 free_after.setdefault(index, []).append(slot_index)
         for index, op in enumerate(ops):
-            step = self.plan_op(op)
+            step = fused.steps[op] if op in fused.steps else self.plan_op(op)
             if step is not None:
                 plan.steps.append(step)
             frees = [s for s in free_after.get(index, []) if s not in self.constants]
