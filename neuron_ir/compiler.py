@@ -78,17 +78,33 @@ def DEFAULT_PIPELINE(target: str = "inf1", input_shapes: InputShapes = None,  # 
     return ",".join(stage(target, input_shapes, dims) for stage in PIPELINE_STAGES)
 
 
-def run_pipeline(module: ModuleOp, pipeline: str) -> ModuleOp:
-    """Run ``pipeline`` on ``module`` in place, verifying after every pass."""
+class _PipelineVerifyError(PassError):
+    """The IR failed the verification after the last pass of an unchecked pipeline."""
+
+
+def run_pipeline(module: ModuleOp, pipeline: str, *, verified: bool = False,
+                 verify_each: bool = True) -> ModuleOp:
+    """Run ``pipeline`` on ``module`` in place, verifying after every pass (only after
+    the last one without ``verify_each``), and before the first unless the caller says
+    ``module`` is ``verified``, as a fresh import is.  One verification of BERT-base
+    costs about as much as one of its passes."""
     from passes import available_passes
 
-    def verify(_prev: Any, mod: ModuleOp, pass_: Any) -> None:
+    def verify(prev: Any, mod: ModuleOp, next_: Any) -> None:
+        if prev is None and verified:
+            return
+        if not verify_each and prev is not None and next_ is not None:
+            return
         try:
             mod.verify()
         except VerifyException as exc:
-            name = getattr(pass_, "name", "?")
-            raise PassError(f"IR fails to verify after pass '{name}': "
-                            f"{str(exc).strip().splitlines()[0]}") from None
+            detail = str(exc).strip().splitlines()[0]
+            if prev is None:
+                raise PassError(f"IR fails to verify before the pipeline: {detail}") from None
+            if not verify_each:
+                raise _PipelineVerifyError(f"IR fails to verify after the pipeline "
+                                           f"(last pass '{prev.name}'): {detail}") from None
+            raise PassError(f"IR fails to verify after pass '{prev.name}': {detail}") from None
 
     try:
         spec = PassPipeline.parse_spec(available_passes(), pipeline, verify)
@@ -198,7 +214,15 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
     spec = pipeline if pipeline is not None else DEFAULT_PIPELINE(profile.name,
                                                                   input_shapes, dims)
     module = _import(src)
-    run_pipeline(module, spec)
+    # import_model verifies what it builds; a caller's ModuleOp is verified first.  The
+    # passes' output is verified once, at the end; only if that fails does the pipeline
+    # run again verifying after each pass, to name the pass that broke the IR.
+    verified = not isinstance(src, ModuleOp)
+    try:
+        run_pipeline(module, spec, verified=verified, verify_each=False)
+    except _PipelineVerifyError:
+        run_pipeline(_import(src), spec, verified=verified)
+        raise
     return CompiledModel(module, profile, spec)
 
 
