@@ -24,7 +24,7 @@ import numpy as np
 from onnx import TensorProto
 from onnx.helper import tensor_dtype_to_np_dtype
 
-from . import kernel
+from . import kernel, parallel
 
 _F16 = np.dtype(np.float16)
 _BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -389,8 +389,22 @@ def _erf_poly(xf: np.ndarray, complement: bool) -> np.ndarray:
 
 
 def _erf32(x: np.ndarray) -> np.ndarray:
-    """erf of a float32 array (fresh, same shape), the rational form above, in place."""
-    xc = np.clip(x.reshape(-1), -_ERF32_CLAMP, _ERF32_CLAMP)  # NaN stays NaN
+    """erf of a float32 array (fresh, same shape); large arrays in one chunk per core."""
+    flat = x.reshape(-1)
+    if flat.size < parallel.MIN_ELEMENTS or parallel.WORKERS == 1:
+        return _erf32_chunk(flat).reshape(x.shape)
+    out = np.empty_like(flat)
+
+    def chunk(lo: int, hi: int) -> None:
+        out[lo:hi] = _erf32_chunk(flat[lo:hi])
+
+    parallel.run_chunks(chunk, flat.size)
+    return out.reshape(x.shape)
+
+
+def _erf32_chunk(x: np.ndarray) -> np.ndarray:
+    """erf of a 1-D float32 array, the rational form above, in place on one copy."""
+    xc = np.clip(x, -_ERF32_CLAMP, _ERF32_CLAMP)  # NaN stays NaN
     t = np.square(xc)
     p = np.full_like(t, _ERF32_P[-1])
     for c in _ERF32_P[-2::-1]:
@@ -403,7 +417,7 @@ def _erf32(x: np.ndarray) -> np.ndarray:
     p *= xc  # keeps the sign of -0.0
     p /= q
     np.clip(p, -1.0, 1.0, out=p)
-    return p.reshape(x.shape)
+    return p
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
