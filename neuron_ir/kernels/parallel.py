@@ -81,6 +81,14 @@ def serial_blas():
             _blas_set(before)
 
 
+def _can_split() -> bool:
+    """Splitting needs BLAS held at one thread: else our threads would each start
+    BLAS's own and oversubscribe the cores."""
+    if not _blas_probed:
+        _probe_blas()
+    return WORKERS > 1 and _blas_set is not None
+
+
 def run_chunks(fn: Callable[[int, int], object], n: int, parts: int | None = None) -> None:
     """``fn(lo, hi)`` over ``parts`` contiguous ranges of ``range(n)``, side by side.
 
@@ -107,8 +115,8 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         batch = a.shape[:-2]
         flops = 2.0 * m * k * n * (int(np.prod(batch)) if batch else 1)
         same_batch = a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2]
-        if WORKERS == 1 or flops < MIN_FLOPS or not (a.ndim == 2 and b.ndim == 2
-                                                     or same_batch):
+        if not _can_split() or flops < MIN_FLOPS or not (a.ndim == 2 and b.ndim == 2
+                                                         or same_batch):
             return np.matmul(a, b)
         out = np.empty((*batch, m, n), dtype=np.result_type(a, b))
         if a.ndim == 2:
@@ -133,7 +141,7 @@ def matmul_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     m, k = a.shape
     n = b.shape[1]
     with serial_blas():
-        if WORKERS == 1 or 2.0 * m * k * n < MIN_FLOPS:
+        if not _can_split() or 2.0 * m * k * n < MIN_FLOPS:
             np.matmul(a, b, out=out)
         elif m >= 2 * WORKERS:
             run_chunks(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), m)
