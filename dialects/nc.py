@@ -51,7 +51,7 @@ from xdsl.irdl import (
     var_region_def,
     var_result_def,
 )
-from xdsl.traits import IsTerminator
+from xdsl.traits import ConstantLike, HasParent, IsTerminator, Pure
 from xdsl.utils.exceptions import VerifyException
 
 MEMORIES = ("sbuf", "psum", "hbm")
@@ -152,7 +152,7 @@ class ReturnOp(IRDLOperation):
 
     name = "nc.return"
     values = var_operand_def(StaticTensor)
-    traits = traits_def(IsTerminator())
+    traits = traits_def(IsTerminator(), HasParent(ProgramOp))
     assembly_format = "($values^ `:` type($values))? attr-dict"
 
 
@@ -164,6 +164,7 @@ class WeightOp(IRDLOperation):
     value = prop_def(WeightValue)
     memory = prop_def(StringAttr)
     output = result_def(StaticTensor)
+    traits = traits_def(ConstantLike(), Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "attr-dict `:` type($output)"
 

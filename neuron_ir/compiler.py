@@ -1,201 +1,46 @@
 """The public compile API: ONNX (or IR) in, a runnable, saveable ``CompiledModel`` out.
 
-``compile`` imports the model and runs the named default pipeline
-(:func:`DEFAULT_PIPELINE`), a flat ``neuron-opt -p`` string, so that what the API does
-is exactly what ``neuron-opt -p "$(DEFAULT_PIPELINE)"`` does. Later stages
-(``lower-to-nc``, ``batching``, ``pipeline-shard``) plug in by appending to
-:data:`PIPELINE_STAGES`; nothing else here needs to change.
+``compile`` imports the model and runs the default pipeline of pass objects
+(:func:`passes.pipeline.default_pipeline`), the same passes that ``neuron-opt -p
+default-pipeline{...}`` runs; :func:`DEFAULT_PIPELINE` is its flat text form.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
 from typing import Any
 
-import numpy as np
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.passes import PassPipeline
-from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
 
-from .errors import NeuronIRError, PassError
+from passes.pipeline import (
+    Dims,
+    PipelineVerifyError,
+    InputShapes,
+    default_pipeline,
+    input_shapes_spec,
+    parse_pipeline,
+    pipeline_text,
+    run_passes,
+)
+
 from .importer import import_model
-from .interpreter import Interpreter
-from .ir import make_context
-from .report import PartitionReport, partition_report
+from .runtime.compiled import CompiledModel
 from .target import TargetProfile, get_target
 
-InputShapes = Mapping[str, tuple[int, ...]] | str | None
-Dims = Mapping[str, int] | str | None
-
-
-def input_shapes_spec(input_shapes: InputShapes) -> str:
-    """The ``input-shapes`` option text (``a:1x128,b:1x128``) of ``shape-inference``."""
-    if input_shapes is None:
-        return ""
-    if isinstance(input_shapes, str):
-        return input_shapes
-    return ",".join(f"{name}:{'x'.join(str(int(d)) for d in shape)}"
-                    for name, shape in input_shapes.items())
-
-
-def _dims_option(dims: Dims) -> str:
-    if dims is None:
-        return ""
-    if isinstance(dims, str):
-        return dims
-    return ",".join(f"{name}:{int(size)}" for name, size in dims.items())
-
-
-def _quoted(value: str) -> str:
-    if '"' in value:
-        raise PassError(f"pipeline option value must not contain '\"': {value!r}")
-    return f'"{value}"'
-
-
-def _shape_inference(target: str, input_shapes: InputShapes, dims: Dims) -> str:
-    opts = []
-    shapes, dim_text = input_shapes_spec(input_shapes), _dims_option(dims)
-    if shapes:
-        opts.append(f"input-shapes={_quoted(shapes)}")
-    if dim_text:
-        opts.append(f"dims={_quoted(dim_text)}")
-    return "shape-inference" + (f"{{{' '.join(opts)}}}" if opts else "")
-
-
-# One entry a stage, in order; each turns the compile options into one pass spec.
-# Later stages (batching, pipeline-shard) go in here, in order.
-PIPELINE_STAGES: list[Callable[[str, InputShapes, Dims], str]] = [
-    _shape_inference,
-    lambda target, input_shapes, dims: "lower-control-flow",
-    lambda target, input_shapes, dims: f"partition{{target={target}}}",
-    lambda target, input_shapes, dims: "lower-to-nc",
-]
+__all__ = ["DEFAULT_PIPELINE", "CompiledModel", "compile", "input_shapes_spec", "load",
+           "run_pipeline"]
 
 
 def DEFAULT_PIPELINE(target: str = "inf1", input_shapes: InputShapes = None,  # noqa: N802
                      dims: Dims = None) -> str:
     """The default pipeline as the flat pass string ``neuron-opt -p`` accepts."""
-    return ",".join(stage(target, input_shapes, dims) for stage in PIPELINE_STAGES)
+    return pipeline_text(default_pipeline(target, input_shapes, dims))
 
 
-class _PipelineVerifyError(PassError):
-    """The IR failed the verification after the last pass of an unchecked pipeline."""
-
-
-def run_pipeline(module: ModuleOp, pipeline: str, *, verified: bool = False,
-                 verify_each: bool = True) -> ModuleOp:
-    """Run ``pipeline`` on ``module`` in place, verifying after every pass (only after
-    the last one without ``verify_each``), and before the first unless the caller says
-    ``module`` is ``verified``, as a fresh import is.  One verification of BERT-base
-    costs about as much as one of its passes."""
-    from passes import available_passes
-
-    def verify(prev: Any, mod: ModuleOp, next_: Any) -> None:
-        if prev is None and verified:
-            return
-        if not verify_each and prev is not None and next_ is not None:
-            return
-        try:
-            mod.verify()
-        except VerifyException as exc:
-            detail = str(exc).strip().splitlines()[0]
-            if prev is None:
-                raise PassError(f"IR fails to verify before the pipeline: {detail}") from None
-            if not verify_each:
-                raise _PipelineVerifyError(f"IR fails to verify after the pipeline "
-                                           f"(last pass '{prev.name}'): {detail}") from None
-            raise PassError(f"IR fails to verify after pass '{prev.name}': {detail}") from None
-
-    try:
-        spec = PassPipeline.parse_spec(available_passes(), pipeline, verify)
-    except ArgSpecParseError as exc:  # a BaseException in xDSL 0.74
-        raise PassError(f"bad pipeline '{pipeline}': {exc}") from None
-    except (ValueError, KeyError) as exc:
-        raise PassError(f"bad pipeline '{pipeline}': {exc}") from None
-    try:
-        spec.apply(make_context(), module)
-    except NeuronIRError:
-        raise
-    except (DiagnosticException, VerifyException) as exc:
-        raise PassError(" ".join(str(exc).split())) from None
-    return module
-
-
-class CompiledModel:
-    """A module that went through the pipeline, with its target, ready to run."""
-
-    def __init__(self, module: ModuleOp, target: str | TargetProfile = "inf1",
-                 pipeline: str | None = None):
-        self.module = module
-        self.profile = get_target(target)
-        self.target = self.profile.name
-        self.pipeline = pipeline
-        self._interpreter: Interpreter | None = None
-        self._report: PartitionReport | None = None
-        self._timeline = None
-
-    # Lazy, so that load() stays cheap and a model that is only saved never plans.
-    @property
-    def interpreter(self) -> Interpreter:
-        if self._interpreter is None:
-            self._interpreter = Interpreter(self.module)
-        return self._interpreter
-
-    # Read off @main's signature, so that naming the I/O never plans the module.
-    @property
-    def input_names(self) -> list[str]:
-        return _io_names(self.module)[0]
-
-    @property
-    def output_names(self) -> list[str]:
-        return _io_names(self.module)[1]
-
-    @property
-    def report(self) -> PartitionReport:
-        if self._report is None:
-            self._report = partition_report(self.module)
-        return self._report
-
-    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        return self.interpreter.run(inputs)
-
-    def timeline(self, cpu_flops_per_s: float | None = None):
-        """The simulated timeline (see :mod:`neuron_ir.timeline`)."""
-        from .timeline import CPU_FLOPS_PER_S, simulate
-
-        rate = CPU_FLOPS_PER_S if cpu_flops_per_s is None else cpu_flops_per_s
-        if rate == CPU_FLOPS_PER_S and self._timeline is not None:
-            return self._timeline
-        result = simulate(self.module, self.profile, cpu_flops_per_s=rate)
-        if rate == CPU_FLOPS_PER_S:
-            self._timeline = result
-        return result
-
-    @property
-    def simulated_latency(self) -> float:
-        """Seconds one inference takes in the simulated timeline."""
-        return self.timeline().latency
-
-    def save(self, path: str) -> None:
-        from .artifact import save
-
-        save(self, path)
-
-    def __repr__(self) -> str:
-        return f"<CompiledModel target={self.target} subgraphs={len(self.report.subgraphs)}>"
-
-
-def _io_names(module: ModuleOp) -> tuple[list[str], list[str]]:
-    from xdsl.dialects.func import FuncOp
-
-    from .interpreter import _names
-
-    for op in module.ops:
-        if isinstance(op, FuncOp) and op.sym_name.data == "main":
-            ftype = op.function_type
-            return (_names(op, op.arg_attrs, len(ftype.inputs.data), "arg"),
-                    _names(op, op.res_attrs, len(ftype.outputs.data), "result"))
-    return [], []
+def run_pipeline(module: ModuleOp, pipeline: str) -> ModuleOp:
+    """Run the flat pipeline text ``pipeline`` on ``module`` in place, verified after
+    every pass."""
+    return run_passes(module, parse_pipeline(pipeline))
 
 
 def _import(src: Any) -> ModuleOp:
@@ -211,23 +56,21 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
     """Import ``src`` (path, bytes, ``onnx.ModelProto`` or ``ModuleOp``) and run the
     default pipeline (or ``pipeline``, a flat pass string) for ``target``."""
     profile = get_target(target)
-    spec = pipeline if pipeline is not None else DEFAULT_PIPELINE(profile.name,
-                                                                  input_shapes, dims)
+    passes = (parse_pipeline(pipeline) if pipeline is not None
+              else default_pipeline(profile.name, input_shapes, dims))
     module = _import(src)
     # import_model verifies what it builds; a caller's ModuleOp is verified first.  The
     # passes' output is verified once, at the end; only if that fails does the pipeline
     # run again verifying after each pass, to name the pass that broke the IR.
     verified = not isinstance(src, ModuleOp)
     try:
-        run_pipeline(module, spec, verified=verified, verify_each=False)
-    except _PipelineVerifyError:
-        run_pipeline(_import(src), spec, verified=verified)
+        run_passes(module, passes, verified=verified, verify_each=False)
+    except PipelineVerifyError:
+        run_passes(_import(src), passes, verified=verified)
         raise
-    return CompiledModel(module, profile, spec)
+    return CompiledModel(module, profile, pipeline_text(passes))
 
 
-def load(path: str) -> CompiledModel:
+def load(path: str | os.PathLike) -> CompiledModel:
     """A saved artifact, runnable without recompiling."""
-    from .artifact import load as _load
-
-    return _load(path)
+    return CompiledModel.load(path)

@@ -1,8 +1,8 @@
 """``default-pipeline``: the pipeline ``neuron_ir.compile`` runs, by name.
 
 ``neuron-opt m.onnx -p 'default-pipeline{target=inf1 dims="batch:1"}'`` runs the same
-passes as ``neuron_ir.compile(m, target="inf1", dims="batch:1")``: one list of stages
-(``neuron_ir.compiler.PIPELINE_STAGES``) serves both.
+pass objects as ``neuron_ir.compile(m, target="inf1", dims="batch:1")``: both take them
+from :func:`passes.pipeline.default_pipeline`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
+
+from .pipeline import default_pipeline, run_passes
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,5 @@ class DefaultPipelinePass(ModulePass):
     dims: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        from neuron_ir.compiler import DEFAULT_PIPELINE, run_pipeline
-
-        run_pipeline(op, DEFAULT_PIPELINE(self.target, self.input_shapes or None,
-                                          self.dims or None))
+        run_passes(op, default_pipeline(self.target, self.input_shapes or None,
+                                        self.dims or None), ctx)

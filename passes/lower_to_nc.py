@@ -39,10 +39,10 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
 from dialects import nc
+from neuron_ir.analysis.report import TARGET_ATTR
 from neuron_ir.errors import PassError
-from neuron_ir.interpreter import constant_array, onnx_attrs
-from neuron_ir.irutil import dense_attr, dtype_of, is_static, tensor_type
-from neuron_ir.report import TARGET_ATTR
+from neuron_ir.ir.attrs import constant_array, onnx_attrs
+from neuron_ir.ir.util import dense_attr, dtype_of, is_static, tensor_type
 
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
            "Max": "max", "Min": "min", "Equal": "eq", "Less": "lt", "LessOrEqual": "le",
@@ -170,7 +170,7 @@ class _Lowering:
 
     def weight(self, array: np.ndarray, attr: Attribute | None = None) -> SSAValue:
         """An ``nc.weight``: SBUF while the running total fits, else HBM."""
-        from neuron_ir.cost import weights_fit
+        from neuron_ir.target.cost import weights_fit
 
         array = np.asarray(array)
         if array.dtype == np.dtype(object):
@@ -199,7 +199,7 @@ class _Lowering:
 
     def emit(self, cls: type, operands: list[SSAValue], out_type: Attribute,
              flops: float = 0.0, **props: Any) -> SSAValue:
-        from neuron_ir.cost import OpWork, op_time
+        from neuron_ir.target.cost import OpWork, op_time
 
         properties: dict[str, Attribute] = {}
         for key, val in props.items():
@@ -314,7 +314,7 @@ class _Lowering:
         self.values[outs[0]] = result
 
     def flops(self, op: Operation) -> float:
-        from neuron_ir.flops import op_flops
+        from neuron_ir.analysis.flops import op_flops
 
         return float(op_flops(op))
 

@@ -171,7 +171,7 @@ def test_epilogue_that_would_broadcast_runs_unfused():
 
 
 def module_weight(module) -> np.ndarray:
-    from neuron_ir.interpreter import constant_array
+    from neuron_ir.ir.attrs import constant_array
 
     main = next(op for op in module.ops if op.sym_name.data == "main")
     const = next(op for op in main.body.block.ops if op.name == "onnx.Constant")

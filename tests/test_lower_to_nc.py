@@ -17,7 +17,7 @@ from xdsl.context import Context
 from xdsl.passes import PassPipeline
 
 import neuron_ir
-import neuron_ir.nc_interp  # noqa: F401  (registers the nc handlers)
+import neuron_ir.interp.nc_ops  # noqa: F401  (registers the nc handlers)
 from neuron_ir import zoo
 from neuron_ir.errors import PassError
 from passes import available_passes

@@ -35,7 +35,10 @@ from xdsl.ir import Operation, SSAValue
 
 from dialects.onnx import OnnxOp
 
+from ..errors import InterpreterError
+from ..ir.attrs import constant_array, describe_op, onnx_attrs
 from ..kernels import KERNELS
+from .onnx_ops import _onnx_handler
 
 _PRODUCERS = frozenset({"Conv", "MatMul", "Gemm"})
 _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
@@ -80,8 +83,6 @@ def _single_user(value: SSAValue, block_ops: set[Operation]) -> Operation | None
 
 
 def _constant(value: SSAValue | None) -> np.ndarray | None:
-    from ..interpreter import constant_array
-
     if value is None:
         return None
     owner = value.owner
@@ -91,8 +92,6 @@ def _constant(value: SSAValue | None) -> np.ndarray | None:
 
 
 def _foldable_batchnorm(conv: Operation, bn: Operation) -> bool:
-    from ..interpreter import onnx_attrs
-
     inputs = bn.onnx_inputs()  # type: ignore[attr-defined]
     if inputs[0] is not conv.results[0] or len(inputs) != 5:
         return False
@@ -178,8 +177,6 @@ def plan_fusions(planner: Any, ops: Sequence[Operation]) -> Fusions:
 
 
 def _folded_conv_inputs(conv: Operation, bn: Operation) -> tuple[np.ndarray, np.ndarray]:
-    from ..interpreter import onnx_attrs
-
     conv_in = conv.onnx_inputs()  # type: ignore[attr-defined]
     w = _constant(conv_in[1])
     b = _constant(conv_in[2]) if len(conv_in) > 2 else None
@@ -209,8 +206,6 @@ def _same_static_type(a: SSAValue, b: SSAValue) -> bool:
 
 
 def _group_step(planner: Any, group: Group) -> Callable:
-    from ..interpreter import InterpreterError, _describe, _onnx_handler, onnx_attrs
-
     producer = group.ops[0]
     kernel = KERNELS[_type(producer)]
     attrs = onnx_attrs(producer)
@@ -234,7 +229,7 @@ def _group_step(planner: Any, group: Group) -> Callable:
             epilogues.append((_BINARY[_type(op)], planner.slot(other), first))
         value = op.results[0]
     out_slot = planner.slot(group.ops[-1].results[0])
-    label = _describe(group.ops[-1])
+    label = describe_op(group.ops[-1])
     # The unfused steps (each with its own onnx.reference fallback) for what the
     # fused kernels do not cover.
     unfused = [_onnx_handler(planner, op) for op in group.ops]

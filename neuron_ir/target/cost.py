@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .target import DTYPES, ENGINES, TargetProfile
+from .profiles import DTYPES, ENGINES, TargetProfile
 
 DTYPE_BYTES: dict[str, int] = {"bf16": 2, "fp16": 2, "fp32": 4, "int8": 1}
 WEIGHT_LOCATIONS = ("sbuf", "hbm")

@@ -12,12 +12,14 @@ from xdsl.dialects.builtin import (
     TensorType,
     UnrankedTensorType,
 )
-from xdsl.ir import Attribute, Operation
+from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.ir.region_utils import used_values_defined_above
+from xdsl.traits import ConstantLike, IsTerminator
 
 from dialects.onnx import ConstantOp, StringTensorAttr, StringType, UnknownType
 
 from . import dtypes
-from .shapes import TensorInfo
+from .tensor_info import TensorInfo
 
 
 def element_of(dtype: np.dtype | None) -> Attribute:
@@ -68,3 +70,17 @@ def constant_op(array: np.ndarray, name: str | None = None) -> Operation:
     if name:
         op.attributes["onnx.name"] = StringAttr(name)
     return op
+
+
+def used_values(op: Operation) -> list[SSAValue]:
+    """Operands of ``op`` and every value its regions read from outside them."""
+    values = list(op.operands)
+    for region in op.regions:
+        values.extend(used_values_defined_above(region))
+    return values
+
+
+def is_structural(op: Operation) -> bool:
+    """Terminators and constants: ops that hold values or end blocks but do no work
+    (asked of the op's traits, so new dialects need no list here)."""
+    return op.has_trait(IsTerminator) or op.has_trait(ConstantLike)

@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from xdsl.dialects.builtin import ModuleOp, StringAttr
-from xdsl.dialects.func import FuncOp
+from xdsl.dialects.func import CallOp, FuncOp
+from xdsl.ir import Operation
 
+from dialects.nc import ProgramOp
+
+from ..ir.util import is_structural
 from .flops import op_flops
 
-_NOT_COUNTED = {"func.return", "func.call", "onnx.yield", "scf.yield", "scf.condition",
-                "onnx.Constant", "arith.constant", "nc.program", "nc.return", "nc.weight"}
 TARGET_ATTR = "neuron.target"
 REASON_ATTR = "neuron.cpu_reason"
 
@@ -76,6 +78,11 @@ class PartitionReport:
         return "\n".join(lines) + "\n"
 
 
+def _not_counted(op: Operation) -> bool:
+    # Calls and programs are containers: their ops are counted where they are.
+    return is_structural(op) or isinstance(op, CallOp | ProgramOp)
+
+
 def partition_report(module: ModuleOp) -> PartitionReport:
     """The placement of every op of a partitioned (or not yet partitioned) module."""
     report = PartitionReport(target=None)
@@ -85,12 +92,12 @@ def partition_report(module: ModuleOp) -> PartitionReport:
         target = func.attributes.get(TARGET_ATTR)
         if isinstance(target, StringAttr):
             report.target = target.data
-            ops = [o for o in func.walk() if o is not func and o.name not in _NOT_COUNTED]
+            ops = [o for o in func.walk() if o is not func and not _not_counted(o)]
             report.subgraphs.append(Subgraph(func.sym_name.data, len(ops),
                                              sum(op_flops(o) for o in ops)))
             continue
         for op in func.walk():
-            if op is func or op.name in _NOT_COUNTED:
+            if op is func or _not_counted(op):
                 continue
             reason = op.attributes.get(REASON_ATTR)
             node = op.attributes.get("onnx.name")

@@ -50,8 +50,9 @@ import numpy as np
 from xdsl.ir import Operation, SSAValue
 
 from dialects.onnx import ConstantOp, CustomOp, OnnxOp
-from neuron_ir.interpreter import constant_array, onnx_attrs
-from neuron_ir.irutil import info_of_type
+
+from ..ir.attrs import constant_array, onnx_attrs
+from ..ir.util import info_of_type
 
 TARGETS = ("inf1", "inf2")
 

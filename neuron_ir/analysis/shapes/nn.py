@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..dtypes import BY_ONNX
+from ...ir.dtypes import BY_ONNX
 from . import Dim, Shape, ShapeContext, ShapeError, TensorInfo, shape_rule
 
 _INT32 = np.dtype(np.int32)

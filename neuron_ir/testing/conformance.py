@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from .errors import NeuronIRError
-from .importer import import_model
-from .ir import parse_ir, print_ir
+from ..errors import NeuronIRError
+from ..importer import import_model
+from ..ir import parse_ir, print_ir
 
 
 def _is_tensor_typed(model: onnx.ModelProto) -> bool:
@@ -64,7 +64,7 @@ def _as_array(value) -> np.ndarray:
 
 def run_failure(case: NodeCase) -> str | None:
     """None if the interpreter reproduces every data set of the case, else why not."""
-    from .interpreter import Interpreter
+    from ..interp import Interpreter
 
     try:
         module = import_model(case.model)
@@ -118,10 +118,10 @@ def shape_agreement(case: NodeCase) -> tuple[int, int, list[str]]:
     """
     from xdsl.context import Context
 
+    from passes.pipeline import input_shapes_spec
     from passes.shape_inference import ShapeInferencePass
 
-    from .compiler import input_shapes_spec
-    from .irutil import info_of_type
+    from ..ir.util import info_of_type
 
     model = case.model
     # Only what onnx infers counts, not what the test model declares: clear the
@@ -164,7 +164,7 @@ def shape_agreement(case: NodeCase) -> tuple[int, int, list[str]]:
     for k, value in enumerate(main.body.block.last_op.operands):  # type: ignore[union-attr]
         ours[model.graph.output[k].name] = info_of_type(value.type)
     agree, problems = 0, []
-    from .dtypes import BY_ONNX
+    from ..ir.dtypes import BY_ONNX
 
     for name, (elem, dims) in theirs.items():
         mine = ours.get(name)

@@ -1,4 +1,4 @@
-"""A simulated timeline of one inference, priced by the one cost model (``neuron_ir.cost``).
+"""A simulated timeline of one inference, priced by the one cost model (``neuron_ir.target.cost``).
 
 Ops inside ``@neuron_subgraph_K`` (functions marked ``neuron.target``) run on the
 NeuronCore's engines; every other op of ``@main`` on a "cpu" track. Each op starts
@@ -26,11 +26,11 @@ from xdsl.ir import Operation, SSAValue
 
 from dialects.nc import NcOp
 
-from .cost import OpWork, op_time, weights_fit
-from .flops import op_flops
-from .irutil import info_of_type
-from .report import TARGET_ATTR
-from .target import TargetProfile, get_target
+from ..analysis.flops import op_flops
+from ..analysis.report import TARGET_ATTR
+from ..ir.util import info_of_type
+from ..target import TargetProfile, get_target
+from ..target.cost import OpWork, op_time, weights_fit
 
 CPU_FLOPS_PER_S = 50e9  # assumption: one host core running the reference kernels
 TRACKS = ("tensor", "vector", "scalar", "gpsimd", "dma", "cpu")

@@ -1,11 +1,11 @@
-"""The compiled-model artifact: one file, IR as text, weights as raw bytes.
+"""The artifact format, a pure serializer: one file, IR as text, weights as raw bytes.
 
 Layout (all integers little-endian)::
 
     magic    8 bytes   b"NEURONIR"
     version  u32       FORMAT_VERSION
-    meta_len u64       then meta_len bytes of UTF-8 JSON: target, pipeline, input and
-                       output names, IR length and CRC, and the blob table
+    meta_len u64       then meta_len bytes of UTF-8 JSON: the caller's metadata under
+                       "model" (target, pipeline, I/O names, ...), IR length and CRC, the blob table
                        {key: [offset, length]} (offsets from the start of the data)
     ir       zlib-compressed UTF-8: the module printed by the project printer, every constant over
              ``BLOB_THRESHOLD`` bytes printed as ``dense_resource<wN> : tensor<...>``
@@ -31,7 +31,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from xdsl.dialects.builtin import (
     BytesAttr,
@@ -40,14 +40,11 @@ from xdsl.dialects.builtin import (
     ModuleOp,
 )
 
-from .errors import NeuronIRError
-from .ir import NeuronPrinter, parse_ir
-
-if TYPE_CHECKING:
-    from .compiler import CompiledModel
+from ..errors import NeuronIRError
+from ..ir import NeuronPrinter, parse_ir
 
 MAGIC = b"NEURONIR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: caller metadata under "model"
 BLOB_THRESHOLD = 64  # bytes; smaller constants stay inline in the text (hex costs 2x)
 _ALIGN = 64
 _HEADER = struct.Struct("<8sIQ")
@@ -83,12 +80,13 @@ def _pad(n: int) -> int:
     return -n % _ALIGN
 
 
-def save(model: CompiledModel, path: str | os.PathLike) -> None:
-    """Write ``model`` to ``path`` (written to a temporary file, then renamed, so a
-    failed save never leaves a half-written artifact behind)."""
+def write(path: str | os.PathLike, module: ModuleOp, meta: dict[str, Any]) -> None:
+    """Write ``module`` and the caller's JSON-able ``meta`` to ``path`` (written to a
+    temporary file, then renamed, so a failed save never leaves a half-written artifact
+    behind). :func:`read` gives both back."""
     stream = io.StringIO()
     printer = _BlobPrinter(stream=stream)
-    printer.print_op(model.module)
+    printer.print_op(module)
     stream.write("\n")
     # The text is compressed: op-heavy, weight-light models (loops, small heads) would
     # otherwise take several times their ONNX size, and IR text compresses ~10x.
@@ -99,10 +97,7 @@ def save(model: CompiledModel, path: str | os.PathLike) -> None:
         offset += len(data) + _pad(len(data))
         crc = zlib.crc32(b"\0" * _pad(len(data)), zlib.crc32(data, crc))
     meta = {
-        "target": model.target,
-        "pipeline": model.pipeline,
-        "inputs": model.input_names,
-        "outputs": model.output_names,
+        "model": meta,
         "ir_encoding": "zlib",
         "ir_length": len(ir),
         "ir_crc32": zlib.crc32(ir),
@@ -153,10 +148,8 @@ def _restore(module: ModuleOp, blobs: dict[str, memoryview], where: str) -> None
                 attrs[name] = DenseIntOrFPElementsAttr(value.type, BytesAttr(bytes(blobs[key])))
 
 
-def load(path: str | os.PathLike) -> CompiledModel:
-    """Read an artifact written by :func:`save`; nothing is recompiled."""
-    from .compiler import CompiledModel
-
+def read(path: str | os.PathLike) -> tuple[ModuleOp, dict[str, Any]]:
+    """The module and the caller's metadata of an artifact written by :func:`write`."""
     where = os.fspath(path)
     try:
         with open(where, "rb") as f:
@@ -200,7 +193,7 @@ def load(path: str | os.PathLike) -> CompiledModel:
     # Verified here with the handles in place; the swap keeps every type unchanged.
     module = parse_ir(text, source=where)
     _restore(module, blobs, where)
-    try:
-        return CompiledModel(module, meta["target"], meta.get("pipeline"))
-    except NeuronIRError as exc:
-        raise ArtifactError(exc.message, where=where) from None
+    model_meta = meta.get("model")
+    if not isinstance(model_meta, dict):
+        raise ArtifactError("artifact metadata is corrupt (no model section)", where=where)
+    return module, model_meta

@@ -20,8 +20,15 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
+from xdsl.dialects.func import FuncOp
 
-from .errors import NeuronIRError
+from ..analysis.report import TARGET_ATTR
+from ..compiler import CompiledModel, compile, load
+from ..errors import NeuronIRError
+from ..importer import import_model
+from ..ir import parse_ir
+from ..runtime.artifact import is_artifact
+from ..runtime.compiled import main_io_names
 
 
 class _Failure(Exception):
@@ -67,19 +74,10 @@ def _read_inputs(args: argparse.Namespace) -> dict[str, np.ndarray]:
 
 
 def _is_partitioned(module) -> bool:
-    from xdsl.dialects.func import FuncOp
-
-    from .report import TARGET_ATTR
-
     return any(isinstance(op, FuncOp) and TARGET_ATTR in op.attributes for op in module.ops)
 
 
 def _load_model(args: argparse.Namespace, inputs: dict[str, np.ndarray]):
-    from .artifact import is_artifact, load
-    from .compiler import CompiledModel, _io_names, compile
-    from .importer import import_model
-    from .ir import parse_ir
-
     path = args.file
     if not os.path.exists(path):
         raise _Failure(path, "no such file")
@@ -100,7 +98,7 @@ def _load_model(args: argparse.Namespace, inputs: dict[str, np.ndarray]):
     shapes = args.input_shapes
     if shapes is None:
         # Pin only the model's own inputs; unknown names are reported by the run.
-        names = set(_io_names(module)[0])
+        names = set(main_io_names(module)[0])
         shapes = {k: v.shape for k, v in inputs.items() if k in names} or None
     return compile(module, target=args.target, input_shapes=shapes, dims=args.dims)
 

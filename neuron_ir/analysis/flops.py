@@ -14,8 +14,8 @@ from xdsl.ir import Operation
 
 from dialects.onnx import OnnxOp
 
-from .interpreter import onnx_attrs
-from .irutil import info_of_type
+from ..ir.attrs import onnx_attrs
+from ..ir.util import info_of_type
 
 _NO_COMPUTE = {
     "Constant", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity",

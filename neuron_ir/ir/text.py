@@ -32,7 +32,7 @@ from xdsl.utils.exceptions import ParseError, VerifyException
 from dialects.nc import NC
 from dialects.onnx import ONNX
 
-from .errors import IRParseError
+from ..errors import IRParseError
 
 # Constants up to this many elements print as readable lists when that is exact;
 # bigger ones print as one hex string of their bytes, which is exact and fast.

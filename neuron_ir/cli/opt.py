@@ -18,9 +18,9 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, ParseError
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from .errors import NeuronIRError
-from .importer import import_model
-from .ir import make_context, parse_ir, print_ir
+from ..errors import NeuronIRError
+from ..importer import import_model
+from ..ir import make_context, parse_ir, print_ir
 
 
 class NeuronOptMain(xDSLOptMain):
@@ -91,7 +91,7 @@ class NeuronOptMain(xDSLOptMain):
 
     def output_resulting_program(self, prog: ModuleOp) -> str:
         if self.args.dot:
-            from .dot import to_dot
+            from ..analysis.dot import to_dot
 
             self.dot_text = to_dot(prog)
         return print_ir(prog, elide_constants_over=self.args.elide_constants,

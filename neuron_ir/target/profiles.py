@@ -1,7 +1,7 @@
 """Named hardware profiles of the NeuronCore generations neuron-ir compiles for.
 
 A profile holds only facts about the hardware (or, where AWS does not publish one, a
-stated assumption); turning work into time is :mod:`neuron_ir.cost`'s job.
+stated assumption); turning work into time is :mod:`neuron_ir.target.cost`'s job.
 
 Sources (AWS Neuron documentation, awsdocs-neuron.readthedocs-hosted.com):
 
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NeuronIRError
+from ..errors import NeuronIRError
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -228,3 +228,46 @@ def sbuf_capacity(profile: TargetProfile, cores: int) -> int:
     if cores < 1:
         raise ValueError(f"need at least one core, not {cores}")
     return profile.sbuf_bytes * cores
+
+
+@dataclass(frozen=True)
+class Instance:
+    """An EC2 instance size: how many chips of which target it carries."""
+
+    name: str
+    target: str
+    chips: int
+    vcpus: int
+
+    @property
+    def cores(self) -> int:
+        return TARGETS[self.target].cores_per_chip * self.chips
+
+
+# [INF1I] and [INF2I], the instance-size tables: chips and vCPUs per size.
+INSTANCES: Mapping[str, Instance] = FrozenDict({
+    i.name: i for i in (
+        Instance("inf1.xlarge", "inf1", 1, 4),
+        Instance("inf1.2xlarge", "inf1", 1, 8),
+        Instance("inf1.6xlarge", "inf1", 4, 24),
+        Instance("inf1.24xlarge", "inf1", 16, 96),
+        Instance("inf2.xlarge", "inf2", 1, 4),
+        Instance("inf2.8xlarge", "inf2", 1, 32),
+        Instance("inf2.24xlarge", "inf2", 6, 96),
+        Instance("inf2.48xlarge", "inf2", 12, 192),
+    )
+})
+
+
+class UnknownInstanceError(NeuronIRError, ValueError):
+    """An instance name that names no known size."""
+
+
+def get_instance(name: str) -> Instance:
+    """The instance size called ``name`` (``inf1.6xlarge``, ...)."""
+    try:
+        return INSTANCES[name.lower()]
+    except (KeyError, AttributeError):
+        known = ", ".join(INSTANCES)
+        raise UnknownInstanceError(f"unknown instance {name!r}; known instances: {known}") \
+            from None

@@ -11,10 +11,9 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.dialects.func import CallOp, FuncOp
 from xdsl.ir import BlockArgument, Operation, SSAValue
 
+from ..ir.util import is_structural
 from .report import REASON_ATTR, TARGET_ATTR
 
-_HIDDEN = {"func.return", "onnx.yield", "scf.yield", "scf.condition", "onnx.Constant",
-           "arith.constant"}
 NC_COLOUR = "#7fc97f"
 CPU_COLOUR = "#fdae61"
 
@@ -54,12 +53,12 @@ def to_dot(module: ModuleOp) -> str:
         lines.append(f'    label={_quote(f"{name} ({target})")}; style=filled; '
                      'color="#e5f5e0";')
         for op in func.body.block.ops:
-            if op.name not in _HIDDEN:
+            if not is_structural(op):
                 lines.append(f"    {node_id(op)} [label={_quote(label(op))}, "
                              f'fillcolor="{NC_COLOUR}"];')
         lines.append("  }")
     for op in main.walk():
-        if op is main or op.name in _HIDDEN or isinstance(op, CallOp):
+        if op is main or is_structural(op) or isinstance(op, CallOp):
             continue
         reason = op.attributes.get(REASON_ATTR)
         tooltip = reason.data if isinstance(reason, StringAttr) else "CPU"
@@ -87,14 +86,14 @@ def to_dot(module: ModuleOp) -> str:
                         found += sources(call.operands[value.index])
                 return found
             return []
-        if isinstance(owner, Operation) and owner.name not in _HIDDEN:
+        if isinstance(owner, Operation) and not is_structural(owner):
             return [node_id(owner)]
         return []
 
     edges: set[tuple[str, str]] = set()
     for func in funcs.values():
         for op in func.walk():
-            if op is func or op.name in _HIDDEN or isinstance(op, CallOp):
+            if op is func or is_structural(op) or isinstance(op, CallOp):
                 continue
             for value in op.operands:
                 for src in sources(value):

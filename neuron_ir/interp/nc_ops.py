@@ -4,7 +4,7 @@ Each nc op runs on the numpy kernels of ``neuron_ir.kernels`` that share its
 semantics (``nc.conv`` is ONNX Conv with explicit pads, ``nc.tensor_tensor add`` is
 ONNX Add, ...), so a lowered program computes what the onnx-level graph did, as
 fast. ``nc.program`` runs its stages in order; ``nc.send``/``nc.recv`` pass values
-between stages by channel. Importing this module registers the handlers.
+between stages by channel.
 """
 
 from __future__ import annotations
@@ -15,18 +15,19 @@ from typing import Any
 import numpy as np
 from xdsl.ir import Operation
 
-from . import dtypes
-from .errors import InterpreterError
-from .interpreter import (
-    Env,
-    Planner,
-    Step,
-    _describe,
-    constant_array,
-    python_attr,
-    register_handler,
-)
-from .kernels import KERNELS
+from dialects import nc
+
+from ..errors import InterpreterError
+from ..ir import dtypes
+from ..ir.attrs import constant_array, describe_op, python_attr
+from ..kernels import KERNELS
+from .core import Env, HandlerTable, Planner, Step, implements
+
+HANDLERS: HandlerTable = {}
+
+
+def _impl(*op_types):
+    return implements(HANDLERS, *op_types)
 
 _BINARY_KERNELS = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max",
                    "min": "Min", "pow": "Pow", "mod": "Mod", "eq": "Equal", "lt": "Less",
@@ -54,7 +55,7 @@ def _step(planner: Planner, op: Operation, fn: Callable[[list], np.ndarray]) -> 
     """A step computing the op's single result from its operands with ``fn``."""
     in_slots = planner.operand_slots(list(op.operands))
     out = planner.slot(op.results[0])
-    label = _describe(op)
+    label = describe_op(op)
 
     def step(env: Env) -> None:
         try:
@@ -78,7 +79,7 @@ def _out_shape(op: Operation) -> tuple[int, ...]:
 # -- structure ------------------------------------------------------------------
 
 
-@register_handler("nc.program")
+@_impl(nc.ProgramOp)
 def _program(planner: Planner, op: Operation) -> Step:
     in_slots = planner.operand_slots(list(op.operands))
     out_slots = [planner.slot(r) for r in op.results]
@@ -104,18 +105,18 @@ def _program(planner: Planner, op: Operation) -> Step:
     return step
 
 
-@register_handler("nc.return")
+@_impl(nc.ReturnOp)
 def _return(planner: Planner, op: Operation) -> None:
     return None
 
 
-@register_handler("nc.weight")
+@_impl(nc.WeightOp)
 def _weight(planner: Planner, op: Operation) -> None:
     planner.constants[planner.slot(op.results[0])] = constant_array(op.properties["value"])
     return None
 
 
-@register_handler("nc.send")
+@_impl(nc.SendOp)
 def _send(planner: Planner, op: Operation) -> Step:
     channels = getattr(planner, "nc_channels", None)
     if channels is None:
@@ -129,7 +130,7 @@ def _send(planner: Planner, op: Operation) -> Step:
     return step
 
 
-@register_handler("nc.recv")
+@_impl(nc.RecvOp)
 def _recv(planner: Planner, op: Operation) -> Step:
     channels = getattr(planner, "nc_channels", None)
     if channels is None:
@@ -145,7 +146,7 @@ def _recv(planner: Planner, op: Operation) -> Step:
     return step
 
 
-@register_handler("nc.dma_copy")
+@_impl(nc.DmaCopyOp)
 def _dma_copy(planner: Planner, op: Operation) -> Step:
     return _step(planner, op, lambda a: a[0])
 
@@ -153,7 +154,7 @@ def _dma_copy(planner: Planner, op: Operation) -> Step:
 # -- Tensor engine --------------------------------------------------------------
 
 
-@register_handler("nc.matmul")
+@_impl(nc.MatmulOp)
 def _matmul(planner: Planner, op: Operation) -> Step:
     p = _props(op)
     t_lhs, t_rhs = bool(p.get("transpose_lhs", 0)), bool(p.get("transpose_rhs", 0))
@@ -170,7 +171,7 @@ def _matmul(planner: Planner, op: Operation) -> Step:
     return _step(planner, op, run)
 
 
-@register_handler("nc.conv")
+@_impl(nc.ConvOp)
 def _conv(planner: Planner, op: Operation) -> Step:
     p = _props(op)
     kernel = KERNELS["Conv"]
@@ -204,7 +205,7 @@ def _activation_fn(func: str, alpha: float | None) -> Callable[[np.ndarray], np.
     return lambda x: kernel([x], attrs, 1)[0]
 
 
-@register_handler("nc.activation")
+@_impl(nc.ActivationOp)
 def _activation(planner: Planner, op: Operation) -> Step:
     p = _props(op)
     fn = _activation_fn(p["func"], p.get("alpha"))
@@ -224,7 +225,7 @@ def _activation(planner: Planner, op: Operation) -> Step:
 # -- Vector engine ------------------------------------------------------------------
 
 
-@register_handler("nc.tensor_tensor")
+@_impl(nc.TensorTensorOp)
 def _tensor_tensor(planner: Planner, op: Operation) -> Step:
     kind = _props(op)["op"]
     if kind == "ne":
@@ -234,7 +235,7 @@ def _tensor_tensor(planner: Planner, op: Operation) -> Step:
     return _step(planner, op, lambda a: kernel(a, {}, 1)[0])
 
 
-@register_handler("nc.tensor_scalar")
+@_impl(nc.TensorScalarOp)
 def _tensor_scalar(planner: Planner, op: Operation) -> Step:
     p = _props(op)
     kind, scalar, reverse = p["op"], p["scalar"], bool(p.get("reverse", 0))
@@ -250,7 +251,7 @@ def _tensor_scalar(planner: Planner, op: Operation) -> Step:
     return _step(planner, op, lambda a: kernel([a[0], s], {}, 1)[0])
 
 
-@register_handler("nc.reduce")
+@_impl(nc.ReduceOp)
 def _reduce(planner: Planner, op: Operation) -> Step:
     p = _props(op)
     kind, axes, keep = p["op"], p["axes"], int(p["keepdims"])
@@ -266,27 +267,27 @@ def _reduce(planner: Planner, op: Operation) -> Step:
     return _step(planner, op, lambda a: kernel([a[0], axes_array], attrs, 1)[0])
 
 
-@register_handler("nc.transpose")
+@_impl(nc.TransposeOp)
 def _transpose(planner: Planner, op: Operation) -> Step:
     kernel = KERNELS["Transpose"]
     attrs = {"perm": _props(op)["perm"]}
     return _step(planner, op, lambda a: kernel(a, attrs, 1)[0])
 
 
-@register_handler("nc.select")
+@_impl(nc.SelectOp)
 def _select(planner: Planner, op: Operation) -> Step:
     kernel = KERNELS["Where"]
     return _step(planner, op, lambda a: kernel(a, {}, 1)[0])
 
 
-@register_handler("nc.cast")
+@_impl(nc.CastOp)
 def _cast(planner: Planner, op: Operation) -> Step:
     kernel = KERNELS["Cast"]
     attrs = {"to": dtypes.BY_XDSL[op.results[0].type.element_type].onnx}  # type: ignore
     return _step(planner, op, lambda a: kernel(a, attrs, 1)[0])
 
 
-@register_handler("nc.pool")
+@_impl(nc.PoolOp)
 def _pool(planner: Planner, op: Operation) -> Step:
     p = _props(op)
     in_shape = tuple(op.operands[0].type.get_shape())  # type: ignore[attr-defined]
@@ -302,20 +303,20 @@ def _pool(planner: Planner, op: Operation) -> Step:
     return _step(planner, op, lambda a: kernel(a, attrs, 1)[0])
 
 
-@register_handler("nc.reshape")
+@_impl(nc.ReshapeOp)
 def _reshape(planner: Planner, op: Operation) -> Step:
     shape = _out_shape(op)
     return _step(planner, op, lambda a: a[0].reshape(shape))
 
 
-@register_handler("nc.broadcast")
+@_impl(nc.BroadcastOp)
 def _broadcast(planner: Planner, op: Operation) -> Step:
     kernel = KERNELS["Expand"]
     shape = np.array(_out_shape(op), dtype=np.int64)
     return _step(planner, op, lambda a: kernel([a[0], shape], {}, 1)[0])
 
 
-@register_handler("nc.slice")
+@_impl(nc.SliceOp)
 def _slice(planner: Planner, op: Operation) -> Step:
     p = _props(op)
     kernel = KERNELS["Slice"]
@@ -323,14 +324,14 @@ def _slice(planner: Planner, op: Operation) -> Step:
     return _step(planner, op, lambda a: kernel([a[0], *bounds], {}, 1)[0])
 
 
-@register_handler("nc.concat")
+@_impl(nc.ConcatOp)
 def _concat(planner: Planner, op: Operation) -> Step:
     kernel = KERNELS["Concat"]
     attrs = {"axis": _props(op)["axis"]}
     return _step(planner, op, lambda a: kernel(a, attrs, 1)[0])
 
 
-@register_handler("nc.pad")
+@_impl(nc.PadOp)
 def _pad(planner: Planner, op: Operation) -> Step:
     p = _props(op)
     kernel = KERNELS["Pad"]
@@ -342,7 +343,7 @@ def _pad(planner: Planner, op: Operation) -> Step:
 # -- GpSimd engine ------------------------------------------------------------------
 
 
-@register_handler("nc.gather")
+@_impl(nc.GatherOp)
 def _gather(planner: Planner, op: Operation) -> Step:
     p = _props(op)
     name = {"take": "Gather", "elements": "GatherElements", "nd": "GatherND"}[p["mode"]]
@@ -351,7 +352,7 @@ def _gather(planner: Planner, op: Operation) -> Step:
     return _step(planner, op, lambda a: kernel(a, attrs, 1)[0])
 
 
-@register_handler("nc.iota")
+@_impl(nc.IotaOp)
 def _iota(planner: Planner, op: Operation) -> None:
     p = _props(op)
     shape = _out_shape(op)

@@ -1,0 +1,1 @@
+"""The runtime: compiled models, the artifact format, the simulated timeline."""
