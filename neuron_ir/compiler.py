@@ -14,8 +14,8 @@ from xdsl.dialects.builtin import ModuleOp
 
 from passes.pipeline import (
     Dims,
-    PipelineVerifyError,
     InputShapes,
+    PipelineVerifyError,
     default_pipeline,
     input_shapes_spec,
     parse_pipeline,
