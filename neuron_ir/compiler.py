@@ -17,6 +17,7 @@ from xdsl.dialects.builtin import IntegerAttr, IntegerType, ModuleOp
 from passes.pipeline import (
     Dims,
     InputShapes,
+    PipelineVerifyError,
     default_pipeline,
     dims_spec,
     input_shapes_spec,
@@ -124,7 +125,15 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
               else default_pipeline(profile.name, input_shapes, dims, batch, batch_dim,
                                     cores, allow_hbm_weights))
     module = _import(src)
-    run_passes(module, passes)
+    # import_model verifies what it builds; a caller's ModuleOp is verified first.  The
+    # passes' output is verified once, at the end; only if that fails does the pipeline
+    # run again verifying after each pass, to name the pass that broke the IR.
+    verified = not isinstance(src, ModuleOp)
+    try:
+        run_passes(module, passes, verified=verified, verify_each=False)
+    except PipelineVerifyError:
+        run_passes(_import(src), passes, verified=verified)
+        raise
     if batch is not None:
         _check_device_memory(module, profile, batch)
     if not dynamic_batching:

@@ -121,6 +121,11 @@ def _parse_bytes(data: bytes, where: str) -> ModelProto:
 def _tensor_nbytes_hint(t: TensorProto) -> int:
     if t.data_location == TensorProto.EXTERNAL:
         return STRIP_BYTES + 1
+    elem = dtypes.BY_ONNX.get(t.data_type)
+    if elem is not None and elem.onnx != TensorProto.STRING and not elem.packed:
+        # From the shape: upb's ByteSize() serializes the whole message to measure it
+        # (1.8 s for BERT-base's weights), and reading raw_data copies it.
+        return int(np.prod(t.dims, dtype=np.int64)) * elem.numpy.itemsize
     return t.ByteSize()
 
 
@@ -173,7 +178,7 @@ def _skeleton_node(src: NodeProto, dst: NodeProto, stash: dict[str, TensorProto]
                 new.name = "value" if attr.name == "sparse_value" else attr.name
                 new.type = AttributeProto.TENSOR
                 new.t.CopyFrom(dense)
-            elif attr.type == AttributeProto.TENSOR and attr.t.ByteSize() > STRIP_BYTES \
+            elif attr.type == AttributeProto.TENSOR and _tensor_nbytes_hint(attr.t) > STRIP_BYTES \
                     and src.op_type == "Constant" and src.domain in _DEFAULT_DOMAINS \
                     and src.output:
                 new.CopyFrom(attr)
@@ -729,22 +734,26 @@ def _topological(graph: GraphProto, defined: Any, where: str) -> list[NodeProto]
     ``defined(name)`` tells whether a name comes from outside the node list (graph
     inputs, initializers, enclosing scopes). Raises on cycles and undefined names.
     """
+    nodes = list(graph.node)  # indexing a protobuf repeated field is slow
     producers: dict[str, int] = {}
-    for index, node in enumerate(graph.node):
+    for index, node in enumerate(nodes):
         for out in node.output:
             if out:
                 producers[out] = index
     order: list[NodeProto] = []
-    state = [0] * len(graph.node)  # 0 new, 1 on the stack, 2 done
-    for start in range(len(graph.node)):
+    state = [0] * len(nodes)  # 0 new, 1 on the stack, 2 done
+    needs_of: dict[int, list[str]] = {}  # a node is revisited once per input
+    for start in range(len(nodes)):
         if state[start]:
             continue
         stack = [(start, 0)]
         state[start] = 1
         while stack:
             index, next_input = stack[-1]
-            node = graph.node[index]
-            needs = [n for n in node.input if n] + _implicit_inputs(node)
+            node = nodes[index]
+            needs = needs_of.get(index)
+            if needs is None:
+                needs = needs_of[index] = [n for n in node.input if n] + _implicit_inputs(node)
             if next_input < len(needs):
                 stack[-1] = (index, next_input + 1)
                 name = needs[next_input]

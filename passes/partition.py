@@ -112,15 +112,14 @@ class _State:
     def outline(self, block: Block, cluster: list[Operation]) -> None:
         members = set(cluster)
         inputs: list[SSAValue] = []
-        constants: list[Operation] = []
+        constants: dict[Operation, None] = {}  # ordered set: list lookups were quadratic
         for node in cluster:
             for value in used_values(node):
                 owner = value.owner
                 if isinstance(owner, Operation) and owner in members:
                     continue
                 if isinstance(owner, Operation) and owner.has_trait(ConstantLike):
-                    if owner not in constants:
-                        constants.append(owner)
+                    constants[owner] = None
                     continue
                 if value not in inputs:
                     inputs.append(value)
@@ -135,7 +134,10 @@ class _State:
         for value, arg in zip(inputs, body.args, strict=True):
             if value.name_hint:
                 arg.name_hint = value.name_hint
-        for const in sorted(constants, key=_position):
+        # One index of the block, not get_operation_index (a walk) per constant.
+        position = {op: i for i, op in enumerate(block.ops)}
+        for const in sorted(constants, key=lambda op: position[op] if op in position
+                            else _position(op)):
             body.add_op(const.clone(value_mapper=mapping))
         for node in cluster:
             clone = node.clone(value_mapper=mapping)

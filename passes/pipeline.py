@@ -111,21 +111,43 @@ def parse_pipeline(text: str) -> tuple[ModulePass, ...]:
         raise PassError(f"bad pipeline '{text}': {exc}") from None
 
 
-def _verify_after(previous: ModulePass | None, module: ModuleOp, _next: Any) -> None:
-    # xDSL calls this as (pass that just ran, module, next pass).
-    try:
-        module.verify()
-    except VerifyException as exc:
-        where = f"after pass '{previous.name}'" if previous is not None else "before any pass"
-        raise PassError(f"IR fails to verify {where}: "
-                        f"{str(exc).strip().splitlines()[0]}") from None
+class PipelineVerifyError(PassError):
+    """The IR failed the one verification after the last pass (``verify_each=False``)."""
+
+
+def _verifier(verified: bool, verify_each: bool):
+    def verify(previous: ModulePass | None, module: ModuleOp, next_: Any) -> None:
+        # xDSL calls this as (pass that just ran, module, next pass).
+        if previous is None and verified:
+            return
+        if not verify_each and previous is not None and next_ is not None:
+            return
+        try:
+            module.verify()
+        except VerifyException as exc:
+            detail = str(exc).strip().splitlines()[0]
+            if previous is None:
+                raise PassError(f"IR fails to verify before any pass: {detail}") from None
+            if not verify_each:
+                raise PipelineVerifyError(f"IR fails to verify after the pipeline (last "
+                                          f"pass '{previous.name}'): {detail}") from None
+            raise PassError(f"IR fails to verify after pass '{previous.name}': "
+                            f"{detail}") from None
+
+    return verify
 
 
 def run_passes(module: ModuleOp, passes: Sequence[ModulePass],
-               ctx: Context | None = None) -> ModuleOp:
-    """Run ``passes`` on ``module`` in place, verifying the IR before and after each."""
+               ctx: Context | None = None, *, verified: bool = False,
+               verify_each: bool = True) -> ModuleOp:
+    """Run ``passes`` on ``module`` in place, verifying the IR before and after each.
+
+    ``verified``: the caller vouches for the input (a fresh import verified itself),
+    so it is not verified again.  ``verify_each=False`` verifies only after the last
+    pass: one verification of BERT-base costs about as much as one of its passes."""
     try:
-        PassPipeline(tuple(passes), _verify_after).apply(ctx or make_context(), module)
+        PassPipeline(tuple(passes), _verifier(verified, verify_each)).apply(
+            ctx or make_context(), module)
     except NeuronIRError:
         raise
     except (DiagnosticException, VerifyException) as exc:

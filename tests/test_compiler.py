@@ -186,3 +186,34 @@ def test_neuron_run_wrong_shape_is_one_error_line(compiled, tmp_path):
     assert proc.returncode == 1 and not out.exists()
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "expected shape" in lines[0], proc.stderr
+
+
+def test_compile_verifies_once_and_still_names_the_pass_that_broke_the_ir(monkeypatch):
+    """compile verifies the passes' output once, at the end; a failure re-runs the
+    pipeline verifying after each pass, so the error names the culprit."""
+    from dataclasses import dataclass
+
+    from xdsl.dialects.func import ReturnOp
+    from xdsl.passes import ModulePass
+
+    import passes
+
+    calls = []
+
+    @dataclass(frozen=True)
+    class BreakIR(ModulePass):
+        name = "break-ir"
+
+        def apply(self, ctx, op) -> None:
+            calls.append(self.name)
+            main = next(f for f in op.ops if f.sym_name.data == "main")
+            ret = main.body.block.last_op
+            ret.detach()
+            ret.erase(safe_erase=False)
+            main.body.block.add_op(ReturnOp())  # returns nothing: @main returns a value
+
+    table = dict(passes.PASSES, **{"break-ir": lambda: BreakIR})
+    monkeypatch.setattr(passes, "available_passes", lambda: dict(table))
+    with pytest.raises(PassError, match="after pass 'break-ir'"):
+        compile(zoo.build("tiny_bert"), pipeline="break-ir,lower-control-flow")
+    assert calls == ["break-ir", "break-ir"]  # the first run verified only at the end

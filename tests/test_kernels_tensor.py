@@ -841,9 +841,18 @@ def test_erf_accuracy():
     np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
     ok = ~np.isnan(want)
     err = np.abs(y[ok].astype(np.float64) - want[ok])
-    assert err.max() < 1e-7
+    # float32 runs the fast rational form: a few ulp (its rounding bound is 7).
+    assert err.max() < 5e-7
     ulps = err / np.spacing(np.abs(want[ok]).astype(np.float32)).astype(np.float64)
-    assert ulps.max() <= 1.0
+    assert ulps.max() <= 8.0
+    assert np.nanmax(np.abs(y)) <= 1.0
+    # float16 keeps the float64 evaluation rounded once: exact to within an ulp.
+    x16 = x[np.abs(x) < 60000].astype(np.float16)
+    (y16,) = KERNELS["Erf"]([x16], {}, 1)
+    want16 = np.array([math.erf(v) for v in x16.astype(np.float64).tolist()])
+    ok16 = ~np.isnan(want16)
+    err16 = np.abs(y16[ok16].astype(np.float64) - want16[ok16])
+    assert (err16 <= np.spacing(np.abs(want16[ok16]).astype(np.float16))).all()
     assert np.signbit(y[x == 0]).tolist() == np.signbit(x[x == 0]).tolist()
     (y64,) = KERNELS["Erf"]([x.astype(np.float64)], {}, 1)
     np.testing.assert_array_equal(y64[ok], want[ok])

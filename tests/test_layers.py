@@ -33,6 +33,7 @@ LAYERS = {
     "neuron_ir.runtime": 5,
     "neuron_ir.compiler": 6,
     "neuron_ir.planner": 6,
+    "neuron_ir.bucketing": 5,  # below the compiler: it gets compile as a callable
     "neuron_ir.sweep": 6,  # compiles for each batch: the compile API's layer
     "neuron_ir.cli": 7,
     "neuron_ir.testing": 7,

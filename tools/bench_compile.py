@@ -1,57 +1,112 @@
 #!/usr/bin/env python3
-"""Compile time and run time of neuron_ir.compile against onnxruntime, same run.
+"""Compile time (per pass) and run time of neuron_ir.compile against onnxruntime.
 
-python tools/bench_compile.py [--models resnet50 bert_base] [--repeat 5]
+python tools/bench_compile.py [--models resnet50 bert_base bert_24] [--repeat 5]
+                              [--compile-repeat 3] [--exported DIR]
 
-Per model (batch 1, BERT at sequence 128): compile time through the default pipeline,
-median run time of the compiled model (nc-level interpreter), of the onnx-level
-interpreter on the imported model, and of onnxruntime (2 intra-op threads), with
-ratios, plus the simulated NeuronCore latency.
+Per model (batch 1, BERT at sequence 128): the median compile time through the default
+pipeline (import -> nc) over ``--compile-repeat`` compiles, with its range, split into
+import, each pass and the one verification compile runs after the last pass; the median run time of
+the compiled model (nc-level interpreter), of the onnx-level interpreter and of
+onnxruntime (2 intra-op threads), and the simulated NeuronCore latency.
+``bert_24`` is BERT-base with 24 layers: its compile time should be about
+twice BERT-base's.  ``--exported DIR`` also compiles the ``DIR/*.onnx`` models written by
+``tools/export_models.py --big`` (torch exports; the zoo's inputs are used by name).
+The machine is shared: figures are medians with their range, not single runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+from xdsl.passes import PassPipeline  # noqa: E402
 
 import neuron_ir  # noqa: E402
 from neuron_ir import zoo  # noqa: E402
+from neuron_ir.compiler import DEFAULT_PIPELINE  # noqa: E402
+from passes import available_passes  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_interpreter import median_time  # noqa: E402
+from bench_interpreter import exported_models, median_time, spread  # noqa: E402
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["resnet50", "bert_base"])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--target", default="inf1")
-    args = parser.parse_args()
-    for name in args.models:
-        model = zoo.build(name)
-        feeds = zoo.example_inputs(name, batch=1, seq=128)
-        start = time.perf_counter()
-        compiled = neuron_ir.compile(model, target=args.target,
-                                     input_shapes={k: v.shape for k, v in feeds.items()})
-        compile_s = time.perf_counter() - start
+def timed_compile(model: onnx.ModelProto, shapes: dict, target: str) -> dict[str, float]:
+    """One compile as neuron_ir.compile does it, timing import, each pass and each
+    verification separately."""
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    module = neuron_ir.import_model(model)
+    times["import"] = time.perf_counter() - start
+    clock = [time.perf_counter()]
+
+    def callback(previous, mod, next_) -> None:
+        now = time.perf_counter()
+        if previous is not None:
+            times[previous.name] = now - clock[0]
+        if next_ is None:  # compile verifies the passes' output once, at the end
+            verify_start = time.perf_counter()
+            mod.verify()
+            times["verify"] = time.perf_counter() - verify_start
+        clock[0] = time.perf_counter()
+
+    spec = DEFAULT_PIPELINE(target, shapes)
+    PassPipeline.parse_spec(available_passes(), spec, callback).apply(
+        neuron_ir.make_context(), module)
+    times["total"] = time.perf_counter() - start
+    return times
+
+
+def bench(name: str, model: onnx.ModelProto, feeds: dict, args) -> float:
+    shapes = {k: v.shape for k, v in feeds.items()}
+    runs = [timed_compile(model, shapes, args.target) for _ in range(args.compile_repeat)]
+    total = [r["total"] for r in runs]
+    parts = ", ".join(f"{k} {statistics.median(r[k] for r in runs):.2f}"
+                      for k in runs[0] if k != "total")
+    print(f"{name}: compile {statistics.median(total):.2f} s {spread(total)} "
+          f"({parts} s)")
+    if args.repeat > 0:
+        compiled = neuron_ir.compile(model, target=args.target, input_shapes=shapes)
         onnx_level = neuron_ir.Interpreter(neuron_ir.import_model(model))
         options = ort.SessionOptions()
         options.intra_op_num_threads = 2
         session = ort.InferenceSession(model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
-        t_nc = median_time(lambda c=compiled, f=feeds: c.run(f), args.repeat)
-        t_onnx = median_time(lambda i=onnx_level, f=feeds: i.run(f), args.repeat)
-        t_ort = median_time(lambda s=session, f=feeds: s.run(None, f), args.repeat)
-        print(f"{name}: compile {compile_s:.2f} s; run: compiled (nc) {t_nc * 1e3:.1f} ms, "
-              f"onnx-level {t_onnx * 1e3:.1f} ms, onnxruntime {t_ort * 1e3:.1f} ms; "
-              f"nc/onnx-level {t_nc / t_onnx:.2f}x, nc/onnxruntime {t_nc / t_ort:.2f}x; "
+        t_nc = median_time(lambda: compiled.run(feeds), args.repeat)
+        t_onnx = median_time(lambda: onnx_level.run(feeds), args.repeat)
+        t_ort = median_time(lambda: session.run(None, feeds), args.repeat)
+        print(f"  run: compiled (nc) {t_nc * 1e3:.1f} ms, onnx-level {t_onnx * 1e3:.1f} ms, "
+              f"onnxruntime {t_ort * 1e3:.1f} ms; nc/onnxruntime {t_nc / t_ort:.2f}x; "
               f"simulated {args.target} latency {compiled.simulated_latency * 1e3:.2f} ms")
+    return statistics.median(total)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["resnet50", "bert_base"])
+    parser.add_argument("--repeat", type=int, default=5, help="runs per engine; 0 skips")
+    parser.add_argument("--compile-repeat", type=int, default=3)
+    parser.add_argument("--target", default="inf1")
+    parser.add_argument("--exported", type=Path, default=None,
+                        help="folder of tools/export_models.py --big models")
+    args = parser.parse_args()
+    medians = {}
+    for name in args.models:
+        model = zoo.build("bert_base", layers=24) if name == "bert_24" else zoo.build(name)
+        feeds = zoo.example_inputs("bert_base" if name == "bert_24" else name, batch=1, seq=128)
+        medians[name] = bench(name, model, feeds, args)
+    if "bert_base" in medians and "bert_24" in medians:
+        print(f"bert_24 / bert_base compile: {medians['bert_24'] / medians['bert_base']:.2f}x")
+    if args.exported is not None:
+        for name, model, feeds in exported_models(args.exported):
+            bench(name, model, feeds, args)
     return 0
 
 

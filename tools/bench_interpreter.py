@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
-"""Interpreter speed against onnxruntime and onnx's ReferenceEvaluator, same run.
+"""Interpreter speed against onnxruntime, as the median of paired runs.
 
 python tools/bench_interpreter.py [--models resnet50 bert_base] [--repeat 10]
+                                  [--exported DIR] [--reference-repeat 0]
 
-Prints, per model (batch 1, random weights from neuron_ir.zoo; BERT at sequence
-128), the median run time of the prepared neuron-ir interpreter, of onnxruntime
-with 2 intra-op threads, and of onnx.reference.ReferenceEvaluator, and the ratios.
+Per model (batch 1, random weights; BERT at sequence 128): the prepared neuron-ir
+interpreter and onnxruntime (2 intra-op threads) run alternately ``--repeat`` times;
+each pair gives one ratio, and the line prints the median ratio with its range, and
+the median times.  Pairing cancels most of the drift of a shared machine; the range
+says how noisy the machine was.  The zoo models (neuron_ir.zoo) always run; with
+``--exported DIR`` (default: /tmp/neuron-ir-exported when it exists) so do the
+TorchScript exports ``tools/export_models.py --big --out DIR`` writes (BERT-base and
+ResNet-50 with BatchNorm folded into Conv).  ``--reference-repeat N`` also times
+onnx.reference.ReferenceEvaluator (slow).
 """
 
 from __future__ import annotations
@@ -14,19 +21,22 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
-from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 import neuron_ir  # noqa: E402
 from neuron_ir import zoo  # noqa: E402
 
+DEFAULT_EXPORTED = Path("/tmp/neuron-ir-exported")
 
-def median_time(fn, repeat: int) -> float:
+
+def median_time(fn: Callable[[], object], repeat: int) -> float:
     fn()  # warm-up: first-touch allocations, lazy initialisation
     times = []
     for _ in range(repeat):
@@ -36,9 +46,48 @@ def median_time(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def bench(name: str, repeat: int, reference_repeat: int) -> None:
-    model = zoo.build(name)
-    feeds = zoo.example_inputs(name, batch=1, seq=128)
+def spread(values: list[float]) -> str:
+    return f"[{min(values):.2f}..{max(values):.2f}]"
+
+
+def paired(ours: Callable[[], object], theirs: Callable[[], object], repeat: int
+           ) -> tuple[list[float], list[float]]:
+    """Alternating timings (ours, theirs), after one warm-up run of each."""
+    ours()
+    theirs()
+    a, b = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        ours()
+        a.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        theirs()
+        b.append(time.perf_counter() - start)
+    return a, b
+
+
+def exported_models(folder: Path) -> Iterator[tuple[str, onnx.ModelProto, dict]]:
+    """(name, model, feeds) of the big exports in ``folder`` (export_models.py --big)."""
+    for path in sorted(folder.glob("big_*.onnx")):
+        model = onnx.load(path)
+        rng = np.random.default_rng(0)
+        feeds = {}
+        for value in model.graph.input:
+            tt = value.type.tensor_type
+            shape = [d.dim_value if d.HasField("dim_value") else (1 if i == 0 else 128)
+                     for i, d in enumerate(tt.shape.dim)]
+            if tt.elem_type == onnx.TensorProto.INT64:
+                high = 2 if "mask" in value.name or "type" in value.name else 1000
+                feeds[value.name] = rng.integers(0, high, shape).astype(np.int64)
+                if "mask" in value.name:
+                    feeds[value.name][:] = 1
+            else:
+                feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
+        yield f"{path.stem[4:]} (torchscript export)", model, feeds
+
+
+def bench(name: str, model: onnx.ModelProto, feeds: dict, repeat: int,
+          reference_repeat: int) -> None:
     start = time.perf_counter()
     interpreter = neuron_ir.Interpreter(neuron_ir.import_model(model))
     prepare = time.perf_counter() - start
@@ -51,27 +100,39 @@ def bench(name: str, repeat: int, reference_repeat: int) -> None:
     theirs = session.run(None, feeds)
     worst = max(float(np.max(np.abs(ours[o.name] - t)))
                 for o, t in zip(model.graph.output, theirs, strict=True))
-    t_ours = median_time(lambda: interpreter.run(feeds), repeat)
-    t_ort = median_time(lambda: session.run(None, feeds), repeat)
-    line = (f"{name}: neuron-ir {t_ours * 1e3:.1f} ms, onnxruntime {t_ort * 1e3:.1f} ms, "
-            f"ratio {t_ours / t_ort:.2f}x")
+    t_ours, t_ort = paired(lambda: interpreter.run(feeds), lambda: session.run(None, feeds),
+                           repeat)
+    ratios = [a / b for a, b in zip(t_ours, t_ort, strict=True)]
+    line = (f"{name}: ratio {statistics.median(ratios):.2f}x {spread(ratios)} "
+            f"(median of {repeat} pairs); neuron-ir {statistics.median(t_ours) * 1e3:.1f} ms, "
+            f"onnxruntime {statistics.median(t_ort) * 1e3:.1f} ms")
     if reference_repeat > 0:
+        from onnx.reference import ReferenceEvaluator
+
         evaluator = ReferenceEvaluator(model)
         t_ref = median_time(lambda: evaluator.run(None, feeds), reference_repeat)
-        line += f"; ReferenceEvaluator {t_ref * 1e3:.0f} ms ({t_ref / t_ort:.1f}x)"
-    print(line)
+        line += f"; ReferenceEvaluator {t_ref * 1e3:.0f} ms"
+    print(line, flush=True)
     print(f"  import + plan {prepare:.2f} s; max |neuron-ir - onnxruntime| = {worst:.2e}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["resnet50", "bert_base"])
+    parser.add_argument("--models", nargs="*", default=["resnet50", "bert_base"])
     parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--reference-repeat", type=int, default=1,
+    parser.add_argument("--exported", type=Path, default=None,
+                        help=f"folder of export_models.py --big models ({DEFAULT_EXPORTED} "
+                             "when it exists)")
+    parser.add_argument("--reference-repeat", type=int, default=0,
                         help="runs of the (slow) ReferenceEvaluator; 0 skips it")
     args = parser.parse_args()
     for name in args.models:
-        bench(name, args.repeat, args.reference_repeat)
+        bench(name, zoo.build(name), zoo.example_inputs(name, batch=1, seq=128), args.repeat,
+              args.reference_repeat)
+    folder = args.exported or (DEFAULT_EXPORTED if DEFAULT_EXPORTED.is_dir() else None)
+    if folder is not None:
+        for name, model, feeds in exported_models(folder):
+            bench(name, model, feeds, args.repeat, args.reference_repeat)
     return 0
 
 

@@ -22,6 +22,15 @@ hard-code the batch of 1). They test ``rebatch``:
 
     python tools/export_models.py --static-zoo --out tests/models/static
 
+``--big`` instead exports the two benchmark models at full size with the TorchScript
+exporter (opset 17), for tools/bench_interpreter.py and tools/bench_compile.py: a
+BERT-base (transformers' default BertConfig: hidden 768, 12 layers, 30522 tokens,
+~440 MB) and a ResNet-50 (torchvision's layout, written out here; eval mode, so the
+exporter folds BatchNorm into Conv, ~100 MB), as DIR/big_bert_base.onnx and
+DIR/big_resnet50.onnx. They are far too big for git: write them under /tmp:
+
+    python tools/export_models.py --big --out /tmp/neuron-ir-exported
+
 Writes DIR/hf_<name>.onnx and checks each file with onnx.checker and with
 onnxruntime against the PyTorch outputs on an input of a different size from
 the one traced with (batch 3, sequence 7), which proves the axes are dynamic.
@@ -285,6 +294,68 @@ MODEL_NAMES = [
 ]
 
 
+def _resnet50():
+    """ResNet-50 v1.5 (stride on the 3x3 conv), random weights, eval mode."""
+    import torch
+    from torch import nn
+
+    class Bottleneck(nn.Module):
+        def __init__(self, c_in: int, width: int, stride: int) -> None:
+            super().__init__()
+            c_out = width * 4
+            self.body = nn.Sequential(
+                nn.Conv2d(c_in, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
+                nn.ReLU(), nn.Conv2d(width, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+            self.down = None
+            if stride != 1 or c_in != c_out:
+                self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                          nn.BatchNorm2d(c_out))
+
+        def forward(self, x):
+            identity = x if self.down is None else self.down(x)
+            return torch.relu(self.body(x) + identity)
+
+    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+              nn.MaxPool2d(3, 2, 1)]
+    c_in = 64
+    for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for i in range(blocks):
+            layers.append(Bottleneck(c_in, width, stride if i == 0 else 1))
+            c_in = width * 4
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, 1000)]
+    model = nn.Sequential(*layers).eval()
+    with torch.no_grad():  # non-trivial running statistics, so folding matters
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.2, 0.6)
+    return model
+
+
+def export_big(out: Path) -> None:
+    """BERT-base and ResNet-50 at full size, TorchScript exporter, opset 17."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    bert = tf.BertModel(tf.BertConfig(attn_implementation="eager")).eval()
+    spec = _encoder_export(bert, 30522, True, True)
+    start = time.perf_counter()
+    path = out / "big_bert_base.onnx"
+    export_one(spec, path, "torchscript", 17)
+    print(f"{path}  {path.stat().st_size / 1e6:6.1f} MB  {time.perf_counter() - start:.1f} s")
+    torch.manual_seed(0)
+    model = _resnet50()
+    start = time.perf_counter()
+    path = out / "big_resnet50.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), dynamo=False,
+                      input_names=["input"], output_names=["logits"], opset_version=17,
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    print(f"{path}  {path.stat().st_size / 1e6:6.1f} MB  {time.perf_counter() - start:.1f} s")
+
+
 def export_one(spec: Export, path: Path, exporter: str, opset: int | None) -> None:
     import torch
 
@@ -383,9 +454,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--static-zoo", action="store_true",
                         help="write static batch-1 zoo models instead (no torch needed)")
+    parser.add_argument("--big", action="store_true",
+                        help="export full-size BERT-base and ResNet-50 (TorchScript) instead")
     args = parser.parse_args(argv)
     if args.static_zoo:
         export_static_zoo(args.out)
+        return 0
+    if args.big:
+        args.out.mkdir(parents=True, exist_ok=True)
+        export_big(args.out)
         return 0
 
     factories = _build_all()

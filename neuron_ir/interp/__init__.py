@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
-from . import builtin_ops, core, nc_ops, onnx_ops
+from . import builtin_ops, core, fusion, nc_ops, onnx_ops
 from .core import HandlerTable, Planner, io_names
 
 
@@ -33,7 +33,9 @@ class Interpreter(core.Interpreter):
 
     def __init__(self, module: ModuleOp, entry: str = "main",
                  handlers: HandlerTable | None = None):
-        super().__init__(module, _DEFAULT if handlers is None else handlers, entry)
+        # Plan-time fusion of onnx op chains (fusion.disabled() plans the reference).
+        super().__init__(module, _DEFAULT if handlers is None else handlers, entry,
+                         fuse=fusion.plan_fusions)
 
 
 def run(module: Any, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -80,12 +80,19 @@ def lookup(table: HandlerTable, op: Operation) -> Handler | None:
     return None
 
 
+# Plan-time fusion (``neuron_ir.interp.fusion``), given by whoever assembles the
+# handlers: (planner, block ops) -> an object with ``steps`` {op: step or None for the
+# fused ops} and ``anchor`` {op: index of the block op where its chain runs}.
+Fuser = Callable[["Planner", list[Operation]], Any]
+
+
 class Planner:
     """Assigns slots to values and builds the steps of one function."""
 
-    def __init__(self, module: ModuleOp, handlers: HandlerTable):
+    def __init__(self, module: ModuleOp, handlers: HandlerTable, fuse: Fuser | None = None):
         self.module = module
         self.handlers = handlers
+        self.fuse = fuse
         self.slots: dict[SSAValue, int] = {}
         self.constants: dict[int, np.ndarray] = {}
         self.functions: dict[str, FuncOp] = {
@@ -105,10 +112,16 @@ class Planner:
         """Steps for ``block``, freeing values defined and last used in it."""
         plan = Plan()
         ops = list(block.ops)
+        fused_steps: dict[Operation, Step | None] = {}
+        anchor: dict[Operation, int] = {}
+        if self.fuse is not None:  # fused chains run at their last op's index
+            fusions = self.fuse(self, ops)
+            fused_steps, anchor = fusions.steps, fusions.anchor
         last_use: dict[int, int] = {}
         for index, op in enumerate(ops):
             for value in used_values(op):
-                last_use[self.slot(value)] = index
+                slot = self.slot(value)
+                last_use[slot] = max(last_use.get(slot, -1), anchor.get(op, index))
         defined_here = {self.slot(arg) for arg in block.args}
         for op in ops:
             defined_here.update(self.slot(r) for r in op.results)
@@ -118,7 +131,7 @@ class Planner:
             if slot_index in defined_here and slot_index not in keep:
                 free_after.setdefault(index, []).append(slot_index)
         for index, op in enumerate(ops):
-            step = self.plan_op(op)
+            step = fused_steps[op] if op in fused_steps else self.plan_op(op)
             if step is not None:
                 plan.steps.append(step)
             frees = [s for s in free_after.get(index, []) if s not in self.constants]
@@ -148,7 +161,7 @@ class Planner:
             func = self.functions.get(name)
             if func is None:
                 raise InterpreterError(f"call to unknown function @{name}")
-            plan = FunctionPlan(self.module, func, self.handlers)
+            plan = FunctionPlan(self.module, func, self.handlers, self.fuse)
             self.callees[name] = plan
         return plan
 
@@ -168,8 +181,9 @@ def _freer(slots: list[int]) -> Step:
 class FunctionPlan:
     """A prepared function: its argument and result slots and its steps."""
 
-    def __init__(self, module: ModuleOp, func: FuncOp, handlers: HandlerTable):
-        planner = Planner(module, handlers)
+    def __init__(self, module: ModuleOp, func: FuncOp, handlers: HandlerTable,
+                 fuse: Fuser | None = None):
+        planner = Planner(module, handlers, fuse)
         self.func = func
         block = func.body.block
         self.arg_slots = [planner.slot(a) for a in block.args]
@@ -206,12 +220,13 @@ def io_names(func: FuncOp, attrs: ArrayAttr | None, count: int, prefix: str) -> 
 class Interpreter:
     """A module's ``@main`` prepared for repeated runs on numpy inputs."""
 
-    def __init__(self, module: ModuleOp, handlers: HandlerTable, entry: str = "main"):
+    def __init__(self, module: ModuleOp, handlers: HandlerTable, entry: str = "main",
+                 fuse: Fuser | None = None):
         funcs = {op.sym_name.data: op for op in module.ops if isinstance(op, FuncOp)}
         if entry not in funcs:
             raise InterpreterError(f"the module has no function @{entry}")
         func = funcs[entry]
-        self.function = FunctionPlan(module, func, handlers)
+        self.function = FunctionPlan(module, func, handlers, fuse)
         ftype = func.function_type
         self.input_names = io_names(func, func.arg_attrs, len(ftype.inputs.data), "arg")
         self.output_names = io_names(func, func.res_attrs, len(ftype.outputs.data), "result")

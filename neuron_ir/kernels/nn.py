@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import kernel
+from . import kernel, parallel
 
 # --------------------------------------------------------------------------- helpers
 
@@ -171,7 +171,7 @@ def _grouped_gemm(w: np.ndarray, cols: np.ndarray) -> np.ndarray:
     out = np.empty((n, g, w.shape[1], cols.shape[3]), dtype=np.result_type(w, cols))
     for i in range(n):
         for j in range(g):
-            np.matmul(w[j], cols[i, j], out=out[i, j])
+            parallel.matmul_into(w[j], cols[i, j], out[i, j])
     return out
 
 
@@ -310,13 +310,13 @@ def matmul(inputs, attrs, n_out):
     x, w = a.astype(ct, copy=False), b.astype(ct, copy=False)
     if x.ndim > 2 and w.ndim == 2:
         # One GEMM over all leading dims: numpy's stacked matmul loops per matrix.
-        y = np.matmul(x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], w.shape[-1])
+        y = parallel.matmul(x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], w.shape[-1])
     else:
         if x.ndim > 2 and not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)  # strided stacks miss numpy's BLAS path
         if w.ndim > 2 and not w.flags.c_contiguous:
             w = np.ascontiguousarray(w)
-        y = np.matmul(x, w)
+        y = parallel.matmul(x, w) if x.ndim >= 2 and w.ndim >= 2 else np.matmul(x, w)
     return [np.asarray(y).astype(a.dtype, copy=False)]
 
 
@@ -331,7 +331,7 @@ def gemm(inputs, attrs, n_out):
     if int(attrs.get("transB", 0)):
         b = b.T
     ct = _exact_dtype(dtype)
-    y = np.matmul(a.astype(ct, copy=False), b.astype(ct, copy=False))
+    y = parallel.matmul(a.astype(ct, copy=False), b.astype(ct, copy=False))
     if alpha != 1.0:
         y = y * alpha
     if c is not None and beta != 0.0:

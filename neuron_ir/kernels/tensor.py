@@ -24,7 +24,7 @@ import numpy as np
 from onnx import TensorProto
 from onnx.helper import tensor_dtype_to_np_dtype
 
-from . import kernel
+from . import kernel, parallel
 
 _F16 = np.dtype(np.float16)
 _BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -296,12 +296,25 @@ def _isinf(inputs, attrs, n_out):
 
 
 # Erf.  float64 inputs use math.erf element by element (exact, ~0.2 s per 1M values).
-# Narrower floats are evaluated in float64 with two branches, then rounded once:
+# float32 uses one rational function in float32, erf(x) = x P(x^2) / Q(x^2) on x clamped
+# to +-3.92 (beyond that float32 erf rounds to +-1), degree 5 over 5 in x^2, fitted for
+# this project by weighted least squares on the relative error (float64 fit error
+# < 3e-8).  Evaluated in float32 it is within 7 ulp (4e-7 absolute) of erf: the rounding
+# of the Horner steps, not the fit, bounds it.  It is ~4x faster than the float64 path
+# below, which dominated BERT's Gelu (Erf on every FFN activation).
+_ERF32_P = tuple(np.float32(c) for c in (
+    1.1283791545894972, 0.18865009058596177, 0.05252710077675409, 0.003694076530919144,
+    0.0002839290671570356, 2.0716038263146608e-06))
+_ERF32_Q = tuple(np.float32(c) for c in (
+    1.0, 0.5005197236729658, 0.11339305659765592, 0.014824300554488063,
+    0.0011464793775741774, 3.82660668299048e-05))
+_ERF32_CLAMP = np.float32(3.92)
+# float16/bfloat16 are evaluated in float64 with two branches, then rounded once:
 #   |x| < 1: the odd Taylor series erf(x) = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1)),
 #            14 terms (truncation < 1e-11);
 #   |x| >= 1: erfc(|x|) from the Chebyshev-fitted formula of Numerical Recipes (fractional
 #            error < 1.2e-7 in erfc, so < 2e-8 absolute in erf = 1 - erfc there).
-# Measured on float32: max error 0.6 ulp (3.5e-8 absolute), ~35 ms per 1M values.
+# Measured (on float32 inputs): max error 0.6 ulp (3.5e-8 absolute), ~35 ms per 1M values.
 _ERF_TAYLOR = tuple(
     2.0 / math.sqrt(math.pi) * (-1.0) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(14)
 )
@@ -375,6 +388,38 @@ def _erf_poly(xf: np.ndarray, complement: bool) -> np.ndarray:
     return np.where(small, p, big)
 
 
+def _erf32(x: np.ndarray) -> np.ndarray:
+    """erf of a float32 array (fresh, same shape); large arrays in one chunk per core."""
+    flat = x.reshape(-1)
+    if flat.size < parallel.MIN_ELEMENTS or parallel.WORKERS == 1:
+        return _erf32_chunk(flat).reshape(x.shape)
+    out = np.empty_like(flat)
+
+    def chunk(lo: int, hi: int) -> None:
+        out[lo:hi] = _erf32_chunk(flat[lo:hi])
+
+    parallel.run_chunks(chunk, flat.size)
+    return out.reshape(x.shape)
+
+
+def _erf32_chunk(x: np.ndarray) -> np.ndarray:
+    """erf of a 1-D float32 array, the rational form above, in place on one copy."""
+    xc = np.clip(x, -_ERF32_CLAMP, _ERF32_CLAMP)  # NaN stays NaN
+    t = np.square(xc)
+    p = np.full_like(t, _ERF32_P[-1])
+    for c in _ERF32_P[-2::-1]:
+        p *= t
+        p += c
+    q = np.full_like(t, _ERF32_Q[-1])
+    for c in _ERF32_Q[-2::-1]:
+        q *= t
+        q += c
+    p *= xc  # keeps the sign of -0.0
+    p /= q
+    np.clip(p, -1.0, 1.0, out=p)
+    return p
+
+
 def _erf(x: np.ndarray) -> np.ndarray:
     """erf with x's dtype."""
     x = np.asarray(x)
@@ -382,6 +427,8 @@ def _erf(x: np.ndarray) -> np.ndarray:
         return x.copy()
     if x.dtype == _F64:
         return np.asarray(_erf_scalar(x), dtype=_F64)
+    if x.dtype == _F32:
+        return _erf32(x)
     # 1-D float64 working copy (ufuncs on 0-d arrays return scalars, which in-place ops
     # reject); rounded once to the input type at the end.
     return _erf_poly(x.astype(_F64).reshape(-1), False).astype(x.dtype).reshape(x.shape)
@@ -520,6 +567,20 @@ def _gelu(inputs, attrs, n_out):
     # Narrow floats: all in float64, one rounding at the end.
     if dt == _F64:
         return [np.asarray(0.5 * x * _erfc_scalar(x * -math.sqrt(0.5)), dtype=dt)]
+    if dt == _F32:
+        # float32 erf; where 1 + erf(z) cancels (z < -2, erf within 0.5% of -1) the
+        # float64 erfc path recomputes those few elements, keeping the tail's relative
+        # accuracy.
+        z = x * np.float32(math.sqrt(0.5))
+        r = _erf32(z)
+        r += 1.0
+        r *= x
+        r *= 0.5
+        low = z < -2.0
+        if low.any():
+            xl = x[low].astype(_F64)
+            r[low] = (0.5 * xl * _erf_poly(xl * -math.sqrt(0.5), True)).astype(_F32)
+        return [r]
     xf = x.astype(_F64).reshape(-1)
     r = 0.5 * xf * _erf_poly(xf * -math.sqrt(0.5), True)
     return [r.astype(dt).reshape(x.shape)]

@@ -1,0 +1,155 @@
+"""Both cores for the kernels' big work, robust to a busy machine.
+
+OpenBLAS's own threads spin while they wait for each other: when the cores are shared
+with other processes a descheduled peer stalls the whole product, and a 2-thread GEMM
+was measured 10-50x slower than a 1-thread one on this (2-core, loaded) machine.  So
+the kernels run BLAS single-threaded and split large products (and large elementwise
+work) themselves into one chunk per core: a thread of ours waiting on a chunk sleeps
+in the kernel instead of spinning, and on a quiet machine the chunks run side by side
+(numpy releases the GIL inside BLAS and ufunc loops).
+
+Assumptions: chunks below ``MIN_FLOPS`` / ``MIN_ELEMENTS`` are not worth a thread
+hand-off (~20-50 us); row chunks of a C-contiguous product are independent and write
+disjoint slices of one output, so the result is bit-identical to the unsplit product
+whenever BLAS's per-row arithmetic does not depend on the row count (OpenBLAS's does
+not for float32/float64 GEMM, which is what the tests check against ``np.matmul``
+within rounding).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numpy as np
+
+try:
+    WORKERS = max(1, len(os.sched_getaffinity(0)))
+except AttributeError:  # not on Linux
+    WORKERS = max(1, os.cpu_count() or 1)
+WORKERS = min(WORKERS, 8)
+MIN_FLOPS = 4e6  # a split product must be at least this many multiply-adds x2
+MIN_ELEMENTS = 1 << 17  # elementwise work split only above this many elements
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_blas_set: Callable[[int], None] | None = None
+_blas_get: Callable[[], int] | None = None
+_blas_probed = False
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=WORKERS - 1,
+                                       thread_name_prefix="neuron-ir-kernel")
+        return _pool
+
+
+def _probe_blas() -> None:
+    """Find numpy's BLAS thread setter once (threadpoolctl, when installed)."""
+    global _blas_set, _blas_get, _blas_probed
+    _blas_probed = True
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        _blas_set, _blas_get = lib.set_num_threads, lib.get_num_threads
+        return
+
+
+@contextmanager
+def serial_blas():
+    """BLAS at one thread inside the block (restored after); a no-op without control."""
+    if not _blas_probed:
+        _probe_blas()
+    if _blas_set is None or _blas_get is None:
+        yield
+        return
+    before = _blas_get()
+    if before != 1:
+        _blas_set(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            _blas_set(before)
+
+
+def _can_split() -> bool:
+    """Splitting needs BLAS held at one thread: else our threads would each start
+    BLAS's own and oversubscribe the cores."""
+    if not _blas_probed:
+        _probe_blas()
+    return WORKERS > 1 and _blas_set is not None
+
+
+def run_chunks(fn: Callable[[int, int], object], n: int, parts: int | None = None) -> None:
+    """``fn(lo, hi)`` over ``parts`` contiguous ranges of ``range(n)``, side by side.
+
+    The calling thread runs the first range itself; exceptions propagate."""
+    parts = min(parts or WORKERS, n)
+    if parts <= 1:
+        fn(0, n)
+        return
+    bounds = [n * k // parts for k in range(parts + 1)]
+    futures = [_executor().submit(fn, bounds[k], bounds[k + 1]) for k in range(1, parts)]
+    try:
+        fn(bounds[0], bounds[1])
+    finally:
+        for f in futures:
+            f.result()
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.matmul(a, b)`` for 2-D x 2-D and for stacks with equal batch shapes,
+    single-threaded BLAS per chunk, chunks over both cores when large enough."""
+    with serial_blas():
+        m, k = a.shape[-2:]
+        n = b.shape[-1]
+        batch = a.shape[:-2]
+        flops = 2.0 * m * k * n * (int(np.prod(batch)) if batch else 1)
+        same_batch = a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2]
+        if not _can_split() or flops < MIN_FLOPS or not (a.ndim == 2 and b.ndim == 2
+                                                         or same_batch):
+            return np.matmul(a, b)
+        out = np.empty((*batch, m, n), dtype=np.result_type(a, b))
+        if a.ndim == 2:
+            if m >= 2 * WORKERS:
+                run_chunks(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), m)
+            else:
+                run_chunks(lambda lo, hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi]), n)
+            return out
+        a3 = a.reshape(-1, m, k)
+        b3 = b.reshape(-1, k, n)
+        o3 = out.reshape(-1, m, n)
+        if a3.shape[0] >= WORKERS:
+            run_chunks(lambda lo, hi: np.matmul(a3[lo:hi], b3[lo:hi], out=o3[lo:hi]),
+                       a3.shape[0])
+        else:
+            run_chunks(lambda lo, hi: np.matmul(a3[:, lo:hi], b3, out=o3[:, lo:hi]), m)
+        return out
+
+
+def matmul_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """2-D ``np.matmul(a, b, out=out)`` (a convolution's weights x im2col columns),
+    split by columns (output positions) when large, else by rows.
+
+    Measured, not guaranteed: the column split reproduces the rounding that onnx's
+    light_squeezenet shipped output depends on (its 9.5e9 logits, equal up to one ulp,
+    go through Softmax), as OpenBLAS's own 2-thread product does; a row split and a
+    1-thread unsplit product round a few channels differently and fail that test."""
+    m, k = a.shape
+    n = b.shape[1]
+    with serial_blas():
+        if not _can_split() or 2.0 * m * k * n < MIN_FLOPS:
+            np.matmul(a, b, out=out)
+        elif n >= 2 * WORKERS:
+            run_chunks(lambda lo, hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi]), n)
+        else:
+            run_chunks(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), m)

@@ -1,0 +1,178 @@
+"""Plan-time fusion (neuron_ir/interp/fusion.py) against the unfused reference plan."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import neuron_ir
+from neuron_ir.interp import fusion
+
+RNG = np.random.default_rng(7)
+
+
+def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(array, name)
+
+
+def _bn_stats(prefix: str, c: int) -> list[onnx.TensorProto]:
+    """Non-trivial inference statistics: scales around +-1, means and shifts off zero,
+    variances from 0.05 to 3 (so 1/sqrt(var + eps) is far from 1)."""
+    return [
+        _init(f"{prefix}_s", (RNG.uniform(0.5, 1.5, c) * RNG.choice([-1, 1], c)).astype(np.float32)),
+        _init(f"{prefix}_b", RNG.normal(0, 0.5, c).astype(np.float32)),
+        _init(f"{prefix}_m", RNG.normal(0, 1.0, c).astype(np.float32)),
+        _init(f"{prefix}_v", RNG.uniform(0.05, 3.0, c).astype(np.float32)),
+    ]
+
+
+def _bn(prefix: str, x: str, y: str, **attrs) -> onnx.NodeProto:
+    return helper.make_node("BatchNormalization",
+                            [x, f"{prefix}_s", f"{prefix}_b", f"{prefix}_m", f"{prefix}_v"],
+                            [y], epsilon=1e-3, **attrs)
+
+
+def _residual_model() -> onnx.ModelProto:
+    """A ResNet bottleneck (Conv+BN+Relu, Conv+BN, projection Conv+BN, Add, Relu) and a
+    BERT attention score chain (MatMul, Div, Add mask) and a Gemm+Relu head."""
+    c_in, c = 8, 16
+    inits = [
+        _init("w1", RNG.normal(0, 0.3, (c, c_in, 3, 3)).astype(np.float32)),
+        _init("b1", RNG.normal(0, 0.2, c).astype(np.float32)),
+        _init("w2", RNG.normal(0, 0.3, (c, c, 1, 1)).astype(np.float32)),
+        _init("wp", RNG.normal(0, 0.3, (c, c_in, 1, 1)).astype(np.float32)),
+        _init("q", RNG.normal(0, 0.5, (10, 6)).astype(np.float32)),
+        _init("scale", np.array(2.5, np.float32)),
+        _init("mask", np.where(RNG.random((1, 6)) < 0.3, -1e4, 0.0).astype(np.float32)),
+        _init("gw", RNG.normal(0, 0.5, (6, 5)).astype(np.float32)),
+        _init("gb", RNG.normal(0, 0.5, 5).astype(np.float32)),
+        *_bn_stats("bn1", c), *_bn_stats("bn2", c), *_bn_stats("bnp", c),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        _bn("bn1", "c1", "n1"),
+        helper.make_node("Relu", ["n1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+        _bn("bn2", "c2", "n2"),
+        helper.make_node("Conv", ["x", "wp"], ["cp"]),
+        _bn("bnp", "cp", "np_"),
+        helper.make_node("Add", ["np_", "n2"], ["s"]),  # the chain's value second
+        helper.make_node("Relu", ["s"], ["y"]),
+        helper.make_node("MatMul", ["t", "q"], ["m"]),
+        helper.make_node("Div", ["m", "scale"], ["d"]),
+        helper.make_node("Add", ["d", "mask"], ["scores"]),
+        helper.make_node("Gemm", ["scores", "gw", "gb"], ["g"]),
+        helper.make_node("Relu", ["g"], ["head"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "fusion",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c_in, 9, 9]),
+         helper.make_tensor_value_info("t", TensorProto.FLOAT, [4, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, c, 9, 9]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [4, 6]),
+         helper.make_tensor_value_info("head", TensorProto.FLOAT, [4, 5])],
+        inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _feeds() -> dict[str, np.ndarray]:
+    return {"x": RNG.normal(0, 1, (2, 8, 9, 9)).astype(np.float32),
+            "t": RNG.normal(0, 1, (4, 10)).astype(np.float32)}
+
+
+def _groups(module) -> list[list[str]]:
+    main = next(op for op in module.ops if op.sym_name.data == "main")
+    return [g.kinds for g in fusion.find_groups(list(main.body.block.ops))]
+
+
+def test_fused_plan_matches_unfused_and_onnxruntime():
+    model = _residual_model()
+    module = neuron_ir.import_model(model)
+    assert _groups(module) == [
+        ["Conv", "BatchNormalization", "Relu"],
+        ["Conv", "BatchNormalization", "Add", "Relu"],  # Add reads the projection first
+        ["Conv", "BatchNormalization"],
+        ["MatMul", "Div", "Add"],
+        ["Gemm", "Relu"],
+    ]
+    feeds = _feeds()
+    fused = neuron_ir.Interpreter(module).run(feeds)
+    with fusion.disabled():
+        reference = neuron_ir.Interpreter(module).run(feeds)
+    # BatchNorm folding changes rounding only: a few float32 ulp of the output.
+    np.testing.assert_allclose(fused["y"], reference["y"], rtol=1e-5, atol=1e-5)
+    assert np.abs(reference["y"]).max() > 1.0 and (reference["y"] == 0).any()
+    # Epilogues are the same ufuncs in the same order: bit-identical.
+    np.testing.assert_array_equal(fused["scores"], reference["scores"])
+    np.testing.assert_array_equal(fused["head"], reference["head"])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for name, want in zip(["y", "scores", "head"], session.run(None, feeds), strict=True):
+        np.testing.assert_allclose(fused[name], want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_inputs_are_not_written_by_in_place_epilogues():
+    module = neuron_ir.import_model(_residual_model())
+    feeds = _feeds()
+    copies = {k: v.copy() for k, v in feeds.items()}
+    interpreter = neuron_ir.Interpreter(module)
+    first = interpreter.run(feeds)
+    second = interpreter.run(feeds)  # constants (folded weights, biases) unchanged too
+    for k in feeds:
+        np.testing.assert_array_equal(feeds[k], copies[k])
+    for k in first:
+        np.testing.assert_array_equal(first[k], second[k])
+
+
+def _chain_model(bn_attrs: dict, shared: bool, stats_from_input: bool) -> onnx.ModelProto:
+    c = 4
+    inits = [_init("w", RNG.normal(0, 0.5, (c, 3, 1, 1)).astype(np.float32)), *_bn_stats("bn", c)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])]
+    if stats_from_input:
+        inits = [i for i in inits if i.name != "bn_m"]
+        inputs.append(helper.make_tensor_value_info("bn_m", TensorProto.FLOAT, [c]))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), _bn("bn", "c", "y", **bn_attrs)]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if shared:  # the conv result has a second use: it must stay materialized
+        outputs.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "chain", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+
+
+@pytest.mark.parametrize("bn_attrs,shared,stats_from_input", [
+    ({"training_mode": 1}, False, False),
+    ({}, True, False),
+    ({}, False, True),
+])
+def test_not_fused_when_unsafe(bn_attrs, shared, stats_from_input):
+    module = neuron_ir.import_model(_chain_model(bn_attrs, shared, stats_from_input))
+    assert _groups(module) == []
+
+
+def test_epilogue_that_would_broadcast_runs_unfused():
+    # y is (?, 4); at run time (1, 4) + (3, 4) broadcasts to (3, 4): not in place.
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "w"], ["m"]),
+         helper.make_node("Add", ["m", "bias"], ["y"])],
+        "broadcast",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 2]),
+         helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["k", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [_init("w", RNG.normal(0, 1, (2, 4)).astype(np.float32))])
+    module = neuron_ir.import_model(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert _groups(module) == [["MatMul", "Add"]]
+    feeds = {"a": RNG.normal(0, 1, (1, 2)).astype(np.float32),
+             "bias": RNG.normal(0, 1, (3, 4)).astype(np.float32)}
+    got = neuron_ir.Interpreter(module).run(feeds)["y"]
+    np.testing.assert_array_equal(got, feeds["a"] @ module_weight(module) + feeds["bias"])
+
+
+def module_weight(module) -> np.ndarray:
+    from neuron_ir.ir.attrs import constant_array
+
+    main = next(op for op in module.ops if op.sym_name.data == "main")
+    const = next(op for op in main.body.block.ops if op.name == "onnx.Constant")
+    return constant_array(const.properties["value"])
