@@ -50,7 +50,7 @@ class PlanPoint:
     replicas: int  # copies
     latency: float  # seconds for one batch end to end
     throughput: float  # inferences per second, all copies
-    sbuf_use: float  # fullest core's SBUF (weights + activations) / SBUF size
+    sbuf_use: float  # fullest core's SBUF (weights + activations, at most all) / SBUF size
     spill_bytes: float  # activation bytes through HBM per batch
     hbm_weight_bytes: float  # whole-read weights streamed from HBM per batch
 
@@ -129,7 +129,8 @@ def _point(model: CompiledModel, host_time: float, batch: int, replicas: int) ->
         batch=batch, cores=model.cores, replicas=replicas,
         latency=device_latency + host,
         throughput=batch * replicas / bottleneck if bottleneck > 0 else 0.0,
-        sbuf_use=max([(s.sbuf_weight_bytes + min(s.activation_bytes, sbuf)) / sbuf
+        # Activations fill what the cached weights leave; beyond that they spill.
+        sbuf_use=max([min(1.0, (s.sbuf_weight_bytes + s.activation_bytes) / sbuf)
                       for s in stages], default=0.0),
         spill_bytes=sum(s.spill_bytes for s in stages),
         hbm_weight_bytes=sum(s.hbm_weight_bytes for s in stages))
