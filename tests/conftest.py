@@ -24,6 +24,14 @@ settings.register_profile("mutation", derandomize=True, database=None,
 settings.load_profile(os.environ.get("NEURON_IR_HYPOTHESIS", "ci"))
 
 
+def examples(n: int) -> int:
+    """``max_examples`` for a property test: ``n``, or a quarter of it (at least 10) under
+    the mutation profile, where every surviving mutant runs the test once more."""
+    if os.environ.get("NEURON_IR_HYPOTHESIS") == "mutation":
+        return max(10, n // 4)
+    return n
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", default=False,
                      help="also run tests marked slow (or select them with -m slow)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import pins
+from conftest import examples, pins
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -249,7 +249,7 @@ def _cf_graphs(draw):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_cf_graphs(), st.integers(0, 1000))
 def test_random_graphs_with_control_flow_compile_and_match(model, seed):
     x = np.random.default_rng(seed).standard_normal(SHAPE).astype(np.float32)

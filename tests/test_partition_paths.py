@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
@@ -162,7 +163,7 @@ def _reach(preds: list[set[int]]) -> list[set[int]]:
     return out
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cpu_path_graphs(), st.integers(0, 1000))
 def test_partition_through_cpu_paths_is_acyclic_maximal_and_exact(case, seed):
     model, cpu_nodes = case

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -81,7 +82,7 @@ def test_weights_that_exactly_fill_the_budget_stay_in_sbuf_and_the_next_goes_to_
     assert sum(b for m, b in placed if m == "sbuf") == budget
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.integers(1, 5000), min_size=2, max_size=5))
 def test_sbuf_placement_is_greedy_within_the_budget(columns):
     budget = get_target("inf1").sbuf_weight_bytes
