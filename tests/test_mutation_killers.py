@@ -111,3 +111,34 @@ def test_outlined_subgraph_keeps_constants_in_source_order():
     x = rng.standard_normal((2, 3)).astype(np.float32)
     want = neuron_ir.run(neuron_ir.import_model(model), {"x": x})
     np.testing.assert_array_equal(compiled.run({"x": x})["y"], want["y"])
+
+
+def test_outlined_subgraph_is_private_keeps_names_and_returns_only_what_leaves():
+    # x -> a -> b -> y, with a also read by a CPU op (Atan) and b only inside: the
+    # subgraph returns a (read outside) and y, never b; its argument keeps x's name and
+    # the call's results keep a's and y's.
+    rng = np.random.default_rng(1)
+    c = numpy_helper.from_array(rng.standard_normal((2, 3)).astype(np.float32), "c")
+    nodes = [helper.make_node("Add", ["x", "c"], ["a"], name="na"),
+             helper.make_node("Mul", ["a", "a"], ["b"], name="nb"),
+             helper.make_node("Sub", ["b", "c"], ["y"], name="ny"),
+             helper.make_node("Atan", ["a"], ["z"], name="nz")]
+    graph = helper.make_graph(
+        nodes, "outline", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info(v, TensorProto.FLOAT, [2, 3]) for v in ("y", "z")],
+        [c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    compiled = neuron_ir.compile(model, pipeline="shape-inference,partition{target=inf1}")
+    (sub,) = [f for f in compiled.module.ops
+              if isinstance(f, FuncOp) and f.sym_name.data.startswith("neuron_subgraph")]
+    assert sub.sym_visibility is not None and sub.sym_visibility.data == "private"
+    assert [a.name_hint for a in sub.body.block.args] == ["x"]
+    assert len(sub.function_type.outputs.data) == 2
+    text = neuron_ir.print_ir(compiled.module)
+    assert "func.func private @neuron_subgraph_0(%x" in text
+    assert "%a, %y = func.call @neuron_subgraph_0(%x)" in text
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    want = neuron_ir.run(neuron_ir.import_model(model), {"x": x})
+    got = compiled.run({"x": x})
+    for name in ("y", "z"):
+        np.testing.assert_array_equal(got[name], want[name])
