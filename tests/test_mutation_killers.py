@@ -142,3 +142,20 @@ def test_outlined_subgraph_is_private_keeps_names_and_returns_only_what_leaves()
     got = compiled.run({"x": x})
     for name in ("y", "z"):
         np.testing.assert_array_equal(got[name], want[name])
+
+
+def _tiny_model():
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="r")]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_partition_errors_name_what_is_wrong():
+    from neuron_ir.errors import PassError
+
+    with pytest.raises(PassError, match=r"^unknown target 'inf9' \(targets: inf1, inf2\)$"):
+        neuron_ir.compile(_tiny_model(), pipeline="partition{target=inf9}")
+    with pytest.raises(PassError, match=r"^the module is already partitioned$"):
+        neuron_ir.compile(_tiny_model(), pipeline="partition,partition")
