@@ -159,3 +159,44 @@ def test_partition_errors_name_what_is_wrong():
         neuron_ir.compile(_tiny_model(), pipeline="partition{target=inf9}")
     with pytest.raises(PassError, match=r"^the module is already partitioned$"):
         neuron_ir.compile(_tiny_model(), pipeline="partition,partition")
+
+
+def test_partition_needs_main_and_prints_its_report_on_request(capfd):
+    from neuron_ir.errors import PassError
+
+    other = neuron_ir.parse_ir("""
+func.func @other(%x : tensor<2xf32>) -> tensor<2xf32> {
+  %y = "onnx.Relu"(%x) : (tensor<2xf32>) -> tensor<2xf32>
+  func.return %y : tensor<2xf32>
+}""")
+    with pytest.raises(PassError, match=r"^partition needs a func.func @main$"):
+        neuron_ir.compile(other, pipeline="partition")
+    neuron_ir.compile(_tiny_model(), pipeline="partition{report=true}")
+    err = capfd.readouterr().err
+    assert err.startswith("partition report (target inf1):")
+    assert "NeuronCore: 1 of 1 ops" in err
+
+
+def test_control_flow_left_on_the_cpu_says_which_op():
+    # A data-dependent If becomes scf.if; partition keeps it on the CPU and names it.
+    then_g = helper.make_graph([helper.make_node("Neg", ["x"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
+    else_g = helper.make_graph([helper.make_node("Abs", ["x"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g,
+                              name="branch")]
+    graph = helper.make_graph(
+        nodes, "if", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    compiled = neuron_ir.compile(model, input_shapes={"x": (2,)})
+    cpu = compiled.report.cpu_ops
+    assert "scf.if: control flow runs on the CPU" in [c.reason for c in cpu]
+    assert all(c.reason.startswith(f"{c.op}:") for c in cpu), cpu
+    for x in ([1.0, 2.0], [-3.0, 1.0]):
+        feeds = {"x": np.array(x, np.float32)}
+        want = neuron_ir.run(neuron_ir.import_model(model), feeds)
+        np.testing.assert_array_equal(compiled.run(feeds)["y"], want["y"])
