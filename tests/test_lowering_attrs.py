@@ -354,3 +354,40 @@ def test_gather_axis(op, axis):
     out = [2, 2, 5] if axis == 0 else [4, 2, 2]
     node = helper.make_node(op, ["x", "i"], ["y"], axis=axis)
     compile_and_compare(_model([node], {"x": x}, {"y": out}, {"i": idx}), {"x": x})
+
+
+@pytest.mark.parametrize("perm", [[2, 0, 1], [1, 2, 0], None])
+def test_transpose_perm(perm):
+    x = _rand(2, 3, 4, seed=31)
+    out = [4, 3, 2] if perm is None else [[2, 3, 4][p] for p in perm]
+    attrs = {} if perm is None else {"perm": perm}
+    node = helper.make_node("Transpose", ["x"], ["y"], **attrs)
+    compile_and_compare(_model([node], {"x": x}, {"y": out}), {"x": x})
+
+
+def test_expand_where_not_and_shape_folding():
+    # Expand to a shape computed in the graph (Shape folded at compile time), a Where on
+    # a computed condition, and a Not of it.
+    x = _rand(3, 1, seed=32)
+    z = _rand(2, 3, 4, seed=33)
+    nodes = [helper.make_node("Shape", ["z"], ["s"]),
+             helper.make_node("Expand", ["x", "s"], ["e"]),
+             helper.make_node("Greater", ["e", "z"], ["g"]),
+             helper.make_node("Not", ["g"], ["ng"]),
+             helper.make_node("Where", ["ng", "e", "z"], ["y"]),
+             helper.make_node("Cast", ["ng"], ["m"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["y", "m"], ["out"])]
+    feeds = {"x": x, "z": z}
+    compile_and_compare(_model(nodes, feeds, {"out": [2, 3, 4]}), feeds)
+
+
+def test_range_and_constant_of_shape_fold_into_weights():
+    x = _rand(2, 5, seed=34)
+    nodes = [helper.make_node("Range", ["start", "limit", "delta"], ["r"]),
+             helper.make_node("ConstantOfShape", ["shape"], ["k"],
+                              value=numpy_helper.from_array(np.array([0.75], np.float32))),
+             helper.make_node("Mul", ["x", "r"], ["t"]),
+             helper.make_node("Add", ["t", "k"], ["y"])]
+    inits = {"start": np.array(1.5, np.float32), "limit": np.array(4.0, np.float32),
+             "delta": np.array(0.5, np.float32), "shape": np.array([2, 5], np.int64)}
+    compile_and_compare(_model(nodes, {"x": x}, {"y": [2, 5]}, inits), {"x": x})
