@@ -607,7 +607,9 @@ class _Lowering:
             factors.append(b // a)
         ok = (ctm == "asymmetric" and nearest == "floor") or (
             ctm in ("half_pixel", "pytorch_half_pixel")
-            and nearest in ("round_prefer_floor", "floor") and all(f <= 2 for f in factors))
+            # floor is not a repeat here: factor 2 maps output 2 to input floor(0.75) = 0
+            and nearest in ("round_prefer_floor", "round_prefer_ceil")
+            and all(f <= 2 for f in factors))
         if not ok or attrs.get("antialias", 0) or any(f != 1 for f in factors[:2]):
             raise self.fail(f"Resize with {ctm}/{nearest} and factors {factors}")
         x = self.tensor(ins[0])

@@ -1,12 +1,35 @@
-"""Shared pytest configuration: the slow marker and helpers for building models."""
+"""Shared pytest configuration: the slow marker, the hypothesis profiles and helpers for
+building models."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from hypothesis import Phase, settings
+
+# Hypothesis profiles, chosen by NEURON_IR_HYPOTHESIS (default "ci"):
+# - ci: derandomized, so every run tries the same examples and a bug is not missed by
+#   luck on one run and found on the next; no example database (nothing to drift).
+# - random: fresh random examples each run (for exploring; report the seed it prints).
+# - mutation: derandomized and without shrinking, for the mutation-testing command
+#   (tools/mutation.md): a killed mutant needs one failure, not a minimal one.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("random", derandomize=False, print_blob=True)
+settings.register_profile("mutation", derandomize=True, database=None,
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+settings.load_profile(os.environ.get("NEURON_IR_HYPOTHESIS", "ci"))
+
+
+def examples(n: int) -> int:
+    """``max_examples`` for a property test: ``n``, or a quarter of it (at least 10) under
+    the mutation profile, where every surviving mutant runs the test once more."""
+    if os.environ.get("NEURON_IR_HYPOTHESIS") == "mutation":
+        return max(10, n // 4)
+    return n
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,7 +1,8 @@
 """The ONNX node test cases run through importer and interpreter.
 
 Every 4th case runs by default; ``--run-slow`` runs all of them (as does
-``python tools/conformance.py``). Cases in conformance_xfail.txt are strict xfails.
+``python tools/conformance.py``). Cases in conformance_xfail.txt are expected failures
+that must fail exactly as listed (``expect:``); they then report as xfail.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from neuron_ir.testing.conformance import node_cases, run_failure
 XFAIL_FILE = Path(__file__).resolve().parent / "conformance_xfail.txt"
 
 
-def _xfails() -> dict[str, str]:
+def _xfails() -> dict[str, tuple[str, str]]:
+    """NAME -> (why, the exact failure run_failure must report)."""
     out = {}
     for line in XFAIL_FILE.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
-            name, reason = line.split(":", 1)
-            out[name.strip()] = reason.strip()
+            name, rest = line.split(":", 1)
+            why, sep, expect = rest.partition(" | expect: ")
+            assert sep, f"conformance_xfail.txt: '{name}' lists no expected failure"
+            out[name.strip()] = (why.strip(), expect.strip())
     return out
 
 
@@ -28,10 +32,17 @@ XFAILS = _xfails()
 CASES = list(node_cases())
 
 
-def _params(cases):
-    return [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(reason=XFAILS[c.name],
-                                                                   strict=True)]
-                         if c.name in XFAILS else []) for c in cases]
+def check_case(case) -> None:
+    reason = run_failure(case)
+    if case.name not in XFAILS:
+        assert reason is None, reason
+        return
+    why, expect = XFAILS[case.name]
+    assert reason is not None, f"listed as failing ({why}) but passes: remove it from the list"
+    reason = " ".join(reason.split())[:300]
+    assert reason == expect, (f"fails for another reason than the listed one:\n"
+                              f"  listed: {expect}\n  now:    {reason}")
+    pytest.xfail(why)
 
 
 def test_xfail_list_names_real_cases_and_stays_small():
@@ -44,15 +55,14 @@ def test_xfail_list_names_real_cases_and_stays_small():
 DEFAULT = [c for i, c in enumerate(CASES) if i % 4 == 0 or c.name in XFAILS]
 
 
-@pytest.mark.parametrize("case", _params(DEFAULT))
+@pytest.mark.parametrize("case", DEFAULT, ids=lambda c: c.name)
 def test_node_case(case):
-    reason = run_failure(case)
-    assert reason is None, reason
+    check_case(case)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", _params([c for i, c in enumerate(CASES)
-                                          if not (i % 4 == 0 or c.name in XFAILS)]))
+@pytest.mark.parametrize("case", [c for i, c in enumerate(CASES)
+                                  if not (i % 4 == 0 or c.name in XFAILS)],
+                         ids=lambda c: c.name)
 def test_node_case_full(case):
-    reason = run_failure(case)
-    assert reason is None, reason
+    check_case(case)

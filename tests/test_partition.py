@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
@@ -85,7 +86,7 @@ def _reaches(nodes, groups) -> dict[int, set[int]]:
     return closure
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(dags())
 def test_clusters_are_exact_acyclic_maximal_and_deterministic(case):
     model, unsupported = case
@@ -110,7 +111,7 @@ def test_clusters_are_exact_acyclic_maximal_and_deterministic(case):
         assert any(g in merged_closure[g] for g in merged_closure), (a, b)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(dags())
 def test_partitioned_module_computes_the_same_and_prints_the_same(case):
     model, unsupported = case

@@ -39,6 +39,12 @@ class _Graph:
         self.values.append((out, shape))
 
 
+def _values(draw, shape) -> np.ndarray:
+    """Seeded non-trivial constants (mixed signs, distinct magnitudes)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    return (rng.uniform(0.5, 1.5, shape) * rng.choice([-1.0, 1.0], shape)).astype(np.float32)
+
+
 def _step(g: _Graph) -> None:
     draw = g.draw
     name, shape = draw(st.sampled_from(g.values))
@@ -52,12 +58,13 @@ def _step(g: _Graph) -> None:
         # A partner that broadcasts: a suffix of the shape with some dims set to 1.
         k = draw(st.integers(0, rank))
         other = tuple(1 if draw(st.booleans()) else d for d in shape[rank - k:])
-        partner = g.const(np.ones(other, np.float32))
+        # Not ones: a multiply by one hides operand order and broadcasting mistakes.
+        partner = g.const(_values(draw, other))
         op = draw(st.sampled_from(["Add", "Mul", "Sub", "Max"]))
         g.add(op, [name, partner] if draw(st.booleans()) else [partner, name], shape)
     elif kind == "matmul" and rank >= 1:
         n = draw(st.integers(1, 4))
-        w = g.const(np.ones((shape[-1], n), np.float32))
+        w = g.const(_values(draw, (shape[-1], n)))  # not ones: they hide transposes
         g.add("MatMul", [name, w], shape[:-1] + (n,) if rank > 1 else (n,))
     elif kind == "transpose" and rank >= 2:
         perm = draw(st.permutations(range(rank)))

@@ -2,7 +2,8 @@
 """Run every tensor-typed ONNX node test case through importer and interpreter.
 
 Prints the pass count and the failures with their reasons; with --write-xfail it
-rewrites tests/conformance_xfail.txt, the expected-failures list the test suite uses.
+rewrites tests/conformance_xfail.txt, the expected-failures list the test suite uses
+(each case's WHY is kept; its expected failure is the current one).
 """
 
 from __future__ import annotations
@@ -41,9 +42,18 @@ def main() -> int:
     for name, reason in sorted(failures.items()):
         print(f"  {name}: {reason}")
     if args.write_xfail:
-        lines = ["# Node test cases the interpreter fails, with the reason; written by",
-                 "# tools/conformance.py --write-xfail. One case a line: NAME: REASON"]
-        lines += [f"{name}: {reason}" for name, reason in sorted(failures.items())]
+        # Keep the human-written WHY of cases already listed; the expected failure is
+        # always the current one (the test suite matches it exactly).
+        old = {}
+        if XFAIL.exists():
+            for line in XFAIL.read_text().splitlines():
+                if line.strip() and not line.startswith("#"):
+                    name, rest = line.split(":", 1)
+                    old[name.strip()] = rest.partition(" | expect: ")[0].strip()
+        lines = [line for line in XFAIL.read_text().splitlines() if line.startswith("#")] \
+            if XFAIL.exists() else ["#   NAME: WHY | expect: FAILURE"]
+        lines += [f"{name}: {old.get(name, reason)} | expect: {reason}"
+                  for name, reason in sorted(failures.items())]
         XFAIL.write_text("\n".join(lines) + "\n")
         print(f"wrote {XFAIL}")
     return 0
