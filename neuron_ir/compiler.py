@@ -82,11 +82,13 @@ def run_pipeline(module: ModuleOp, pipeline: str) -> ModuleOp:
     """Run ``pipeline`` on ``module`` in place, verifying after every pass."""
     from passes import available_passes
 
-    def verify(_prev: Any, mod: ModuleOp, pass_: Any) -> None:
+    # xDSL calls this between passes as (previous_pass, module, next_pass): the pass
+    # to blame is the one that just ran.
+    def verify(previous: Any, mod: ModuleOp, _next: Any) -> None:
         try:
             mod.verify()
         except VerifyException as exc:
-            name = getattr(pass_, "name", "?")
+            name = getattr(previous, "name", "?")
             raise PassError(f"IR fails to verify after pass '{name}': "
                             f"{str(exc).strip().splitlines()[0]}") from None
 

@@ -8,7 +8,10 @@ compile-time constants are folded with the interpreter's kernels, so that the sh
 arithmetic exporters emit (Shape -> Gather -> Concat -> Reshape, ConstantOfShape,
 Range, Expand) disappears. Results whose size depends on data (NonZero,
 NonMaxSuppression, a Loop that can stop early, ...) may stay dynamic; their ops are
-marked ``onnx.data_dependent``. Any other dynamic result is an error naming the node.
+marked ``onnx.data_dependent``, as are results whose operands all have static shapes
+(so only operand *values* can decide their size: axes, pads or bounds read from a
+runtime tensor). Any other dynamic result is an error naming the node: a dim that
+pinning the inputs would have fixed.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from xdsl.rewriter import Rewriter
 from dialects.onnx import ConstantOp, CustomOp, IfOp, LoopOp, OnnxOp, ScanOp
 from neuron_ir.errors import NeuronIRError, PassError
 from neuron_ir.interpreter import constant_array, onnx_attrs
-from neuron_ir.irutil import constant_op, info_of_type, tensor_type
+from neuron_ir.irutil import constant_op, info_of_type, is_static, tensor_type
 from neuron_ir.kernels import KERNELS
 from neuron_ir.shapes import ShapeContext, ShapeError, TensorInfo, infer
 
@@ -463,7 +466,7 @@ def _check_static(func: FuncOp) -> None:
             if isinstance(ttype, TensorType) and all(d != DYNAMIC_INDEX for d in
                                                       ttype.get_shape()):
                 continue
-            if _behind_data_dependent(op):
+            if _behind_data_dependent(op) or _reads_runtime_values(op):
                 op.attributes["onnx.data_dependent"] = UnitAttr()
                 break
             raise PassError(f"{_label(op)}: cannot infer a static shape for result {k} "
@@ -486,6 +489,14 @@ def _behind_data_dependent(op: Operation) -> bool:
         if isinstance(owner, Operation) and owner.attributes.get("onnx.data_dependent"):
             return True
     return False
+
+
+def _reads_runtime_values(op: Operation) -> bool:
+    """Whether a dynamic result of ``op`` can only come from runtime data: every operand
+    has a static shape (so no input pin is missing), yet the result's size is unknown,
+    as when reduction axes, pads, a range or a branch condition are read from a tensor
+    that is not a constant, or a Loop body slices by its iteration counter."""
+    return all(is_static(v.type) for v in op.operands)
 
 
 def _type_text(ttype) -> str:
