@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,12 @@ class NodeCase:
     data_sets: list
     rtol: float
     atol: float
+
+
+@functools.cache
+def node_case_list() -> tuple[NodeCase, ...]:
+    """``node_cases()`` collected once per process (collecting takes seconds)."""
+    return tuple(node_cases())
 
 
 def node_cases() -> Iterator[NodeCase]:

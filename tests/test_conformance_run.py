@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from neuron_ir.conformance import node_cases, run_failure
+from neuron_ir.conformance import node_case_list, run_failure
 
 XFAIL_FILE = Path(__file__).resolve().parent / "conformance_xfail.txt"
 
@@ -25,7 +25,7 @@ def _xfails() -> dict[str, str]:
 
 
 XFAILS = _xfails()
-CASES = list(node_cases())
+CASES = list(node_case_list())
 
 
 def _params(cases):
