@@ -446,8 +446,9 @@ TABLE: dict[str, Entry] = {
     "Constant": _both("goes wherever its users go"),
     "ConstantOfShape": _both("static shape", src="tf", const=(0,)),
     "Range": _both("bounds compile-time constants", src="tf", const=(0, 1, 2)),
-    "Shape": _both("a constant once shapes are static", src="tf"),
-    "Size": _both("a constant once shapes are static", src="tf"),
+    # Folded by shape-inference (shapes are static), so never placed; no pattern needed.
+    "Shape": _both("a constant once shapes are static", src="tf", lowers=False),
+    "Size": _both("a constant once shapes are static", src="tf", lowers=False),
     # -- recurrences
     "LSTM": _both("static length (no sequence_lens); inf1: default activations (assumed)",
                   src="torch", check=_recurrent, lowers=False),  # "limited support"

@@ -989,21 +989,16 @@ class Pool(OnnxLowering):
 
 
 class Fold(OnnxLowering):
-    """Shape queries and constant generators: folded to constants at compile time."""
+    """Constant generators that shape-inference left unfolded (results bigger than its
+    fold limit), computed at compile time into a weight."""
 
-    TYPES = frozenset({"Range", "ConstantOfShape", "Shape", "Size"})
+    TYPES = frozenset({"Range", "ConstantOfShape"})
 
     def lower(self, op, kind, ins, outs, attrs) -> Lowered:
         from neuron_ir.kernels import KERNELS
 
-        low = self.low
-        if kind == "Shape":
-            shape = np.array(_shape(ins[0]), dtype=np.int64)
-            end = attrs.get("end")
-            return shape[int(attrs["start"]):None if end is None else int(end)]
-        if kind == "Size":
-            return np.array(math.prod(_shape(ins[0])), dtype=np.int64)
-        args = [low.need_const(v, "every input") if v is not None else None for v in ins]
+        args = [self.low.need_const(v, "every input") if v is not None else None
+                for v in ins]
         return np.asarray(KERNELS[kind](args, onnx_attrs(op), 1)[0])
 
 

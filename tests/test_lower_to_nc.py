@@ -316,6 +316,42 @@ def _range_plus_x():
 NEW_LOWERINGS["range_constant"] = (_range_plus_x(), {"x": _rand(4)}, {"nc.tensor_tensor"})
 
 
+def _big_constant_plus_x(op_type: str, inits: dict, n: int):
+    # Bigger than shape-inference's fold limit, so the lowering folds it.
+    nodes = [helper.make_node(op_type, list(inits), ["r"],
+                              **({"value": numpy_helper.from_array(np.array([0.25], np.float32))}
+                                 if op_type == "ConstantOfShape" else {})),
+             helper.make_node("Add", ["x", "r"], ["y"])]
+    graph = helper.make_graph(nodes, "big",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+_N = 70_000
+NEW_LOWERINGS["range_unfolded"] = (
+    _big_constant_plus_x("Range", {"s": np.array(-3.0, np.float32),
+                                   "l": np.array(-3.0 + 0.5 * _N, np.float32),
+                                   "d": np.array(0.5, np.float32)}, _N),
+    {"x": _rand(_N)}, {"nc.weight"})
+NEW_LOWERINGS["constant_of_shape_unfolded"] = (
+    _big_constant_plus_x("ConstantOfShape", {"shape": np.array([_N], np.int64)}, _N),
+    {"x": _rand(_N)}, {"nc.weight"})
+NEW_LOWERINGS["batchnorm_constant_stats"] = (
+    *_one("BatchNormalization", _x(2, 3, 4), {"s": _rand(3, low=0.5, high=1.5), "b": _rand(3),
+                                               "m": _rand(3), "v": _rand(3, low=0.2, high=2)},
+          epsilon=1e-2), {"nc.tensor_tensor"})
+NEW_LOWERINGS["cumsum_exclusive_reverse"] = (
+    *_one("CumSum", _x(3, 5), {"axis": np.array(0, np.int64)}, exclusive=1, reverse=1),
+    {"nc.matmul"})
+for _op in ("ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceProd", "ReduceSumSquare",
+            "ReduceMax", "ReduceMin", "ReduceMean", "ReduceSum"):
+    NEW_LOWERINGS[f"{_op.lower()}_axes"] = (
+        *_one(_op, _x(2, 3, 4, low=0.5, high=1.5), {"axes": np.array([0, -1], np.int64)},
+              keepdims=0), {"nc.reduce"})
+
+
 # inf1 takes remainder (fmod=0) only; fmod=1 is inf2's.
 INF2_ONLY = {"mod_fmod_float"}
 
@@ -329,3 +365,18 @@ def test_new_lowering_matches_the_interpreter(case):
     _check(module, feeds)
     names = {op.name for op in module.walk()}
     assert engine_ops <= names, names
+NEW_LOWERINGS.update({
+    "reshape_minus_one": (*_one("Reshape", _x(2, 3, 4), {"s": np.array([4, -1], np.int64)}),
+                          {"nc.reshape"}),
+    "expand": (*_one("Expand", _x(3, 1), {"s": np.array([2, 3, 4], np.int64)}),
+               {"nc.broadcast"}),
+    "slice_negative_step": (*_one("Slice", _x(5, 6), {"st": np.array([4, 1], np.int64),
+                                                     "en": np.array([0, 6], np.int64),
+                                                     "ax": np.array([0, 1], np.int64),
+                                                     "sp": np.array([-2, 2], np.int64)}),
+                            {"nc.slice"}),
+    "squeeze": (*_one("Squeeze", _x(2, 1, 3), {"a": np.array([1], np.int64)}),
+                {"nc.reshape"}),
+    "unsqueeze": (*_one("Unsqueeze", _x(2, 3), {"a": np.array([0, 3], np.int64)}),
+                  {"nc.reshape"}),
+})
