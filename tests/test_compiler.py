@@ -174,3 +174,31 @@ def test_neuron_run_wrong_shape_is_one_error_line(compiled, tmp_path):
     assert proc.returncode == 1 and not out.exists()
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "expected shape" in lines[0], proc.stderr
+
+
+def test_verifier_names_the_pass_that_broke_the_ir(monkeypatch):
+    # xDSL calls the callback as (previous_pass, module, next_pass): blame the first.
+    from dataclasses import dataclass
+
+    from xdsl.dialects.func import FuncOp
+    from xdsl.passes import ModulePass
+
+    import passes
+    from neuron_ir.compiler import run_pipeline
+    from neuron_ir.importer import import_model
+
+    @dataclass(frozen=True)
+    class BreakReturnType(ModulePass):
+        name = "break-return-type"
+
+        def apply(self, ctx, op) -> None:
+            from xdsl.dialects.builtin import FunctionType
+
+            func = next(f for f in op.ops if isinstance(f, FuncOp))
+            func.function_type = FunctionType.from_lists(func.function_type.inputs.data, [])
+
+    monkeypatch.setitem(passes.PASSES, "break-return-type", lambda: BreakReturnType)
+    module = import_model(zoo.build("tiny_resnet"))
+    with pytest.raises(PassError, match="after pass 'break-return-type'"):
+        run_pipeline(module, 'shape-inference{input-shapes="input:1x3x64x64"},break-return-type,'
+                             "lower-control-flow")
