@@ -129,3 +129,33 @@ def test_every_entry_lowers_what_it_allows(op_type):
 @pytest.mark.parametrize("op_type", sorted(set(TABLE) - _NOT_PLACED))
 def test_every_entry_over_all_node_cases(op_type):
     _walk(op_type, limit=10_000)
+
+
+def test_lowering_limits_send_the_op_to_the_cpu_with_the_reason():
+    from onnx import TensorProto
+    from test_support import F32, _model, _single
+
+    def reasons(model):
+        op = _single(model)
+        return {t: unsupported_reason(op, t) for t in TARGETS}
+
+    x = [("x", F32, [2, 3, 4])]
+    scale = {"s": np.ones((4,), np.float32)}
+    stash = reasons(_model("LayerNormalization", x, inits=scale, stash_type=11))
+    assert all("stash_type" in r for r in stash.values())
+    assert reasons(_model("LayerNormalization", x, inits=scale)) == {"inf1": None, "inf2": None}
+    # The Indices output of MaxPool has no lowering: used, it keeps MaxPool on the CPU.
+    pool = reasons(_model("MaxPool", [("x", F32, [1, 1, 4, 4])], n_outputs=2,
+                          out_type=TensorProto.UNDEFINED,
+                          kernel_shape=[2, 2]))
+    assert all("output 'Indices' is used" in r for r in pool.values())
+    # inf2 supports select_last_index, the lowering does not.
+    last = reasons(_model("ArgMax", [("x", F32, [2, 5])], out_type=TensorProto.INT64, axis=1,
+                          select_last_index=1))
+    assert "select_last_index=1 has no lowering" in last["inf2"]
+    nd = reasons(_model("GatherND", [("d", F32, [2, 3, 4]), ("i", TensorProto.INT64, [2, 1])],
+                        batch_dims=1))
+    assert all("batch_dims" in r for r in nd.values())
+    einsum = reasons(_model("Einsum", [("a", F32, [2, 3]), ("b", F32, [3, 4])],
+                            equation="ij,jk->ik"))
+    assert all("lower-to-nc has no lowering" in r for r in einsum.values())
