@@ -224,6 +224,21 @@ class _Lowering:
             self.hbm.add(op.results[0])
         return op.results[0]
 
+    def tensor(self, value: SSAValue) -> SSAValue:
+        """The nc value of an operand (weights are placed on first tensor use)."""
+        new = self.values.get(value)
+        if new is None:
+            if value not in self.constants:
+                owner = value.owner
+                lowered = (isinstance(value, BlockArgument) and value.owner is self.stage
+                           ) or (isinstance(owner, Operation) and owner.name.startswith("nc."))
+                if not lowered:
+                    raise self.fail(f"operand {value} was not lowered")
+                return value
+            new = self.values[value] = self.weight(self.constants[value],
+                                                   self.const_attrs.get(value))
+        return new
+
     def emit(self, cls: type, operands: list[SSAValue], out_type: Attribute,
              flops: float = 0.0, **props: Any) -> SSAValue:
         from neuron_ir.cost import OpWork, op_time
@@ -264,21 +279,6 @@ class _Lowering:
         op.properties["est_time"] = _f(op_time(work, self.profile))
         self.stage.add_op(op)
         return op.results[0]
-
-    def tensor(self, value: SSAValue) -> SSAValue:
-        """The nc value of an operand (weights are placed on first tensor use)."""
-        new = self.values.get(value)
-        if new is None:
-            if value not in self.constants:
-                owner = value.owner
-                lowered = (isinstance(value, BlockArgument) and value.owner is self.stage
-                           ) or (isinstance(owner, Operation) and owner.name.startswith("nc."))
-                if not lowered:
-                    raise self.fail(f"operand {value} was not lowered")
-                return value
-            new = self.values[value] = self.weight(self.constants[value],
-                                                   self.const_attrs.get(value))
-        return new
 
     def typed(self, shape: tuple[int, ...], dtype: np.dtype) -> Attribute:
         return tensor_type(dtype, shape)
