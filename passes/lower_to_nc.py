@@ -455,7 +455,7 @@ class Elementwise(OnnxLowering):
                 y = low.scalar_op("div", y, float(len(ins)))
             return y
         name = _BINARY[kind]
-        if kind == "Mod" and attrs.get("fmod"):
+        if kind == "Mod" and int(attrs["fmod"]):
             name = "fmod"
         lhs, rhs = ins
         dtype = _dtype(out)
@@ -668,7 +668,8 @@ class Normalization(OnnxLowering):
         out = outs[0]
         x = low.compute(low.tensor(ins[0]))
         rank = len(_shape(x))
-        eps = float(attrs.get("epsilon", 0.0))
+        # Softmax, LogSoftmax and LpNormalization have no epsilon.
+        eps = float(attrs["epsilon"]) if "epsilon" in attrs else 0.0
         stats: list[SSAValue | None] = []
         if kind in ("Softmax", "LogSoftmax"):
             axis = int(attrs["axis"]) % rank
@@ -749,10 +750,10 @@ class Reduction(OnnxLowering):
         axes = ([int(a) for a in axes_v.reshape(-1)] if axes_v is not None
                 else attrs.get("axes"))
         if not axes:
-            if attrs.get("noop_with_empty_axes", 0):
+            if int(attrs["noop_with_empty_axes"]):
                 return low.reshape(low.tensor(x), _shape(out))
             axes = list(range(rank))
-        return low.reduce(_REDUCE[kind], low.tensor(x), axes, bool(attrs.get("keepdims", 1)))
+        return low.reduce(_REDUCE[kind], low.tensor(x), axes, bool(attrs["keepdims"]))
 
 
 class Layout(OnnxLowering):
@@ -894,7 +895,7 @@ class Layout(OnnxLowering):
         bs = int(attrs["blocksize"])
         b, c, h, w = _shape(x)
         t = low.reshape(x, (b, c, h // bs, bs, w // bs, bs))
-        perm = [0, 3, 5, 1, 2, 4] if str(attrs.get("mode", "DCR")) == "DCR" else [0, 1, 3, 5, 2, 4]
+        perm = [0, 3, 5, 1, 2, 4] if str(attrs["mode"]) == "DCR" else [0, 1, 3, 5, 2, 4]
         return low.reshape(low.transpose(t, perm), _shape(outs[0]))
 
     def Trilu(self, ins, outs, attrs) -> SSAValue:  # noqa: N802
@@ -919,6 +920,7 @@ class Gather(OnnxLowering):
         mode = {"Gather": "take", "GatherElements": "elements", "GatherND": "nd"}[kind]
         rank = len(_shape(ins[0]))
         return low.emit(nc.GatherOp, [low.tensor(ins[0]), low.tensor(ins[1])], outs[0].type,
+                        # GatherND has no axis; the nc op records 0.
                         axis=int(attrs.get("axis", 0)) % max(rank, 1), mode=mode)
 
 
