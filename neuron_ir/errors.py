@@ -38,3 +38,10 @@ class PassError(NeuronIRError):
 
 class InterpreterError(NeuronIRError):
     """Running a module failed: bad inputs, or an op the interpreter cannot run."""
+
+
+class CompileError(NeuronIRError):
+    """Compile options that cannot be honoured (cores, replicas, batch)."""
+class BatchError(NeuronIRError):
+    """Bad batch options, or a client batch the compiled model cannot take (names the
+    input or output, its size and the compiled batch)."""

@@ -7,7 +7,7 @@ Every ``func.func`` with ``neuron.target`` gets a body of the form::
 
 with one stage (``cores = 1``). Nothing of the onnx dialect stays inside the program.
 Which ops may be lowered is decided by the one legality table
-(``neuron_ir.support.unsupported_reason``), the same that ``partition`` reads: an op
+(``neuron_ir.target.legality.unsupported_reason``), the same that ``partition`` reads: an op
 the table refuses is a ``PassError`` naming the node and the table's reason. Every
 legal op is lowered by one rewrite pattern per op family (``PATTERNS``), run by xDSL's
 ``PatternRewriteWalker`` in op order; a pattern appends the engine ops to the stage
@@ -17,9 +17,10 @@ interpreter runs the same numpy kernels), decomposing the composite ops (softmax
 normalisations, Gemm, ConvTranspose, Resize, ...) into engine ops.
 
 Weights (``onnx.Constant`` read as tensors, and constants the lowering derives, such
-as folded batch-norm scales) become ``nc.weight``: SBUF while the running total fits
-the profile's weight budget, HBM after. Constants read only as attributes (shapes,
-axes, slice bounds) are folded into the nc ops and leave no weight behind.
+as folded batch-norm scales) become ``nc.weight`` in HBM, where a loaded model's
+weights live until ``nc-place-weights`` caches them in SBUF; ``nc-estimate`` then
+prices every op. Constants read only as attributes (shapes, axes, slice bounds) are
+folded into the nc ops and leave no weight behind.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from typing import Any, ClassVar
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects.builtin import (
-    ArrayAttr,
     DenseArrayBase,
     Float64Type,
     FloatAttr,
@@ -52,10 +52,10 @@ from xdsl.pattern_rewriter import (
 
 from dialects import nc
 from dialects.onnx import ConstantOp, OnnxOp
+from neuron_ir.analysis.report import TARGET_ATTR
 from neuron_ir.errors import PassError
-from neuron_ir.interpreter import constant_array, onnx_attrs
-from neuron_ir.irutil import constant_op, dense_attr, dtype_of, is_static, tensor_type
-from neuron_ir.report import TARGET_ATTR
+from neuron_ir.ir.attrs import constant_array, onnx_attrs
+from neuron_ir.ir.util import constant_op, dense_attr, dtype_of, is_static, tensor_type
 
 # ONNX op -> nc kind, read off the dialect's own tables (defined once, in dialects/nc.py).
 _BINARY = {onnx: kind for kind, (onnx, fixed) in nc.BINARY_OPS.items()
@@ -66,7 +66,6 @@ _ACTIVATION = {onnx: (kind, params) for kind, (onnx, params) in nc.ACTIVATIONS.i
                if onnx is not None}
 _REDUCE = {onnx: kind for kind, onnx in nc.REDUCE_OPS.items()
            if kind not in ("argmax", "argmin")}
-_COST_DTYPE = {"float16": "fp16", "bfloat16": "bf16", "int8": "int8", "uint8": "int8"}
 _INT64_MAX = np.iinfo(np.int64).max
 
 
@@ -89,7 +88,7 @@ class LowerToNcPass(ModulePass):
 
 
 def _lower_func(func: FuncOp, batch: int) -> None:
-    from neuron_ir.support import unsupported_reason
+    from neuron_ir.target.legality import unsupported_reason
     from neuron_ir.target import get_target
 
     target = func.attributes[TARGET_ATTR].data  # type: ignore[union-attr]
@@ -176,8 +175,6 @@ class _Lowering:
         self.values: dict[SSAValue, SSAValue] = {}  # constant -> its nc.weight
         self.constants: dict[SSAValue, np.ndarray] = {}  # onnx value -> its array
         self.const_attrs: dict[SSAValue, Attribute] = {}
-        self.hbm: set[SSAValue] = set()
-        self.weight_bytes = 0
         self.current: Operation | None = None
 
     # -- helpers --------------------------------------------------------------
@@ -206,22 +203,14 @@ class _Lowering:
         return array
 
     def weight(self, array: np.ndarray, attr: Attribute | None = None) -> SSAValue:
-        """An ``nc.weight``: SBUF while the running total fits, else HBM."""
-        from neuron_ir.cost import weights_fit
-
+        """An ``nc.weight``, in HBM until ``nc-place-weights`` places it."""
         array = np.asarray(array)
         if array.dtype == np.dtype(object):
             raise self.fail("string tensors cannot live on a NeuronCore")
         attr = attr if attr is not None else dense_attr(array)
-        nbytes = int(array.nbytes)
-        memory = "sbuf" if weights_fit(self.weight_bytes + nbytes, self.profile, 1) else "hbm"
-        if memory == "sbuf":
-            self.weight_bytes += nbytes
-        op = nc.WeightOp.build(properties={"value": attr, "memory": StringAttr(memory)},
+        op = nc.WeightOp.build(properties={"value": attr, "memory": StringAttr("hbm")},
                                result_types=[attr.type])  # type: ignore[attr-defined]
         self.stage.add_op(op)
-        if memory == "hbm":
-            self.hbm.add(op.results[0])
         return op.results[0]
 
     def tensor(self, value: SSAValue) -> SSAValue:
@@ -241,8 +230,6 @@ class _Lowering:
 
     def emit(self, cls: type, operands: list[SSAValue], out_type: Attribute,
              flops: float = 0.0, **props: Any) -> SSAValue:
-        from neuron_ir.cost import OpWork, op_time
-
         properties: dict[str, Attribute] = {}
         for key, val in props.items():
             if val is None:
@@ -257,26 +244,10 @@ class _Lowering:
                 properties[key] = _f(val)
             else:
                 properties[key] = _ints(val)
-        reads = ["hbm" if v in self.hbm else "sbuf" for v in operands]
-        properties["reads"] = ArrayAttr([StringAttr(r) for r in reads])
         if cls is nc.ConcatOp:
             op = cls.build(operands=[operands], result_types=[out_type], properties=properties)
         else:
             op = cls.build(operands=operands, result_types=[out_type], properties=properties)
-        # Cost: compute from the original op's flops (Tensor engine) or the output's
-        # element count (other engines); HBM weights are streamed every inference.
-        out_elems = math.prod(out_type.get_shape())  # type: ignore[attr-defined]
-        out_dtype = dtype_of(out_type.element_type)  # type: ignore[attr-defined]
-        in_bytes = sum(math.prod(_shape(v)) * _dtype(v).itemsize for v in operands)
-        hbm_bytes = sum(math.prod(_shape(v)) * _dtype(v).itemsize
-                        for v in operands if v in self.hbm)
-        work = OpWork(engine=cls.ENGINE, flops=float(flops) if cls.ENGINE == "tensor" else 0.0,
-                      elements=float(out_elems), bytes_in=float(in_bytes),
-                      bytes_out=float(out_elems * out_dtype.itemsize),
-                      weight_bytes=float(hbm_bytes),
-                      weight_location="hbm" if hbm_bytes else "sbuf",
-                      dtype=_COST_DTYPE.get(out_dtype.name, "fp32"))
-        op.properties["est_time"] = _f(op_time(work, self.profile))
         self.stage.add_op(op)
         return op.results[0]
 
@@ -313,7 +284,7 @@ class _Lowering:
                          self.typed(tuple(shape[p] for p in perm), _dtype(x)), perm=perm)
 
     def flops(self, op: Operation) -> float:
-        from neuron_ir.flops import op_flops
+        from neuron_ir.analysis.flops import op_flops
 
         return float(op_flops(op))
 

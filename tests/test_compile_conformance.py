@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from neuron_ir.conformance import compile_failure, node_case_list
+from neuron_ir.testing.conformance import compile_failure, node_case_list
 
 XFAIL_FILE = Path(__file__).resolve().parent / "compile_conformance_xfail.txt"
 

@@ -1,4 +1,4 @@
-"""The one legality table (neuron_ir.support) and the lowering patterns of lower-to-nc
+"""The one legality table (neuron_ir.target.legality) and the lowering patterns of lower-to-nc
 agree: every op type the table sends to a NeuronCore has a pattern and every pattern's
 op types are in the table (``test_table_and_patterns_agree``); walking every entry over
 the ONNX node tests (and the lowering cases of test_lower_to_nc), each case the table
@@ -17,10 +17,10 @@ from xdsl.passes import PassPipeline
 
 import neuron_ir
 from dialects import onnx as onnx_dialect
-from neuron_ir.conformance import case_input_shapes, node_case_list
+from neuron_ir.testing.conformance import case_input_shapes, node_case_list
 from neuron_ir.errors import NeuronIRError, PassError
-from neuron_ir.report import TARGET_ATTR
-from neuron_ir.support import TABLE, TARGETS, unsupported_reason
+from neuron_ir.analysis.report import TARGET_ATTR
+from neuron_ir.target.legality import TABLE, TARGETS, unsupported_reason
 from passes import available_passes
 from passes.lower_to_nc import PATTERNS, LowerToNcPass, lowered_types
 

@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from neuron_ir.conformance import compile_failure, node_cases
+from neuron_ir.testing.conformance import compile_failure, node_cases
 
 XFAIL = Path(__file__).resolve().parent.parent / "tests" / "compile_conformance_xfail.txt"
 
