@@ -88,8 +88,8 @@ class LowerToNcPass(ModulePass):
 
 
 def _lower_func(func: FuncOp, batch: int) -> None:
-    from neuron_ir.target.legality import unsupported_reason
     from neuron_ir.target import get_target
+    from neuron_ir.target.legality import unsupported_reason
 
     target = func.attributes[TARGET_ATTR].data  # type: ignore[union-attr]
     block = func.body.block

@@ -17,10 +17,10 @@ from xdsl.passes import PassPipeline
 
 import neuron_ir
 from dialects import onnx as onnx_dialect
-from neuron_ir.testing.conformance import case_input_shapes, node_case_list
-from neuron_ir.errors import NeuronIRError, PassError
 from neuron_ir.analysis.report import TARGET_ATTR
+from neuron_ir.errors import NeuronIRError, PassError
 from neuron_ir.target.legality import TABLE, TARGETS, unsupported_reason
+from neuron_ir.testing.conformance import case_input_shapes, node_case_list
 from passes import available_passes
 from passes.lower_to_nc import PATTERNS, LowerToNcPass, lowered_types
 
