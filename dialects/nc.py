@@ -22,6 +22,7 @@ the cost model's estimate, set by ``lower-to-nc``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import ClassVar
 
 from xdsl.dialects.builtin import (
@@ -57,24 +58,47 @@ from xdsl.utils.exceptions import VerifyException
 MEMORIES = ("sbuf", "psum", "hbm")
 ENGINES = ("tensor", "vector", "scalar", "gpsimd", "dma")
 
-ACTIVATIONS = frozenset({
-    "identity", "relu", "leaky_relu", "sigmoid", "tanh", "exp", "log", "sqrt", "rsqrt",
-    "erf", "gelu", "gelu_tanh", "softplus", "abs", "neg", "reciprocal", "square", "sin",
-    "cos", "sign", "floor", "ceil", "round", "silu", "mish", "elu", "hard_sigmoid",
-})
-BINARY_OPS = frozenset({
-    "add", "sub", "mul", "div", "max", "min", "pow", "mod", "eq", "ne", "lt", "le", "gt",
-    "ge", "and", "or", "xor",
-})
-REDUCE_OPS = frozenset({"sum", "mean", "max", "min", "prod", "sum_square", "log_sum_exp",
-                        "argmax", "argmin"})
+# The op kinds of the nc ops, each defined once here: the lowering (ONNX -> kind) and the
+# interpreter (kind -> numpy kernel) both read these tables, and the verifiers check
+# against their keys.
+#
+# Activation kind -> (the ONNX op with the same semantics, or None for the ones the
+# interpreter computes itself; the ONNX attributes ``alpha`` and ``beta`` carry).
+ACTIVATIONS: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "identity": (None, ()), "square": (None, ()), "rsqrt": (None, ()),
+    "gelu_tanh": (None, ()), "silu": (None, ()),
+    "relu": ("Relu", ()), "sigmoid": ("Sigmoid", ()), "tanh": ("Tanh", ()),
+    "exp": ("Exp", ()), "log": ("Log", ()), "sqrt": ("Sqrt", ()), "erf": ("Erf", ()),
+    "gelu": ("Gelu", ()), "softplus": ("Softplus", ()), "abs": ("Abs", ()),
+    "neg": ("Neg", ()), "reciprocal": ("Reciprocal", ()), "sin": ("Sin", ()),
+    "cos": ("Cos", ()), "sign": ("Sign", ()), "floor": ("Floor", ()), "ceil": ("Ceil", ()),
+    "round": ("Round", ()), "mish": ("Mish", ()), "softsign": ("Softsign", ()),
+    "hard_swish": ("HardSwish", ()),
+    "leaky_relu": ("LeakyRelu", ("alpha",)), "elu": ("Elu", ("alpha",)),
+    "celu": ("Celu", ("alpha",)), "thresholded_relu": ("ThresholdedRelu", ("alpha",)),
+    "hard_sigmoid": ("HardSigmoid", ("alpha", "beta")), "selu": ("Selu", ("alpha", "gamma")),
+}
+# Binary kind -> (ONNX op, its fixed attributes); "ne" is Equal negated.
+BINARY_OPS: dict[str, tuple[str, dict[str, int]]] = {
+    "add": ("Add", {}), "sub": ("Sub", {}), "mul": ("Mul", {}), "div": ("Div", {}),
+    "max": ("Max", {}), "min": ("Min", {}), "pow": ("Pow", {}), "mod": ("Mod", {}),
+    "fmod": ("Mod", {"fmod": 1}), "eq": ("Equal", {}), "ne": ("Equal", {}),
+    "lt": ("Less", {}), "le": ("LessOrEqual", {}), "gt": ("Greater", {}),
+    "ge": ("GreaterOrEqual", {}), "and": ("And", {}), "or": ("Or", {}), "xor": ("Xor", {}),
+}
+# Reduction kind -> ONNX op.
+REDUCE_OPS: dict[str, str] = {
+    "sum": "ReduceSum", "mean": "ReduceMean", "max": "ReduceMax", "min": "ReduceMin",
+    "prod": "ReduceProd", "sum_square": "ReduceSumSquare", "log_sum_exp": "ReduceLogSumExp",
+    "l1": "ReduceL1", "l2": "ReduceL2", "argmax": "ArgMax", "argmin": "ArgMin",
+}
 
 StaticTensor = base(TensorType)
 WeightValue = base(DenseIntOrFPElementsAttr) | base(DenseResourceAttr)
 
 
 def _check_choice(op: IRDLOperation, name: str, value: StringAttr | None,
-                  allowed: frozenset[str] | tuple[str, ...]) -> None:
+                  allowed: Collection[str]) -> None:
     if value is not None and value.data not in allowed:
         raise VerifyException(f"{op.name}: {name} '{value.data}' is not one of "
                               f"{', '.join(sorted(allowed))}")
@@ -320,6 +344,7 @@ class ActivationOp(NcOp):
     scale = opt_prop_def(FloatAttr[Float64Type])
     bias = opt_prop_def(FloatAttr[Float64Type])
     alpha = opt_prop_def(FloatAttr[Float64Type])
+    beta = opt_prop_def(FloatAttr[Float64Type])
     assembly_format = _UNARY
 
     def verify_(self) -> None:
@@ -420,6 +445,9 @@ class PoolOp(NcOp):
     strides = prop_def(DenseArrayBase[I64])
     pads = prop_def(DenseArrayBase[I64])
     count_include_pad = opt_prop_def(IntegerAttr[I64])
+    dilations = opt_prop_def(DenseArrayBase[I64])
+    ceil_mode = opt_prop_def(IntegerAttr[I64])
+    """Windows may run past the padded end (never counted), as ONNX ceil_mode=1."""
     assembly_format = _UNARY
 
     def verify_(self) -> None:

@@ -19,6 +19,7 @@ from xdsl.context import Context
 from xdsl.dialects import arith, scf, tensor
 from xdsl.dialects.builtin import (
     DYNAMIC_INDEX,
+    FunctionType,
     IndexType,
     IntegerAttr,
     ModuleOp,
@@ -27,6 +28,7 @@ from xdsl.dialects.builtin import (
     i1,
     i64,
 )
+from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
@@ -92,6 +94,14 @@ class LowerControlFlowPass(ModulePass):
                 self.lower_if(target, rewriter)
             else:
                 self.lower_loop(target, rewriter)
+        # An inlined data-dependent branch may yield a less precise type than the If
+        # declared (the graph output's declared shape): the signature follows the body.
+        for func in op.ops:
+            if isinstance(func, FuncOp) and func.body.blocks:
+                ret = func.body.block.last_op
+                if isinstance(ret, ReturnOp):
+                    func.function_type = FunctionType.from_lists(
+                        [a.type for a in func.body.block.args], [v.type for v in ret.operands])
 
     # -- If --
 

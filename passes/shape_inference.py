@@ -8,7 +8,10 @@ compile-time constants are folded with the interpreter's kernels, so that the sh
 arithmetic exporters emit (Shape -> Gather -> Concat -> Reshape, ConstantOfShape,
 Range, Expand) disappears. Results whose size depends on data (NonZero,
 NonMaxSuppression, a Loop that can stop early, ...) may stay dynamic; their ops are
-marked ``onnx.data_dependent``. Any other dynamic result is an error naming the node.
+marked ``onnx.data_dependent``, as are results whose operands all have static shapes
+(so only operand *values* can decide their size: axes, pads or bounds read from a
+runtime tensor). Any other dynamic result is an error naming the node: a dim that
+pinning the inputs would have fixed.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from neuron_ir.analysis.report import BATCH_ATTR, BATCH_SYMBOL_ATTR
 from neuron_ir.analysis.shapes import ShapeContext, ShapeError, TensorInfo, infer
 from neuron_ir.errors import NeuronIRError, PassError
 from neuron_ir.ir.attrs import constant_array, onnx_attrs
-from neuron_ir.ir.util import constant_op, info_of_type, tensor_type
+from neuron_ir.ir.util import constant_op, info_of_type, is_static, tensor_type
 from neuron_ir.kernels import KERNELS
 
 # Constants up to this many elements carry their value through inference (shape
@@ -461,7 +464,7 @@ def _check_static(func: FuncOp) -> None:
             if isinstance(ttype, TensorType) and all(d != DYNAMIC_INDEX for d in
                                                       ttype.get_shape()):
                 continue
-            if _behind_data_dependent(op):
+            if _behind_data_dependent(op) or _reads_runtime_values(op):
                 op.attributes["onnx.data_dependent"] = UnitAttr()
                 break
             raise PassError(f"{_label(op)}: cannot infer a static shape for result {k} "
@@ -484,6 +487,14 @@ def _behind_data_dependent(op: Operation) -> bool:
         if isinstance(owner, Operation) and owner.attributes.get("onnx.data_dependent"):
             return True
     return False
+
+
+def _reads_runtime_values(op: Operation) -> bool:
+    """Whether a dynamic result of ``op`` can only come from runtime data: every operand
+    has a static shape (so no input pin is missing), yet the result's size is unknown,
+    as when reduction axes, pads, a range or a branch condition are read from a tensor
+    that is not a constant, or a Loop body slices by its iteration counter."""
+    return all(is_static(v.type) for v in op.operands)
 
 
 def _type_text(ttype) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from neuron_ir.testing.conformance import node_cases, run_failure
+from neuron_ir.testing.conformance import node_case_list, run_failure
 
 XFAIL_FILE = Path(__file__).resolve().parent / "conformance_xfail.txt"
 
@@ -29,7 +29,7 @@ def _xfails() -> dict[str, tuple[str, str]]:
 
 
 XFAILS = _xfails()
-CASES = list(node_cases())
+CASES = list(node_case_list())
 
 
 def check_case(case) -> None:

@@ -17,7 +17,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import neuron_ir
-from neuron_ir.errors import PassError
 
 RNG_SEED = 1234
 
@@ -274,12 +273,10 @@ def test_resize_nearest_flags(ctm, nearest, factor):
 @pytest.mark.parametrize("ctm", ["half_pixel", "pytorch_half_pixel"])
 def test_resize_half_pixel_floor_is_not_a_repeat(ctm):
     # With half_pixel coordinates and nearest_mode=floor, output 2 of a 2x upsampling
-    # reads input floor(0.75) = 0, not 1: the repeat lowering once gave wrong values.
-    # Now lower-to-nc refuses it; the legality table still places it (issue 9).
+    # reads input floor(0.75) = 0, not 1: a repeat lowering once gave wrong values here.
+    # The gather-based Resize lowering must get it right, on the NeuronCore.
     x = _rand(1, 2, 3, 4, seed=15)
-    with pytest.raises(PassError, match="Resize with .*half_pixel/floor"):
-        compile_and_compare(_resize_model(ctm, "floor", 2, x), {"x": x})
-    pytest.xfail("issue 9: the legality table accepts a Resize lower-to-nc refuses")
+    compile_and_compare(_resize_model(ctm, "floor", 2, x), {"x": x})
 
 
 # -- Slice with steps ---------------------------------------------------------------------------

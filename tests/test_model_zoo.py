@@ -27,6 +27,9 @@ EXPECTED_OPSET = {
     "tiny_dlrm": 13,
     "tiny_seq2seq_encoder": 14,
     "tiny_seq2seq_decoder_step": 14,
+    "yolov5_detect": 13,
+    "ssd_vgg": 13,
+    "dlrm_bag": 13,
 }
 
 # Output dims that depend on the data, not on the input shapes.

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
+from xdsl.dialects.func import FuncOp
+
+import neuron_ir
 from neuron_ir.target.cost import (
     OpWork,
     compute_time,
@@ -18,10 +22,6 @@ from neuron_ir.target.cost import (
     transfer_time,
     weights_fit,
 )
-from onnx import TensorProto, helper, numpy_helper
-from xdsl.dialects.func import FuncOp
-
-import neuron_ir
 from neuron_ir.target.profiles import TARGETS
 
 PROFILES = [TARGETS["inf1"], TARGETS["inf2"]]

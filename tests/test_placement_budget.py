@@ -16,11 +16,11 @@ import numpy as np
 from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from neuron_ir.target.cost import core_dram_bandwidth
 from onnx import TensorProto, helper, numpy_helper
 
 import neuron_ir
 from neuron_ir.target import get_target
+from neuron_ir.target.cost import core_dram_bandwidth
 
 K = 256  # rows of every weight: a weight of n columns holds K * n float32
 STORED = 2  # bytes an fp32 matmul weight takes on the device under bf16 autocast

@@ -16,6 +16,7 @@ import numpy as np
 from xdsl.ir import Operation
 
 from dialects import nc
+from dialects.nc import ACTIVATIONS, BINARY_OPS, REDUCE_OPS
 
 from ..errors import InterpreterError
 from ..ir import dtypes
@@ -28,22 +29,6 @@ HANDLERS: HandlerTable = {}
 
 def _impl(*op_types):
     return implements(HANDLERS, *op_types)
-
-_BINARY_KERNELS = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max",
-                   "min": "Min", "pow": "Pow", "mod": "Mod", "eq": "Equal", "lt": "Less",
-                   "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual",
-                   "and": "And", "or": "Or", "xor": "Xor"}
-_REDUCE_KERNELS = {"sum": "ReduceSum", "mean": "ReduceMean", "max": "ReduceMax",
-                   "min": "ReduceMin", "prod": "ReduceProd", "sum_square": "ReduceSumSquare",
-                   "log_sum_exp": "ReduceLogSumExp"}
-# Activation -> (ONNX kernel, extra attributes); alpha is passed when the op sets it.
-_ACTIVATION_KERNELS = {
-    "relu": "Relu", "leaky_relu": "LeakyRelu", "sigmoid": "Sigmoid", "tanh": "Tanh",
-    "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "erf": "Erf", "gelu": "Gelu",
-    "softplus": "Softplus", "abs": "Abs", "neg": "Neg", "reciprocal": "Reciprocal",
-    "sin": "Sin", "cos": "Cos", "sign": "Sign", "floor": "Floor", "ceil": "Ceil",
-    "round": "Round", "elu": "Elu", "mish": "Mish", "hard_sigmoid": "HardSigmoid",
-}
 
 
 def _props(op: Operation) -> dict[str, Any]:
@@ -184,7 +169,7 @@ def _conv(planner: Planner, op: Operation) -> Step:
 # -- Scalar engine ----------------------------------------------------------------
 
 
-def _activation_fn(func: str, alpha: float | None) -> Callable[[np.ndarray], np.ndarray]:
+def _activation_fn(func: str, params: dict[str, float]) -> Callable[[np.ndarray], np.ndarray]:
     if func == "identity":
         return lambda x: x
     if func == "square":
@@ -197,18 +182,20 @@ def _activation_fn(func: str, alpha: float | None) -> Callable[[np.ndarray], np.
     if func == "gelu_tanh":
         gelu = KERNELS["Gelu"]
         return lambda x: gelu([x], {"approximate": "tanh"}, 1)[0]
-    name = _ACTIVATION_KERNELS.get(func)
+    name, names = ACTIVATIONS.get(func, (None, ()))
     kernel = KERNELS.get(name) if name else None
     if kernel is None:
         raise InterpreterError(f"nc.activation: no implementation of '{func}'")
-    attrs = {} if alpha is None else {"alpha": alpha}
+    # alpha/beta carry the ONNX attributes the table names, in order.
+    attrs = {onnx: params[mine] for onnx, mine in zip(names, ("alpha", "beta"), strict=False)
+             if mine in params}
     return lambda x: kernel([x], attrs, 1)[0]
 
 
 @_impl(nc.ActivationOp)
 def _activation(planner: Planner, op: Operation) -> Step:
     p = _props(op)
-    fn = _activation_fn(p["func"], p.get("alpha"))
+    fn = _activation_fn(p["func"], {k: p[k] for k in ("alpha", "beta") if k in p})
     scale, bias = p.get("scale"), p.get("bias")
 
     def run(a: list) -> np.ndarray:
@@ -231,8 +218,9 @@ def _tensor_tensor(planner: Planner, op: Operation) -> Step:
     if kind == "ne":
         equal = KERNELS["Equal"]
         return _step(planner, op, lambda a: np.logical_not(equal(a, {}, 1)[0]))
-    kernel = KERNELS[_BINARY_KERNELS[kind]]
-    return _step(planner, op, lambda a: kernel(a, {}, 1)[0])
+    name, attrs = BINARY_OPS[kind]
+    kernel = KERNELS[name]
+    return _step(planner, op, lambda a: kernel(a, attrs, 1)[0])
 
 
 @_impl(nc.TensorScalarOp)
@@ -245,10 +233,11 @@ def _tensor_scalar(planner: Planner, op: Operation) -> Step:
     if kind == "ne":
         equal = KERNELS["Equal"]
         return _step(planner, op, lambda a: np.logical_not(equal([a[0], s], {}, 1)[0]))
-    kernel = KERNELS[_BINARY_KERNELS[kind]]
+    name, attrs = BINARY_OPS[kind]
+    kernel = KERNELS[name]
     if reverse:
-        return _step(planner, op, lambda a: kernel([s, a[0]], {}, 1)[0])
-    return _step(planner, op, lambda a: kernel([a[0], s], {}, 1)[0])
+        return _step(planner, op, lambda a: kernel([s, a[0]], attrs, 1)[0])
+    return _step(planner, op, lambda a: kernel([a[0], s], attrs, 1)[0])
 
 
 @_impl(nc.ReduceOp)
@@ -258,10 +247,10 @@ def _reduce(planner: Planner, op: Operation) -> Step:
     if kind in ("argmax", "argmin"):
         if len(axes) != 1:
             raise InterpreterError(f"nc.reduce {kind} takes one axis")
-        kernel = KERNELS["ArgMax" if kind == "argmax" else "ArgMin"]
+        kernel = KERNELS[REDUCE_OPS[kind]]
         attrs = {"axis": axes[0], "keepdims": keep}
         return _step(planner, op, lambda a: kernel(a, attrs, 1)[0])
-    kernel = KERNELS[_REDUCE_KERNELS[kind]]
+    kernel = KERNELS[REDUCE_OPS[kind]]
     axes_array = np.array(axes, dtype=np.int64)
     attrs = {"keepdims": keep}
     return _step(planner, op, lambda a: kernel([a[0], axes_array], attrs, 1)[0])
@@ -292,12 +281,16 @@ def _pool(planner: Planner, op: Operation) -> Step:
     p = _props(op)
     in_shape = tuple(op.operands[0].type.get_shape())  # type: ignore[attr-defined]
     max_pool = p["kind"] == "max"
-    if list(in_shape[2:]) == p["kernel"] and not any(p["pads"]):
+    plain = not p.get("ceil_mode", 0) and not any(d != 1 for d in p.get("dilations", []))
+    if plain and list(in_shape[2:]) == p["kernel"] and not any(p["pads"]):
         # One window over every spatial position: the global pools.
         kernel = KERNELS["GlobalMaxPool" if max_pool else "GlobalAveragePool"]
         return _step(planner, op, lambda a: kernel(a, {}, 1)[0])
     kernel = KERNELS["MaxPool" if max_pool else "AveragePool"]
     attrs = {"kernel_shape": p["kernel"], "strides": p["strides"], "pads": p["pads"]}
+    for key in ("dilations", "ceil_mode"):
+        if key in p:
+            attrs[key] = p[key]
     if not max_pool:
         attrs["count_include_pad"] = int(p.get("count_include_pad", 0))
     return _step(planner, op, lambda a: kernel(a, attrs, 1)[0])

@@ -14,6 +14,7 @@ tensors: Python loops only run over kernel taps, spatial dims or groups.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -234,16 +235,10 @@ def conv(inputs, attrs, n_out):
     return [_to_dtype(y, out_dtype)]
 
 
-@kernel("ConvTranspose")
-def conv_transpose(inputs, attrs, n_out):
-    x, w, b = inputs[0], inputs[1], _opt(inputs, 2)
-    out_dtype = x.dtype
-    ct = _compute_dtype(x.dtype)
-    x = x.astype(ct, copy=False)
-    w = w.astype(ct, copy=False)
-    nd = x.ndim - 2
-    in_sp = list(x.shape[2:])
-    k = list(w.shape[2:])
+def conv_transpose_geometry(attrs, in_sp: list[int], k: list[int]):
+    """(strides, dilations, begin pads, end pads, output_padding, output size) of a
+    ConvTranspose, shared by the kernel and the NeuronCore lowering."""
+    nd = len(in_sp)
     strides = [int(s) for s in attrs.get("strides", [1] * nd)]
     dil = [int(d) for d in attrs.get("dilations", [1] * nd)]
     out_pad = [int(v) for v in attrs.get("output_padding", [0] * nd)]
@@ -270,6 +265,21 @@ def conv_transpose(inputs, attrs, n_out):
         pads = [int(p) for p in attrs.get("pads", [0] * (2 * nd))]
         begin, end = pads[:nd], pads[nd:]
     out_sp = [natural[i] - begin[i] - end[i] for i in range(nd)]
+    return strides, dil, begin, end, out_pad, out_sp
+
+
+@kernel("ConvTranspose")
+def conv_transpose(inputs, attrs, n_out):
+    x, w, b = inputs[0], inputs[1], _opt(inputs, 2)
+    out_dtype = x.dtype
+    ct = _compute_dtype(x.dtype)
+    x = x.astype(ct, copy=False)
+    w = w.astype(ct, copy=False)
+    nd = x.ndim - 2
+    in_sp = list(x.shape[2:])
+    k = list(w.shape[2:])
+    strides, dil, begin, end, _, out_sp = conv_transpose_geometry(attrs, in_sp, k)
+    dk = [(k[i] - 1) * dil[i] + 1 for i in range(nd)]
 
     n, c = x.shape[:2]
     g = int(attrs.get("group", 1))
@@ -802,10 +812,21 @@ def _interp_taps(xo, in_len, mode, scale, antialias, a, exclude_outside):
     return idx, w
 
 
-@kernel("Resize")
-def resize(inputs, attrs, n_out):
-    x = inputs[0]
-    roi, scales, sizes = _opt(inputs, 1), _opt(inputs, 2), _opt(inputs, 3)
+@dataclass(frozen=True)
+class ResizeAxis:
+    """How Resize computes one axis: output ``j`` is ``sum_t x[idx[j, t]] * w[j, t]``
+    (``w`` None: nearest, one tap), then ``fill`` where ``outside[j]``."""
+
+    axis: int
+    idx: np.ndarray
+    w: np.ndarray | None
+    outside: np.ndarray | None
+    fill: float
+
+
+def resize_plan(shape, attrs, roi, scales, sizes) -> list[ResizeAxis]:
+    """The per-axis taps of a Resize of a tensor of ``shape`` (the axes it changes),
+    shared by the kernel and the NeuronCore lowering."""
     if scales is not None and scales.size == 0:
         scales = None
     if sizes is not None and sizes.size == 0:
@@ -818,9 +839,9 @@ def resize(inputs, attrs, n_out):
     extrapolation = float(attrs.get("extrapolation_value", 0.0))
     antialias = int(attrs.get("antialias", 0)) and mode != "nearest"
     policy = _str(attrs.get("keep_aspect_ratio_policy", "stretch"))
-    r = x.ndim
+    r = len(shape)
     axes = [_norm_axis(int(v), r) for v in attrs.get("axes", range(r))]
-    in_sz = [x.shape[ax] for ax in axes]
+    in_sz = [shape[ax] for ax in axes]
 
     if sizes is not None:
         req = [int(v) for v in sizes.reshape(-1)]
@@ -847,10 +868,7 @@ def resize(inputs, attrs, n_out):
         rv = roi.reshape(-1)
         rois = [(rv[i], rv[len(axes) + i]) for i in range(len(axes))]
 
-    if mode == "nearest":
-        y = x
-    else:
-        y = x.astype(_compute_dtype(x.dtype), copy=False)
+    plan = []
     for i, ax in enumerate(axes):
         n_in, n_out_ax, scale = in_sz[i], out_sz[i], scale_list[i]
         if (
@@ -862,27 +880,44 @@ def resize(inputs, attrs, n_out):
         xo = _resize_coords(ctm, n_out_ax, n_in, scale, lengths[i], rois[i])
         if mode == "nearest":
             idx = np.clip(_nearest_index(xo, nearest_mode), 0, n_in - 1).astype(np.intp)
-            y = np.take(y, idx, axis=ax)
+            idx, w = idx[:, None], None
         elif mode in ("linear", "cubic"):
             idx, w = _interp_taps(xo, n_in, mode, scale, antialias, a, exclude_outside)
-            w = w.astype(y.dtype)
-            bshape = [1] * r
-            bshape[ax] = n_out_ax
+        else:
+            raise ValueError(f"unknown Resize mode {mode!r}")
+        outside = None
+        if ctm == "tf_crop_and_resize":
+            outside = (xo < 0) | (xo > n_in - 1)
+            if not outside.any():
+                outside = None
+        plan.append(ResizeAxis(ax, idx, w, outside, extrapolation))
+    return plan
+
+
+@kernel("Resize")
+def resize(inputs, attrs, n_out):
+    x = inputs[0]
+    roi, scales, sizes = _opt(inputs, 1), _opt(inputs, 2), _opt(inputs, 3)
+    mode = _str(attrs.get("mode", "nearest"))
+    r = x.ndim
+    y = x if mode == "nearest" else x.astype(_compute_dtype(x.dtype), copy=False)
+    for step in resize_plan(x.shape, attrs, roi, scales, sizes):
+        ax = step.axis
+        bshape = [1] * r
+        bshape[ax] = step.idx.shape[0]
+        if step.w is None:
+            y = np.take(y, step.idx[:, 0], axis=ax)
+        else:
+            w = step.w.astype(y.dtype)
             acc = None
-            for t in range(idx.shape[1]):
-                term = np.take(y, idx[:, t], axis=ax)
+            for t in range(step.idx.shape[1]):
+                term = np.take(y, step.idx[:, t], axis=ax)
                 term *= w[:, t].reshape(bshape)
                 acc = term if acc is None else acc + term
             y = acc
-        else:
-            raise ValueError(f"unknown Resize mode {mode!r}")
-        if ctm == "tf_crop_and_resize":
-            outside = (xo < 0) | (xo > n_in - 1)
-            if outside.any():
-                bshape = [1] * r
-                bshape[ax] = n_out_ax
-                fill = _to_dtype(np.asarray(extrapolation), y.dtype)  # saturating
-                y = np.where(outside.reshape(bshape), fill, y)
+        if step.outside is not None:
+            fill = _to_dtype(np.asarray(step.fill), y.dtype)  # saturating
+            y = np.where(step.outside.reshape(bshape), fill, y)
     return [_fresh(_to_dtype(y, x.dtype), x)]
 
 

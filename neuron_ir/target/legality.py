@@ -1,5 +1,11 @@
-"""Which ONNX operators the NeuronCore of each target runs: the table the ``partition``
-pass consults.
+"""The one legality table: which ONNX ops go to the NeuronCore of each target, read by
+both ``partition`` (placement) and ``lower-to-nc`` (which refuses anything else).
+
+An op is NeuronCore-legal only if the target supports it (the Neuron documentation,
+below) *and* ``lower-to-nc`` lowers that exact case: entries say whether a lowering
+pattern exists (``lowers``), which of the op's results it produces (``outputs``) and
+which cases it cannot take (``lower_check``). ``tests/test_legality.py`` proves the
+table and the patterns of ``passes/lower_to_nc.py`` agree.
 
 ``unsupported_reason(op, target)`` is None when the NeuronCore of ``target`` runs
 ``op``, else a short reason; ``supported_op_types(target)`` lists the table's op types
@@ -277,6 +283,30 @@ def _scatter(node: Node) -> str | None:
     return _gather_indices(1)(node)
 
 
+def _stash_f32(node: Node) -> str | None:
+    if int(node.attrs.get("stash_type", 1)) != 1:
+        return "stash_type other than 1 (float32 statistics) has no lowering"
+    return None
+
+
+def _first_index(node: Node) -> str | None:
+    if node.attrs.get("select_last_index", 0):
+        return "select_last_index=1 has no lowering"
+    return None
+
+
+def _saturating(node: Node) -> str | None:
+    if not int(node.attrs.get("saturate", 1)):
+        return "saturate=0 has no lowering"
+    return None
+
+
+def _nd_batch(node: Node) -> str | None:
+    if int(node.attrs.get("batch_dims", 0)):
+        return "batch_dims != 0 has no lowering"
+    return None
+
+
 # ---------------------------------------------------------------------------
 # the table
 
@@ -293,19 +323,28 @@ class Entry:
     """Input positions that must be compile-time constants (when present)."""
     floats_only: bool = False
     """TensorEngine ops: integer inputs would need the INT8 path."""
+    lowers: bool = True
+    """lower-to-nc has a pattern for this op type."""
+    outputs: int | None = 1
+    """How many leading results the lowering produces (None: all); a later result
+    in use sends the op to the CPU."""
+    lower_check: Checker | None = None
+    """Cases the lowering cannot take (a reason), beyond what the target refuses."""
 
     def supports(self, target: str) -> bool:
         return self.inf1 if target == "inf1" else self.inf2
 
 
 def _both(note: str = "", src: str = "onnx", check: Checker | None = None,
-          const: tuple[int, ...] = (), floats_only: bool = False) -> Entry:
-    return Entry(True, True, note, src, check, const, floats_only)
+          const: tuple[int, ...] = (), floats_only: bool = False, lowers: bool = True,
+          outputs: int | None = 1, lower_check: Checker | None = None) -> Entry:
+    return Entry(True, True, note, src, check, const, floats_only, lowers, outputs,
+                 lower_check)
 
 
 def _inf2(note: str, src: str = "assumed", check: Checker | None = None,
-          const: tuple[int, ...] = ()) -> Entry:
-    return Entry(False, True, note, src, check, const)
+          const: tuple[int, ...] = (), lowers: bool = True) -> Entry:
+    return Entry(False, True, note, src, check, const, lowers=lowers)
 
 
 def _never(reason: str, src: str = "assumed") -> Entry:
@@ -334,7 +373,8 @@ TABLE: dict[str, Entry] = {
     "Selu": _both(), "Sigmoid": _both(), "HardSigmoid": _both(), "Tanh": _both(),
     "Softplus": _both(), "Softsign": _both(), "ThresholdedRelu": _both(),
     "Gelu": _both(src="torch"), "HardSwish": _both(src="torch"),
-    "Swish": _both(src="torch"),
+    "Swish": _both(src="torch"), "Mish": _both(src="assumed"),
+    "Celu": _both(src="assumed"),
     "Softmax": _both(), "LogSoftmax": _both(),
     # -- comparisons and logic
     "Equal": _both(src="tf"), "Less": _both(src="tf"), "Greater": _both(src="tf"),
@@ -345,7 +385,7 @@ TABLE: dict[str, Entry] = {
     # -- matmul and convolution (TensorEngine)
     "MatMul": _both(floats_only=True), "Gemm": _both(floats_only=True),
     "Einsum": _both("at most 2 operands, no diagonal/trace (assumed)", src="torch",
-                    check=_einsum, floats_only=True),
+                    check=_einsum, floats_only=True, lowers=False),
     "Conv": _both("1-D/2-D on inf1, up to 3-D on inf2 (assumed); groups, dilations ok",
                   check=_conv, floats_only=True),
     "ConvTranspose": _both("1-D/2-D on inf1, up to 3-D on inf2 (assumed)", check=_conv,
@@ -354,14 +394,16 @@ TABLE: dict[str, Entry] = {
     "MaxPool": _both("1-D to 3-D", check=_max_pool),
     "AveragePool": _both("1-D/2-D on inf1, up to 3-D on inf2", check=_avg_pool),
     "GlobalAveragePool": _both(), "GlobalMaxPool": _both(),
-    "BatchNormalization": _both("inference mode only", check=_batch_norm),
-    "LayerNormalization": _both(src="torch"),
+    "BatchNormalization": _both("inference mode only; statistics constant",
+                                 check=_batch_norm, const=(1, 2, 3, 4)),
+    "LayerNormalization": _both(src="torch", outputs=3, lower_check=_stash_f32),
     "InstanceNormalization": _both(src="torch"),
-    "GroupNormalization": _both(src="torch"),
-    "RMSNormalization": _both("decomposes like LayerNormalization", src="assumed"),
+    "GroupNormalization": _both(src="torch", lower_check=_stash_f32),
+    "RMSNormalization": _both("decomposes like LayerNormalization", src="assumed",
+                              lower_check=_stash_f32),
     "LpNormalization": _both("p in {1, 2} (the schema's range)", src="torch"),
-    "LRN": _both(),
-    "Dropout": _both("inference only (identity)", check=_dropout),
+    "LRN": _both(lowers=False),
+    "Dropout": _both("inference only (identity)", check=_dropout, outputs=2),
     # -- reductions
     "ReduceSum": _both(_AXES, const=(1,)), "ReduceMean": _both(_AXES, const=(1,)),
     "ReduceMax": _both(_AXES, const=(1,)), "ReduceMin": _both(_AXES, const=(1,)),
@@ -370,51 +412,58 @@ TABLE: dict[str, Entry] = {
     "ReduceL2": _both(_AXES, src="torch", const=(1,)),
     "ReduceSumSquare": _both(_AXES, src="assumed", const=(1,)),
     "ReduceLogSumExp": _both(_AXES, src="assumed", const=(1,)),
-    "ArgMax": _both("inf1: select_last_index=0 (assumed)", check=_arg_extreme),
-    "ArgMin": _both("inf1: select_last_index=0 (assumed)", check=_arg_extreme),
-    "TopK": _both("K a compile-time constant", src="torch", const=(1,)),
+    "ArgMax": _both("inf1: select_last_index=0 (assumed)", check=_arg_extreme,
+                    lower_check=_first_index),
+    "ArgMin": _both("inf1: select_last_index=0 (assumed)", check=_arg_extreme,
+                    lower_check=_first_index),
+    "TopK": _both("K a compile-time constant", src="torch", const=(1,), lowers=False),
     "CumSum": _both("axis a compile-time constant", src="assumed", const=(1,)),
     # -- shape and data movement
     "Identity": _both(), "Flatten": _both(), "Transpose": _both(),
     "Reshape": _both("static target shape", const=(1,)),
     "Squeeze": _both(_AXES, const=(1,)), "Unsqueeze": _both(_AXES, const=(1,)),
     "Concat": _both(),
-    "Split": _both("split sizes a compile-time constant", const=(1,)),
+    "Split": _both("split sizes a compile-time constant", const=(1,), outputs=None),
     "Slice": _both("starts/ends/axes/steps compile-time constants", const=(1, 2, 3, 4)),
     "Expand": _both("static target shape", src="torch", const=(1,)),
     "Tile": _both("repeats a compile-time constant", src="tf", const=(1,)),
     "Pad": _both("inf1: constant/reflect; inf2: also edge (assumed); pads constant",
-                 check=_pad, const=(1, 3)),
-    "Cast": _both("both element types supported on the target"),
+                 check=_pad, const=(1, 2, 3)),
+    "Cast": _both("both element types supported on the target", lower_check=_saturating),
     "Gather": _both("int32/int64 indices", check=_gather_indices(1)),
     "GatherElements": _both("int32/int64 indices; a Gather on the flattened data",
                             src="assumed", check=_gather_indices(1)),
     "GatherND": _both("int32/int64 indices; a Gather on the flattened data",
-                      src="assumed", check=_gather_indices(1)),
+                      src="assumed", check=_gather_indices(1), lower_check=_nd_batch),
     "DepthToSpace": _both("static reshape + transpose", src="torch"),
     "SpaceToDepth": _both("static reshape + transpose", src="assumed"),
     "Trilu": _both("k a compile-time constant", src="torch", const=(1,)),
-    "OneHot": _both("depth a compile-time constant", src="torch", const=(1,)),
+    "OneHot": _both("depth a compile-time constant", src="torch", const=(1,), lowers=False),
     "Resize": _both("nearest/linear over the 2 innermost axes on inf1; inf2 also "
                     "cubic, any axes (assumed); no crop-and-resize, no antialias (assumed)",
-                    src="torch", check=_resize),
-    "Upsample": _both("as Resize (deprecated form)", check=_resize),
+                    src="torch", check=_resize, const=(1, 2, 3)),
+    "Upsample": _both("as Resize (deprecated form)", check=_resize, lowers=False),
     # -- constants and shape queries (static shapes make them constants)
     "Constant": _both("goes wherever its users go"),
     "ConstantOfShape": _both("static shape", src="tf", const=(0,)),
-    "Range": _both(src="tf"),
-    "Shape": _both("a constant once shapes are static", src="tf"),
-    "Size": _both("a constant once shapes are static", src="tf"),
+    "Range": _both("bounds compile-time constants", src="tf", const=(0, 1, 2)),
+    # Folded by shape-inference (shapes are static), so never placed; no pattern needed.
+    "Shape": _both("a constant once shapes are static", src="tf", lowers=False),
+    "Size": _both("a constant once shapes are static", src="tf", lowers=False),
     # -- recurrences
     "LSTM": _both("static length (no sequence_lens); inf1: default activations (assumed)",
-                  src="torch", check=_recurrent),  # "limited support" in torch-neuron
-    "GRU": _inf2("static length, unrolled; not in the Inf1 lists", check=_recurrent),
-    "RNN": _inf2("static length, unrolled; not in the Inf1 lists", check=_recurrent),
+                  src="torch", check=_recurrent, lowers=False),  # "limited support"
+    "GRU": _inf2("static length, unrolled; not in the Inf1 lists", check=_recurrent,
+                 lowers=False),
+    "RNN": _inf2("static length, unrolled; not in the Inf1 lists", check=_recurrent,
+                 lowers=False),
     # -- inf2 only: plain XLA HLO that no Inf1 list names
     "ScatterND": _inf2("XLA scatter; reduction none/add/mul/max/min; not in the Inf1 "
-                       "lists", src="xla", check=_scatter),
+                       "lists", src="xla", check=_scatter,
+                       lowers=False),
     "ScatterElements": _inf2("XLA scatter; reduction none/add/mul/max/min; not in the "
-                             "Inf1 lists", src="xla", check=_scatter),
+                             "Inf1 lists", src="xla", check=_scatter,
+                       lowers=False),
     # -- never on the NeuronCore
     "NonMaxSuppression": _never(_DATA_DEP, "limits"), "NonZero": _never(_DATA_DEP, "limits"),
     "Unique": _never(_DATA_DEP, "limits"), "Compress": _never(_DATA_DEP, "limits"),
@@ -480,7 +529,18 @@ def _type_text(value: SSAValue) -> str:
 
 
 def unsupported_reason(op: Operation, target: str) -> str | None:
-    """None if the NeuronCore of ``target`` runs ``op``, else a short reason."""
+    """None if ``op`` goes to the NeuronCore of ``target`` (the target supports it and
+    lower-to-nc lowers it), else a short reason: what partition and lower-to-nc read."""
+    return _reason(op, target, lowering=True)
+
+
+def target_reason(op: Operation, target: str) -> str | None:
+    """Only the target's side: None if the Neuron documentation (or the project's
+    stated assumptions) say the NeuronCore of ``target`` runs ``op``."""
+    return _reason(op, target, lowering=False)
+
+
+def _reason(op: Operation, target: str, lowering: bool) -> str | None:
     _check_target(target)
     if isinstance(op, ConstantOp):
         return None
@@ -529,6 +589,23 @@ def unsupported_reason(op: Operation, target: str) -> str | None:
         reason = entry.check(node)
         if reason is not None:
             return f"{name}: {reason}"
+    return _lowering_reason(name, entry, node) if lowering else None
+
+
+def _lowering_reason(name: str, entry: Entry, node: Node) -> str | None:
+    """Why lower-to-nc cannot take a case the target supports, or None."""
+    if not entry.lowers:
+        return f"{name}: lower-to-nc has no lowering for it"
+    if entry.outputs is not None:
+        for k, value in enumerate(node.outputs[entry.outputs:], entry.outputs):
+            if value is not None and value.uses:
+                arg = node.op.ONNX_OUTPUTS[min(k, len(node.op.ONNX_OUTPUTS) - 1)][0]
+                return (f"{name}: output '{arg}' is used; lower-to-nc produces only the "
+                        f"first {entry.outputs}")
+    if entry.lower_check is not None:
+        reason = entry.lower_check(node)
+        if reason is not None:
+            return f"{name}: {reason}"
     return None
 
 
@@ -555,4 +632,4 @@ def table_markdown() -> str:
 
 
 __all__ = ["TARGETS", "TABLE", "Entry", "supported_op_types", "table_markdown",
-           "unsupported_reason"]
+           "target_reason", "unsupported_reason"]

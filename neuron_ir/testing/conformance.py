@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,12 @@ class NodeCase:
     data_sets: list
     rtol: float
     atol: float
+
+
+@functools.cache
+def node_case_list() -> tuple[NodeCase, ...]:
+    """``node_cases()`` collected once per process (collecting takes seconds)."""
+    return tuple(node_cases())
 
 
 def node_cases() -> Iterator[NodeCase]:
@@ -62,25 +69,21 @@ def _as_array(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def run_failure(case: NodeCase) -> str | None:
-    """None if the interpreter reproduces every data set of the case, else why not."""
-    from ..interp import Interpreter
-
-    try:
-        module = import_model(case.model)
-        interpreter = Interpreter(module)
-    except NeuronIRError as exc:
-        return f"prepare: {exc.message}"
+def _feeds_and_names(case: NodeCase) -> tuple[list[str], list[str]]:
     graph = case.model.graph
     initializers = {t.name for t in graph.initializer}
     in_names = [i.name for i in graph.input if i.name not in initializers]
-    out_names = [o.name for o in graph.output]
+    return in_names, [o.name for o in graph.output]
+
+
+def _mismatch(case: NodeCase, run, in_names: list[str], out_names: list[str]) -> str | None:
+    """None if ``run(feeds)`` reproduces every data set of the case, else why not."""
     for inputs, outputs in case.data_sets:
         feeds = {n: _as_array(v) for n, v in zip(in_names, inputs, strict=False)}
         try:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                got = interpreter.run(feeds)
+                got = run(feeds)
         except NeuronIRError as exc:
             return f"run: {exc.message}"
         except Exception as exc:  # a kernel bug: report it, keep going
@@ -108,6 +111,50 @@ def run_failure(case: NodeCase) -> str | None:
                 if not np.array_equal(have, want):
                     return f"output '{name}': values differ"
     return None
+
+
+def run_failure(case: NodeCase) -> str | None:
+    """None if the interpreter reproduces every data set of the case, else why not."""
+    from ..interp import Interpreter
+
+    try:
+        module = import_model(case.model)
+        interpreter = Interpreter(module)
+    except NeuronIRError as exc:
+        return f"prepare: {exc.message}"
+    return _mismatch(case, interpreter.run, *_feeds_and_names(case))
+
+
+def case_input_shapes(case: NodeCase) -> dict[str, tuple[int, ...]]:
+    """Each graph input's shape in the case's first data set (what compile pins)."""
+    in_names, _ = _feeds_and_names(case)
+    inputs = case.data_sets[0][0] if case.data_sets else []
+    return {n: _as_array(v).shape for n, v in zip(in_names, inputs, strict=False)}
+
+
+def compile_failure(case: NodeCase, target: str = "inf1") -> str | None:
+    """None if ``neuron_ir.compile`` (the default pipeline down to ``nc``, inputs pinned
+    to the first data set's shapes) reproduces every data set of the case, else why not.
+
+    Data sets whose input shapes differ from the first one's cannot run on a model
+    compiled for those shapes and are left out.
+    """
+    from ..compiler import compile as compile_model
+
+    in_names, out_names = _feeds_and_names(case)
+    shapes = case_input_shapes(case)
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compiled = compile_model(case.model, target=target, input_shapes=shapes)
+    except NeuronIRError as exc:
+        return f"compile: {exc.message}"
+    except Exception as exc:
+        return f"crash: compile: {type(exc).__name__}: {exc}"
+    first = [_as_array(v).shape for v in case.data_sets[0][0]] if case.data_sets else []
+    same = [ds for ds in case.data_sets if [_as_array(v).shape for v in ds[0]] == first]
+    pinned = NodeCase(case.name, case.model, same, case.rtol, case.atol)
+    return _mismatch(pinned, compiled.run, in_names, out_names)
 
 
 def shape_agreement(case: NodeCase) -> tuple[int, int, list[str]]:

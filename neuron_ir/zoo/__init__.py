@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from . import bert, control_flow, detection, recsys, seq2seq, vision
+from . import bert, control_flow, detection, exporters, recsys, seq2seq, vision
 
 Builder = Callable[..., onnx.ModelProto]
 
@@ -37,6 +37,10 @@ MODELS: OrderedDict[str, Builder] = OrderedDict(
         ("tiny_dlrm", recsys.build_tiny_dlrm),
         ("tiny_seq2seq_encoder", seq2seq.build_tiny_seq2seq_encoder),
         ("tiny_seq2seq_decoder_step", seq2seq.build_tiny_seq2seq_decoder_step),
+        # The three exporter patterns of issue 9 (see exporters.py).
+        ("yolov5_detect", exporters.build_yolov5_detect),
+        ("ssd_vgg", exporters.build_ssd_vgg),
+        ("dlrm_bag", exporters.build_dlrm_bag),
     ]
 )
 
@@ -67,6 +71,11 @@ _INPUTS: dict[str, InputMaker] = {
     "tiny_seq2seq_decoder_step": lambda rng, batch, seq: seq2seq.example_decoder_inputs(
         rng, batch, seq
     ),
+    "yolov5_detect": lambda rng, batch, seq: {
+        "images": rng.standard_normal((1, 3, 64, 64), dtype=np.float32)},
+    "ssd_vgg": lambda rng, batch, seq: {
+        "images": rng.standard_normal((1, 3, 75, 75), dtype=np.float32)},
+    "dlrm_bag": lambda rng, batch, seq: exporters.example_bag_inputs(rng, batch),
 }
 
 
