@@ -418,7 +418,7 @@ def test_pad_matches_kernel(shape, data, seed):
     ax = list(range(r)) if axes is None else [a % r for a in axes]
     mode = draw(st.sampled_from(["constant", "edge", "reflect"]))
     pads = []
-    for side in range(2):
+    for _side in range(2):
         for a in ax:
             # Cropping never goes past the data; reflect pads stay below the dim.
             hi = shape[a] - 1 if mode == "reflect" else 2

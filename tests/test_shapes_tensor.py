@@ -339,7 +339,7 @@ def _reshape_cases(draw):
     factors = [f for d in shape for f in _factors(d)]
     k = draw(st.integers(1 if factors else 0, 4))
     groups = [draw(st.integers(0, k - 1)) for _ in factors]
-    target = [int(np.prod([f for f, g in zip(factors, groups) if g == i])) for i in range(k)]
+    target = [int(np.prod([f for f, g in zip(factors, groups, strict=True) if g == i])) for i in range(k)]
     if target and draw(st.booleans()):
         target[draw(st.integers(0, k - 1))] = -1
     for i in range(min(k, len(shape))):
@@ -459,7 +459,7 @@ def test_split(data, seed):
     attrs = {"axis": axis} if axis or data.draw(st.booleans()) else {}
     if data.draw(st.booleans()):
         cuts = sorted(data.draw(st.lists(st.integers(0, dim), max_size=3)))
-        sizes = [b - a for a, b in zip([0, *cuts], [*cuts, dim])]
+        sizes = [b - a for a, b in zip([0, *cuts], [*cuts, dim], strict=True)]
         _check_rule("Split", [x, _i64(sizes)], attrs, n_out=len(sizes), const=(1,), seed=seed)
     else:
         n = data.draw(st.integers(1, 4))

@@ -152,7 +152,7 @@ def _pad_spatial(x: np.ndarray, begin: list[int], end: list[int], value: Any) ->
         return x
     shape = (*x.shape[:2], *(n + b + e for n, b, e in zip(x.shape[2:], begin, end, strict=True)))
     y = np.zeros(shape, dtype=x.dtype) if value == 0 else np.full(shape, value, dtype=x.dtype)
-    y[(slice(None), slice(None), *(slice(b, b + n) for b, n in zip(begin, x.shape[2:])))] = x
+    y[(slice(None), slice(None), *(slice(b, b + n) for b, n in zip(begin, x.shape[2:], strict=True)))] = x
     return y
 
 
@@ -644,7 +644,7 @@ def max_pool(inputs, attrs, n_out):
     nd = len(in_sp)
     k, strides, dil, begin, end, extra, out_sp = _pool_geometry(attrs, in_sp)
     low = np.iinfo(x.dtype).min if x.dtype.kind in "iu" else -np.inf
-    xp = _pad_spatial(x, begin, [e + x_ for e, x_ in zip(end, extra)], low)
+    xp = _pad_spatial(x, begin, [e + x_ for e, x_ in zip(end, extra, strict=True)], low)
     if n_out == 1:
         return [_window_reduce(xp, k, strides, dil, out_sp, np.maximum)]
     taps = list(np.ndindex(*k))
@@ -677,7 +677,7 @@ def average_pool(inputs, attrs, n_out):
     in_sp = list(x.shape[2:])
     k, strides, dil, begin, end, extra, out_sp = _pool_geometry(attrs, in_sp)
     ct = _compute_dtype(x.dtype)
-    xp = _pad_spatial(x.astype(ct, copy=False), begin, [e + x_ for e, x_ in zip(end, extra)], 0)
+    xp = _pad_spatial(x.astype(ct, copy=False), begin, [e + x_ for e, x_ in zip(end, extra, strict=True)], 0)
     acc = _window_reduce(xp, k, strides, dil, out_sp, np.add)
     include = int(attrs.get("count_include_pad", 0)) == 1
     count = _window_counts(in_sp, k, strides, dil, begin, end, out_sp, include)
@@ -702,7 +702,7 @@ def lp_pool(inputs, attrs, n_out):
     k, strides, dil, begin, end, extra, out_sp = _pool_geometry(attrs, in_sp)
     ct = _compute_dtype(x.dtype)
     xpow = _lp_power(x.astype(ct, copy=False), p)
-    xp = _pad_spatial(xpow, begin, [e + x_ for e, x_ in zip(end, extra)], 0)
+    xp = _pad_spatial(xpow, begin, [e + x_ for e, x_ in zip(end, extra, strict=True)], 0)
     acc = _window_reduce(xp, k, strides, dil, out_sp, np.add)
     return [_to_dtype(_lp_root(acc, p), x.dtype)]
 
@@ -1157,7 +1157,7 @@ def roi_align(inputs, attrs, n_out):
         else:
             # Max mode (as onnxruntime and the reference): per sample, the largest of
             # the four weighted corner values; then the max over the bin's samples.
-            def corner(yi, wy, xi, wx):
+            def corner(yi, wy, xi, wx, img=img):
                 v = img[:, yi[:, :, None, None], xi[None, None, :, :]]  # (C, oh, gh, ow, gw)
                 return v * (wy[:, :, None, None] * wx[None, None, :, :]).astype(ct)
 

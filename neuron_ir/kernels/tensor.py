@@ -986,11 +986,11 @@ def _constant(inputs, attrs, n_out):
 def _range(inputs, attrs, n_out):
     start, limit, delta = inputs[0], inputs[1], inputs[2]
     dt = start.dtype
-    s, l, d = _scalar(start), _scalar(limit), _scalar(delta)
+    s, lim, d = _scalar(start), _scalar(limit), _scalar(delta)
     if dt.kind in "iu":
-        n = max(-(-(l - s) // d), 0)  # exact integer ceil
+        n = max(-(-(lim - s) // d), 0)  # exact integer ceil
         return [np.asarray(s + np.arange(n, dtype=_I64) * d).astype(dt)]
-    n = max(math.ceil((l - s) / d), 0)
+    n = max(math.ceil((lim - s) / d), 0)
     # start + i*delta, evaluated in float64 (float32 for half types unless stash_type
     # asks for double) and rounded once to the output type.
     cd = _F64

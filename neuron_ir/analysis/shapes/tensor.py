@@ -744,8 +744,8 @@ def _range_count(start: Any, limit: Any, delta: Any, dtype: np.dtype) -> int | N
     """
     counts = set()
     if dtype.kind in "iu":
-        s, l, d = int(start), int(limit), int(delta)
-        counts.add(max(-(-(l - s) // d), 0))
+        s, lim, d = int(start), int(limit), int(delta)
+        counts.add(max(-(-(lim - s) // d), 0))
     types = {np.dtype(np.float64)}  # integer ranges: exact or in double
     if dtype.kind not in "iu":
         types |= {np.dtype(np.float32), dtype}
