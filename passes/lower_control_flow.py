@@ -31,7 +31,8 @@ from xdsl.dialects.builtin import (
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
-from xdsl.rewriter import InsertPoint, Rewriter
+from xdsl.pattern_rewriter import PatternRewriter, PatternRewriteWalker, RewritePattern
+from xdsl.rewriter import InsertPoint
 
 from dialects.onnx import (
     AddOp,
@@ -87,13 +88,10 @@ class LowerControlFlowPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.max_unroll < 0:
             raise PassError("max-unroll must not be negative")
-        rewriter = Rewriter()
-        # Innermost first, so that an unrolled body is already lowered.
-        for target in reversed([o for o in op.walk() if isinstance(o, IfOp | LoopOp)]):
-            if isinstance(target, IfOp):
-                self.lower_if(target, rewriter)
-            else:
-                self.lower_loop(target, rewriter)
+        # Regions first, so that a body is already lowered when its If/Loop is unrolled
+        # or inlined; nothing the pattern creates needs lowering again.
+        PatternRewriteWalker(LowerIfAndLoop(self.max_unroll), walk_regions_first=True,
+                             apply_recursively=False).rewrite_module(op)
         # An inlined data-dependent branch may yield a less precise type than the If
         # declared (the graph output's declared shape): the signature follows the body.
         for func in op.ops:
@@ -103,9 +101,23 @@ class LowerControlFlowPass(ModulePass):
                     func.function_type = FunctionType.from_lists(
                         [a.type for a in func.body.block.args], [v.type for v in ret.operands])
 
+
+
+@dataclass
+class LowerIfAndLoop(RewritePattern):
+    """The rewrite pattern of the pass: one onnx.If or onnx.Loop at a time."""
+
+    max_unroll: int
+
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
+        if isinstance(op, IfOp):
+            self.lower_if(op, rewriter)
+        elif isinstance(op, LoopOp):
+            self.lower_loop(op, rewriter)
+
     # -- If --
 
-    def lower_if(self, op: IfOp, rewriter: Rewriter) -> None:
+    def lower_if(self, op: IfOp, rewriter: PatternRewriter) -> None:
         cond = _const_value(op.cond)
         if cond is not None:
             taken = op.then_branch if bool(np.asarray(cond).reshape(-1)[0]) else op.else_branch
@@ -120,11 +132,11 @@ class LowerControlFlowPass(ModulePass):
             regions.append(Region(block))
         new = scf.IfOp(flag, [r.type for r in op.results], regions[0], regions[1])
         _keep_name(op, new)
-        rewriter.replace_op(op, new)
+        rewriter.replace(op, new)
 
     # -- Loop --
 
-    def lower_loop(self, op: LoopOp, rewriter: Rewriter) -> None:
+    def lower_loop(self, op: LoopOp, rewriter: PatternRewriter) -> None:
         trip = _const_value(op.M)
         cond = _const_value(op.cond)
         body = op.body.block
@@ -141,7 +153,7 @@ class LowerControlFlowPass(ModulePass):
                 return
         self.to_while(op, rewriter)
 
-    def unroll(self, op: LoopOp, count: int, rewriter: Rewriter) -> None:
+    def unroll(self, op: LoopOp, count: int, rewriter: PatternRewriter) -> None:
         body = op.body.block
         carried = list(op.v_initial)
         n_carried = len(carried)
@@ -149,17 +161,17 @@ class LowerControlFlowPass(ModulePass):
         before = InsertPoint.before(op)
         base = op.onnx_node_name() or "loop"
         true_const = constant_op(np.array(True), f"{base}/cond")
-        rewriter.insert_op(true_const, before)
+        rewriter.insert(true_const, before)
         for i in range(count):
             index = constant_op(np.array(i, dtype=np.int64), f"{base}/iter_{i}")
-            rewriter.insert_op(index, before)
+            rewriter.insert(index, before)
             mapping: dict[SSAValue, SSAValue] = {body.args[0]: index.results[0],
                                                  body.args[1]: true_const.results[0]}
             for arg, value in zip(body.args[2:], carried, strict=True):
                 mapping[arg] = value
             for inner in list(body.ops)[:-1]:
                 clone = inner.clone(value_mapper=mapping)
-                rewriter.insert_op(clone, before)
+                rewriter.insert(clone, before)
             yielded = [mapping.get(v, v) for v in body.last_op.operands]  # type: ignore
             carried = yielded[1:1 + n_carried]
             for acc, value in zip(scans, yielded[1 + n_carried:], strict=True):
@@ -167,9 +179,9 @@ class LowerControlFlowPass(ModulePass):
         replacements: list[SSAValue] = list(carried)
         for result, acc in zip(op.results[n_carried:], scans, strict=True):
             replacements.append(_stack(acc, result.type, base, rewriter, before))
-        rewriter.replace_op(op, [], replacements)
+        rewriter.replace(op, [], replacements)
 
-    def to_while(self, op: LoopOp, rewriter: Rewriter) -> None:
+    def to_while(self, op: LoopOp, rewriter: PatternRewriter) -> None:
         """``while (i < M && cond) { body }`` with scan outputs grown by Concat."""
         before = InsertPoint.before(op)
         base = op.onnx_node_name() or "loop"
@@ -180,7 +192,7 @@ class LowerControlFlowPass(ModulePass):
         zero = constant_op(np.array(0, np.int64), f"{base}/i0")
         one = constant_op(np.array(1, np.int64), f"{base}/one")
         true_const = constant_op(np.array(True), f"{base}/true")
-        rewriter.insert_op([zero, one, true_const], before)
+        rewriter.insert([zero, one, true_const], before)
         limit = op.M if op.M is not None else None
         cond0 = op.cond if op.cond is not None else true_const.results[0]
         accs0 = []
@@ -197,11 +209,11 @@ class LowerControlFlowPass(ModulePass):
 
             empty = constant_op(np.zeros([0, *inner], dtype=dtype_of(ttype.element_type)),
                                 f"{base}/scan_init")
-            rewriter.insert_op(empty, before)
+            rewriter.insert(empty, before)
             scan_type = TensorType(ttype.element_type, [DYNAMIC_INDEX, *inner])
             # The carried accumulator grows: its type has a dynamic leading dim.
             widen = IdentityOp.build(operands=[empty.results[0]], result_types=[scan_type])
-            rewriter.insert_op(widen, before)
+            rewriter.insert(widen, before)
             accs0.append(widen.results[0])
             scan_types.append(scan_type)
         inits = [zero.results[0], cond0, *op.v_initial, *accs0]
@@ -261,25 +273,25 @@ class LowerControlFlowPass(ModulePass):
 
         loop = scf.WhileOp(inits, types, Region(before_block), Region(after_block))
         _keep_name(op, loop)
-        rewriter.insert_op(loop, before)
+        rewriter.insert(loop, before)
         results = list(loop.res[2:2 + n_carried])
         for k, result in enumerate(op.results[n_carried:]):
             grown_value = loop.res[2 + n_carried + k]
             if grown_value.type != result.type:
                 # The static type shape-inference found, asserted on the grown value.
                 ident = IdentityOp.build(operands=[grown_value], result_types=[result.type])
-                rewriter.insert_op(ident, before)
+                rewriter.insert(ident, before)
                 grown_value = ident.results[0]
             results.append(grown_value)
-        rewriter.replace_op(op, [], results)
+        rewriter.replace(op, [], results)
 
 
-def _inline(block: Block, op: Operation, rewriter: Rewriter) -> None:
+def _inline(block: Block, op: Operation, rewriter: PatternRewriter) -> None:
     terminator = block.last_op
     values = list(terminator.operands)  # type: ignore[union-attr]
-    rewriter.erase_op(terminator)  # type: ignore[arg-type]
+    rewriter.erase(terminator)  # type: ignore[arg-type]
     rewriter.inline_block(block, InsertPoint.before(op))
-    rewriter.replace_op(op, [], values)
+    rewriter.replace(op, [], values)
 
 
 def _retarget_yield(block: Block, yield_cls) -> None:
@@ -290,7 +302,7 @@ def _retarget_yield(block: Block, yield_cls) -> None:
     block.add_op(yield_cls(*values))
 
 
-def _scalar_i1(value: SSAValue, op: Operation, rewriter: Rewriter) -> SSAValue:
+def _scalar_i1(value: SSAValue, op: Operation, rewriter: PatternRewriter) -> SSAValue:
     """An ``i1`` scalar from a one-element ``tensor<i1>`` condition."""
     ttype = value.type
     rank = len(ttype.get_shape()) if isinstance(ttype, TensorType) else 0
@@ -302,11 +314,11 @@ def _scalar_i1(value: SSAValue, op: Operation, rewriter: Rewriter) -> SSAValue:
         indices.append(zero.result)
     extract = tensor.ExtractOp(value, indices, i1)
     ops.append(extract)
-    rewriter.insert_op(ops, InsertPoint.before(op))
+    rewriter.insert(ops, InsertPoint.before(op))
     return extract.result
 
 
-def _stack(values: list[SSAValue], ttype, base: str, rewriter: Rewriter,
+def _stack(values: list[SSAValue], ttype, base: str, rewriter: PatternRewriter,
            where: InsertPoint) -> SSAValue:
     from neuron_ir.ir.util import dtype_of
 
@@ -317,22 +329,22 @@ def _stack(values: list[SSAValue], ttype, base: str, rewriter: Rewriter,
         shape[0] = 0
         empty = constant_op(np.zeros(shape, dtype=dtype_of(ttype.element_type)),
                             f"{base}/empty_scan")
-        rewriter.insert_op(empty, where)
+        rewriter.insert(empty, where)
         return empty.results[0]
     axes = constant_op(np.array([0], np.int64), f"{base}/stack_axes")
-    rewriter.insert_op(axes, where)
+    rewriter.insert(axes, where)
     parts = []
     for value in values:
         inner = value.type.get_shape() if isinstance(value.type, TensorType) else ()
         unsq = UnsqueezeOp.build(operands=[value, axes.results[0]],
                                  result_types=[TensorType(ttype.element_type, [1, *inner])])
-        rewriter.insert_op(unsq, where)
+        rewriter.insert(unsq, where)
         parts.append(unsq.results[0])
     shape = list(ttype.get_shape())
     shape[0] = len(values)
     cat = ConcatOp.build(operands=[parts], result_types=[TensorType(ttype.element_type, shape)],
                          properties={"axis": IntegerAttr(0, i64)})
-    rewriter.insert_op(cat, where)
+    rewriter.insert(cat, where)
     return cat.results[0]
 
 
