@@ -18,6 +18,7 @@ from xdsl.dialects.builtin import Float64Type, FloatAttr, ModuleOp
 from xdsl.passes import ModulePass
 
 from dialects import nc
+from neuron_ir.ir.util import is_structural
 from neuron_ir.target import get_target
 from neuron_ir.target.cost import ProgramPrice, price_program, stage_costs
 
@@ -28,7 +29,7 @@ def estimate_program(program: nc.ProgramOp, autocast: bool = True) -> ProgramPri
     price = price_program(stage_costs(program, profile, autocast), profile,
                           program.batch.value.data)
     for region, stage in zip(program.stages, price.stages, strict=True):
-        ops = [op for op in region.block.ops if op.name not in ("nc.weight", "nc.return")]
+        ops = [op for op in region.block.ops if not is_structural(op)]
         for op, seconds in zip(ops, stage.op_times, strict=True):
             op.est_time = FloatAttr(seconds, Float64Type())
     return price

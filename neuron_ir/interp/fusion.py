@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from xdsl.ir import Operation, SSAValue
 
-from dialects.onnx import OnnxOp
+from dialects.onnx import ConstantOp, OnnxOp
 
 from ..errors import InterpreterError
 from ..ir.attrs import constant_array, describe_op, onnx_attrs
@@ -86,7 +86,7 @@ def _constant(value: SSAValue | None) -> np.ndarray | None:
     if value is None:
         return None
     owner = value.owner
-    if isinstance(owner, Operation) and owner.name == "onnx.Constant":
+    if isinstance(owner, ConstantOp):
         return constant_array(owner.properties["value"])
     return None
 

@@ -28,12 +28,13 @@ from typing import Any
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.dialects.func import FuncOp
 from xdsl.ir import Operation, SSAValue
+from xdsl.traits import ConstantLike
 
 from dialects.nc import NcOp, ProgramOp
 
 from ..analysis.flops import op_flops
 from ..analysis.report import TARGET_ATTR
-from ..ir.util import info_of_type
+from ..ir.util import info_of_type, is_structural
 from ..target import TargetProfile, get_target
 from ..target.cost import OpWork, op_time, price_program, weights_fit
 
@@ -48,8 +49,6 @@ _SCALAR = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "Hard
 _GPSIMD = {"Gather", "GatherElements", "GatherND"}
 # Pure metadata changes: no data moves on the NeuronCore, so no time and no event.
 _FREE = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Constant"}
-_NOT_OPS = {"func.return", "onnx.yield", "scf.yield", "scf.condition", "arith.constant",
-            "nc.return", "nc.weight"}
 _DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8",
           "uint8": "int8"}
 
@@ -125,7 +124,7 @@ def _nbytes(value: SSAValue) -> int:
 
 def _is_weight(value: SSAValue) -> bool:
     owner = value.owner
-    return isinstance(owner, Operation) and owner.name in ("onnx.Constant", "arith.constant")
+    return isinstance(owner, Operation) and owner.has_trait(ConstantLike)
 
 
 def _label(op: Operation, request: int = 0) -> dict[str, Any]:
@@ -216,7 +215,7 @@ class _Simulator:
             core = self.first_core[op] + k
             t = begin = max(end, self.core_free.get(core, 0.0))
             for inner in region.block.ops:
-                if inner.name in _NOT_OPS:
+                if is_structural(inner):
                     continue
                 est = inner.properties.get("est_time")
                 seconds = float(est.value.data) if est is not None else 0.0  # type: ignore
@@ -232,7 +231,7 @@ class _Simulator:
             self.ready[r] = end
 
     def op(self, op: Operation, on_device: bool) -> None:
-        if op.name in _NOT_OPS or op.name == "onnx.Constant":
+        if is_structural(op):
             t = self._ready(op.operands)
             for r in op.results:
                 self.ready[r] = t
@@ -440,7 +439,7 @@ def stage_report(module: ModuleOp, target: str | TargetProfile = "inf1",
             price = price_program(costs, profile, batch)
             for k, (region, cost, p) in enumerate(zip(program.stages, costs, price.stages,
                                                       strict=True)):
-                ops = [o for o in region.block.ops if o.name not in _NOT_OPS]
+                ops = [o for o in region.block.ops if not is_structural(o)]
                 moves = [o for o in ops if o.name in ("nc.send", "nc.recv")]
                 est = [o.properties.get("est_time") for o in ops]
                 moved = [o.properties.get("est_time") for o in moves]

@@ -53,6 +53,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from xdsl.traits import ConstantLike, IsTerminator
+
 from .profiles import DTYPES, ENGINES, TargetProfile
 
 DTYPE_BYTES: dict[str, int] = {"bf16": 2, "fp16": 2, "fp32": 4, "int8": 1}
@@ -421,9 +423,9 @@ def block_cost(block: Any, profile: TargetProfile, autocast: bool = True,
     index: dict[Any, int] = {}
     weights: list[WeightCost] = []
     ops: list[OpCost] = []
-    body = [op for op in block.ops if op.name != "nc.return"]
+    body = [op for op in block.ops if not op.has_trait(IsTerminator)]
     for op in body:
-        if op.name == "nc.weight":
+        if op.has_trait(ConstantLike):  # nc.weight
             index[op.results[0]] = len(weights)
             weights.append(weight_cost(op, profile, autocast))
             continue
