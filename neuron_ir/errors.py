@@ -38,3 +38,9 @@ class PassError(NeuronIRError):
 
 class InterpreterError(NeuronIRError):
     """Running a module failed: bad inputs, or an op the interpreter cannot run."""
+
+
+class UsageError(NeuronIRError, TypeError):
+    """The library was called with an argument of the wrong kind (``compile(None)``).
+
+    Also a ``TypeError``, so that callers catching that keep working."""
