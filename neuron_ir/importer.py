@@ -220,11 +220,39 @@ def _check_model(skel: ModelProto, stash: dict[str, TensorProto], where: str) ->
                                f"range this onnx knows (1 to {newest})", where=where)
     if not skel.graph.output:
         raise ModelImportError("the graph has no outputs", where=where)
+    view = _checker_view(skel, stash)
     try:
-        onnx.checker.check_model(_checker_view(skel, stash), full_check=True)
+        # full_check is these two steps; the structural one gets unranked graph I/O
+        # filled in (see _declared_io), strict inference the model as it is.
+        onnx.checker.check_model(_declared_io(view), full_check=False)
+        onnx.shape_inference.infer_shapes(view, check_type=True, strict_mode=True)
     except Exception as exc:  # the checker raises its own C++ error types
         raise ModelImportError(f"invalid ONNX model: {_onnx_message(exc)}",
                                where=where) from None
+
+
+def _declared_io(model: ModelProto) -> ModelProto:
+    """``model`` with every top-level input and output declaring an element type and a
+    shape. The checker demands both; ONNX itself (and the importer) read a missing shape
+    as "rank unknown" and a missing element type as "to be inferred", so only this
+    declaration rule is waived (the structural check reads no types)."""
+    incomplete = [vi for vi in list(model.graph.input) + list(model.graph.output)
+                  if vi.type.WhichOneof("value") in (None, "tensor_type")
+                  and (not vi.type.tensor_type.elem_type
+                       or not vi.type.tensor_type.HasField("shape"))]
+    if not incomplete:
+        return model
+    filled = ModelProto()
+    filled.CopyFrom(model)
+    for vi in list(filled.graph.input) + list(filled.graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.WhichOneof("value") not in (None, "tensor_type"):
+            continue
+        if not tt.elem_type:
+            tt.elem_type = TensorProto.FLOAT
+        if not tt.HasField("shape"):
+            tt.shape.SetInParent()
+    return filled
 
 
 # ---------------------------------------------------------------------------
