@@ -7,6 +7,8 @@ Layout (all integers little-endian)::
     meta_len u64       then meta_len bytes of UTF-8 JSON: target, pipeline, input and
                        output names, IR length and CRC, and the blob table
                        {key: [offset, length]} (offsets from the start of the data)
+    head_crc u32       CRC32 of everything before it (magic to the end of the JSON), so
+                       that with the IR and data CRCs in the JSON every byte is covered
     ir       zlib-compressed UTF-8: the module printed by the project printer, every constant over
              ``BLOB_THRESHOLD`` bytes printed as ``dense_resource<wN> : tensor<...>``
     padding  to a multiple of 64 bytes, then the data: the blobs back to back, each
@@ -47,10 +49,11 @@ if TYPE_CHECKING:
     from .compiler import CompiledModel
 
 MAGIC = b"NEURONIR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the header has its own CRC
 BLOB_THRESHOLD = 64  # bytes; smaller constants stay inline in the text (hex costs 2x)
 _ALIGN = 64
 _HEADER = struct.Struct("<8sIQ")
+_CRC = struct.Struct("<I")
 
 
 class ArtifactError(NeuronIRError):
@@ -115,10 +118,11 @@ def save(model: CompiledModel, path: str | os.PathLike) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            f.write(_HEADER.pack(MAGIC, FORMAT_VERSION, len(meta_bytes)))
-            f.write(meta_bytes)
+            head = _HEADER.pack(MAGIC, FORMAT_VERSION, len(meta_bytes)) + meta_bytes
+            f.write(head)
+            f.write(_CRC.pack(zlib.crc32(head)))
             f.write(ir)
-            f.write(b"\0" * _pad(_HEADER.size + len(meta_bytes) + len(ir)))
+            f.write(b"\0" * _pad(len(head) + _CRC.size + len(ir)))
             for data in printer.blobs.values():
                 f.write(data)
                 f.write(b"\0" * _pad(len(data)))
@@ -139,6 +143,18 @@ def is_artifact(path: str | os.PathLike) -> bool:
         return False
 
 
+def _byte_size(ttype) -> int | None:
+    """Bytes a dense constant of ``ttype`` holds (booleans a byte each), if known."""
+    elem = ttype.get_element_type()
+    width = getattr(elem, "bitwidth", None)
+    if not isinstance(width, int):
+        return None
+    count = 1
+    for dim in ttype.get_shape():
+        count *= dim
+    return count * ((width + 7) // 8)
+
+
 def _restore(module: ModuleOp, blobs: dict[str, memoryview], where: str) -> None:
     for op in module.walk():
         for attrs in (op.properties, op.attributes):
@@ -150,6 +166,10 @@ def _restore(module: ModuleOp, blobs: dict[str, memoryview], where: str) -> None
                 if key not in blobs:
                     raise ArtifactError(f"constant refers to missing weight blob '{key}'",
                                         where=where)
+                needed = _byte_size(value.type)
+                if needed is not None and needed != len(blobs[key]):
+                    raise ArtifactError(f"weight blob '{key}' holds {len(blobs[key])} bytes, "
+                                        f"its type needs {needed}", where=where)
                 attrs[name] = DenseIntOrFPElementsAttr(value.type, BytesAttr(bytes(blobs[key])))
 
 
@@ -171,15 +191,20 @@ def load(path: str | os.PathLike) -> CompiledModel:
         raise ArtifactError(f"artifact format version {version} is not supported "
                             f"(this neuron-ir reads version {FORMAT_VERSION})", where=where)
     pos = _HEADER.size
-    if pos + meta_len > len(raw):
+    if pos + meta_len + _CRC.size > len(raw):
         raise ArtifactError("artifact is truncated (in the metadata)", where=where)
+    (head_crc,) = _CRC.unpack_from(raw, pos + meta_len)
+    if zlib.crc32(view[:pos + meta_len]) != head_crc:
+        raise ArtifactError("artifact header is corrupt (checksum mismatch)", where=where)
     try:
         meta = json.loads(bytes(view[pos:pos + meta_len]).decode("utf-8"))
         ir_len, data_len = int(meta["ir_length"]), int(meta["data_length"])
-        table = {k: (int(o), int(n)) for k, (o, n) in meta["blobs"].items()}
-    except (ValueError, KeyError, TypeError) as exc:
+        table = {str(k): (int(o), int(n)) for k, (o, n) in meta["blobs"].items()}
+        if not isinstance(meta["target"], str) or ir_len < 0 or data_len < 0:
+            raise ValueError("bad target or length")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"artifact metadata is corrupt ({exc})", where=where) from None
-    pos += meta_len
+    pos += meta_len + _CRC.size
     ir = view[pos:pos + ir_len]
     data_start = pos + ir_len + _pad(pos + ir_len)
     if data_start + data_len > len(raw) or len(ir) != ir_len:
@@ -190,7 +215,7 @@ def load(path: str | os.PathLike) -> CompiledModel:
         raise ArtifactError("artifact is corrupt (checksum mismatch)", where=where)
     blobs = {}
     for key, (offset, length) in table.items():
-        if offset < 0 or offset + length > data_len:
+        if offset < 0 or length < 0 or offset + length > data_len:
             raise ArtifactError(f"weight blob '{key}' lies outside the data", where=where)
         blobs[key] = data[offset:offset + length]
     try:

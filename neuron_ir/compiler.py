@@ -17,7 +17,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import PassPipeline
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
 
-from .errors import NeuronIRError, PassError
+from .errors import NeuronIRError, PassError, UsageError
 from .importer import import_model
 from .interpreter import Interpreter
 from .ir import make_context
@@ -28,14 +28,36 @@ InputShapes = Mapping[str, tuple[int, ...]] | str | None
 Dims = Mapping[str, int] | str | None
 
 
+def _int_dim(value: Any, what: str) -> int:
+    """An exact integer, or a PassError: 4.5 must not quietly become 4."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise PassError(f"{what} must be an integer, not {value!r}")
+    return int(value)
+
+
+def _option_name(name: Any, option: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise PassError(f"{option} names must be non-empty strings, not {name!r}")
+    return name
+
+
 def input_shapes_spec(input_shapes: InputShapes) -> str:
     """The ``input-shapes`` option text (``a:1x128,b:1x128``) of ``shape-inference``."""
     if input_shapes is None:
         return ""
     if isinstance(input_shapes, str):
         return input_shapes
-    return ",".join(f"{name}:{'x'.join(str(int(d)) for d in shape)}"
-                    for name, shape in input_shapes.items())
+    if not isinstance(input_shapes, Mapping):
+        raise UsageError("input_shapes must be a mapping from input name to shape, or "
+                         f"the option text 'a:1x128,...', not {type(input_shapes).__name__}")
+    items = []
+    for name, shape in input_shapes.items():
+        name = _option_name(name, "input_shapes")
+        if isinstance(shape, str) or not isinstance(shape, tuple | list):
+            raise PassError(f"input_shapes['{name}'] must be a tuple of ints, not {shape!r}")
+        dims = [_int_dim(d, f"input_shapes['{name}'] dim {k}") for k, d in enumerate(shape)]
+        items.append(f"{name}:{'x'.join(map(str, dims))}")
+    return ",".join(items)
 
 
 def _dims_option(dims: Dims) -> str:
@@ -43,12 +65,18 @@ def _dims_option(dims: Dims) -> str:
         return ""
     if isinstance(dims, str):
         return dims
-    return ",".join(f"{name}:{int(size)}" for name, size in dims.items())
+    if not isinstance(dims, Mapping):
+        raise UsageError("dims must be a mapping from symbol to size, or the option "
+                         f"text 'batch:1,...', not {type(dims).__name__}")
+    return ",".join(f"{_option_name(name, 'dims')}:{_int_dim(size, f'dims[{name!r}]')}"
+                    for name, size in dims.items())
 
 
 def _quoted(value: str) -> str:
-    if '"' in value:
-        raise PassError(f"pipeline option value must not contain '\"': {value!r}")
+    # The option text goes inside a quoted pass option: no character may end it early.
+    bad = next((c for c in value if c in '"{}' or ord(c) < 0x20), None)
+    if bad is not None:
+        raise PassError(f"pipeline option value must not contain {bad!r}: {value!r}")
     return f'"{value}"'
 
 
@@ -100,6 +128,8 @@ def run_pipeline(module: ModuleOp, pipeline: str) -> ModuleOp:
         spec.apply(make_context(), module)
     except NeuronIRError:
         raise
+    except RecursionError:
+        raise PassError("the IR nests too deeply for the pass pipeline") from None
     except (DiagnosticException, VerifyException) as exc:
         raise PassError(" ".join(str(exc).split())) from None
     return module
@@ -141,6 +171,9 @@ class CompiledModel:
         return self._report
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if not isinstance(inputs, Mapping):
+            raise UsageError(f"run takes a mapping from input name to array, "
+                             f"not {type(inputs).__name__}")
         return self.interpreter.run(inputs)
 
     def timeline(self, cpu_flops_per_s: float | None = None):
@@ -194,6 +227,8 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
             pipeline: str | None = None) -> CompiledModel:
     """Import ``src`` (path, bytes, ``onnx.ModelProto`` or ``ModuleOp``) and run the
     default pipeline (or ``pipeline``, a flat pass string) for ``target``."""
+    if pipeline is not None and not isinstance(pipeline, str):
+        raise UsageError(f"pipeline must be a pass string, not {type(pipeline).__name__}")
     profile = get_target(target)
     spec = pipeline if pipeline is not None else DEFAULT_PIPELINE(profile.name,
                                                                   input_shapes, dims)

@@ -207,7 +207,28 @@ def _checker_view(skel: ModelProto, stash: dict[str, TensorProto]) -> ModelProto
                                                                   list(t.dims)))
     del graph.node[:]
     graph.node.extend(nodes)
+    nested = {key.rsplit("/", 1)[1]: t for key, t in stash.items() if "/" in key}
+    if nested:
+        for node in graph.node:
+            _restore_nested(node, nested)
     return view
+
+
+def _restore_nested(node: NodeProto, nested: dict[str, TensorProto]) -> None:
+    """Put the full tensors back into subgraphs (rare, so their size rarely matters):
+    a subgraph's signature is fixed, so they cannot become inputs there."""
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == AttributeProto.GRAPH else (
+            list(attr.graphs) if attr.type == AttributeProto.GRAPHS else [])
+        for g in graphs:
+            for t in g.initializer:
+                if f"init:{t.name}" in nested:
+                    t.CopyFrom(nested[f"init:{t.name}"])
+            for inner in g.node:
+                if inner.op_type == "Constant" and inner.output and \
+                        f"const:{inner.output[0]}" in nested:
+                    inner.attribute[0].t.CopyFrom(nested[f"const:{inner.output[0]}"])
+                _restore_nested(inner, nested)
 
 
 def _check_model(skel: ModelProto, stash: dict[str, TensorProto], where: str) -> None:
