@@ -16,6 +16,8 @@ from .flops import op_flops
 _NOT_COUNTED = {"func.return", "func.call", "onnx.yield", "scf.yield", "scf.condition",
                 "onnx.Constant", "arith.constant", "nc.program", "nc.return", "nc.weight"}
 TARGET_ATTR = "neuron.target"
+# On the module once partition ran (even if it placed nothing on the NeuronCore).
+PARTITIONED_ATTR = "neuron.partitioned"
 REASON_ATTR = "neuron.cpu_reason"
 
 

@@ -42,7 +42,7 @@ from dialects import nc
 from neuron_ir.errors import PassError
 from neuron_ir.interpreter import constant_array, onnx_attrs
 from neuron_ir.irutil import dense_attr, dtype_of, is_static, tensor_type
-from neuron_ir.report import TARGET_ATTR
+from neuron_ir.report import PARTITIONED_ATTR, TARGET_ATTR
 
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
            "Max": "max", "Min": "min", "Equal": "eq", "Less": "lt", "LessOrEqual": "le",
@@ -73,6 +73,10 @@ class LowerToNcPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.batch < 1:
             raise PassError(f"lower-to-nc: batch must be positive, not {self.batch}")
+        if PARTITIONED_ATTR not in op.attributes and not any(
+                isinstance(f, FuncOp) and TARGET_ATTR in f.attributes for f in op.ops):
+            # Nothing would be lowered: say why rather than print the module unchanged.
+            raise PassError("lower-to-nc needs a partitioned module: run 'partition' first")
         for func in list(op.ops):
             if isinstance(func, FuncOp) and isinstance(func.attributes.get(TARGET_ATTR),
                                                        StringAttr):

@@ -24,14 +24,14 @@ import sys
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, StringAttr, SymbolRefAttr
+from xdsl.dialects.builtin import ModuleOp, StringAttr, SymbolRefAttr, UnitAttr
 from xdsl.dialects.func import CallOp, FuncOp, ReturnOp
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
 from neuron_ir.errors import PassError
 from neuron_ir.interpreter import _used_values
-from neuron_ir.report import REASON_ATTR, TARGET_ATTR
+from neuron_ir.report import PARTITIONED_ATTR, REASON_ATTR, TARGET_ATTR
 
 _TERMINATORS = {"func.return", "onnx.yield", "scf.yield", "scf.condition"}
 _CONSTANTS = {"onnx.Constant", "arith.constant"}
@@ -55,7 +55,8 @@ class PartitionPass(ModulePass):
 
         if self.target not in TARGETS:
             raise PassError(f"unknown target '{self.target}' (targets: {', '.join(TARGETS)})")
-        if any(isinstance(f, FuncOp) and f.attributes.get(TARGET_ATTR) for f in op.ops):
+        if PARTITIONED_ATTR in op.attributes or any(
+                isinstance(f, FuncOp) and f.attributes.get(TARGET_ATTR) for f in op.ops):
             raise PassError("the module is already partitioned")
         main = next((f for f in op.ops if isinstance(f, FuncOp) and f.sym_name.data == "main"),
                     None)
@@ -63,6 +64,7 @@ class PartitionPass(ModulePass):
             raise PassError("partition needs a func.func @main")
         state = _State(self.target, max(self.min_subgraph_size, 1), op)
         state.partition_block(main.body.block)
+        op.attributes[PARTITIONED_ATTR] = UnitAttr()
         if self.report:
             from neuron_ir.report import partition_report
 
