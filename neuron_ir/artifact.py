@@ -42,7 +42,7 @@ from xdsl.dialects.builtin import (
     ModuleOp,
 )
 
-from .errors import NeuronIRError
+from .errors import NeuronIRError, UsageError
 from .ir import NeuronPrinter, parse_ir
 
 if TYPE_CHECKING:
@@ -136,6 +136,8 @@ def save(model: CompiledModel, path: str | os.PathLike) -> None:
 
 def is_artifact(path: str | os.PathLike) -> bool:
     """Whether ``path`` starts with the artifact magic."""
+    if not os.path.isfile(path):  # a FIFO would block the read
+        return False
     try:
         with open(path, "rb") as f:
             return f.read(len(MAGIC)) == MAGIC
@@ -177,7 +179,11 @@ def load(path: str | os.PathLike) -> CompiledModel:
     """Read an artifact written by :func:`save`; nothing is recompiled."""
     from .compiler import CompiledModel
 
+    if not isinstance(path, str | os.PathLike):
+        raise UsageError(f"load takes a path, not {type(path).__name__}")
     where = os.fspath(path)
+    if os.path.exists(where) and not os.path.isfile(where):
+        raise ArtifactError("not a regular file", where=where)
     try:
         with open(where, "rb") as f:
             raw = f.read()

@@ -244,12 +244,30 @@ def _repair_strings(module: ModuleOp) -> None:
     the project never uses a bare BytesAttr as an attribute, so such a value is a
     string that must come back as one (the printer makes this rare, not impossible)."""
     for op in module.walk():
-        for container, key, value in _attr_values(op):
-            if isinstance(value, BytesAttr):
-                try:
-                    container[key] = StringAttr(value.data.decode("utf-8"))
-                except UnicodeDecodeError:
-                    pass
+        for container in (op.attributes, op.properties):
+            for key, value in list(container.items()):
+                fixed = _as_strings(value)
+                if fixed is not value:
+                    container[key] = fixed
+
+
+def _as_strings(attr: Attribute) -> Attribute:
+    """``attr`` with UTF-8 BytesAttrs (also inside arrays and dictionaries) as strings;
+    ``attr`` itself when there are none."""
+    if isinstance(attr, BytesAttr):
+        try:
+            return StringAttr(attr.data.decode("utf-8"))
+        except UnicodeDecodeError:
+            return attr
+    if isinstance(attr, ArrayAttr):
+        items = [_as_strings(a) for a in attr.data]
+        changed = any(a is not b for a, b in zip(items, attr.data, strict=True))
+        return ArrayAttr(items) if changed else attr
+    if isinstance(attr, DictionaryAttr):
+        entries = {k: _as_strings(v) for k, v in attr.data.items()}
+        changed = any(entries[k] is not v for k, v in attr.data.items())
+        return DictionaryAttr(entries) if changed else attr
+    return attr
 
 
 def _check_dense(module: ModuleOp, source: str) -> None:

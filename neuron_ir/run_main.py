@@ -184,6 +184,8 @@ def _load_model(args: argparse.Namespace, inputs: dict[str, np.ndarray]):
     path = args.file
     if not os.path.exists(path):
         raise _Failure(path, "no such file")
+    if not os.path.isfile(path):
+        raise _Failure(path, "not a regular file")
     if is_artifact(path):
         return load(path)
     if path.endswith(".mlir"):
