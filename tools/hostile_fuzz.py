@@ -188,7 +188,7 @@ def _mutate_proto(rng: random.Random, model: onnx.ModelProto) -> bytes:
         elif op == 2:  # duplicate graph input
             if g.input:
                 g.input.append(g.input[0])
-        elif op == 3 and g.output:  # no outputs
+        elif op == 3 and g.output and rng.random() < 0.3:  # no outputs
             del g.output[:]
         elif op == 4:  # a dim changed
             vis = list(g.input) + list(g.output)
@@ -227,7 +227,7 @@ def _mutate_proto(rng: random.Random, model: onnx.ModelProto) -> bytes:
                 text = getattr(msg, name) if k is None else getattr(msg, name)[k]
                 if text and isinstance(text, str):
                     raw = text.encode("utf-8")
-                    bad = raw[:1] + b"\xff\xfe" + raw[1:]
+                    bad = b"\xff" + raw[1:]  # same length: the protobuf still parses
                     data = data.replace(raw, bad, 1) if raw in data else data
                     return data
         elif op == 11:  # big folded constants (Range/ConstantOfShape feeding runtime ops)
@@ -409,8 +409,15 @@ class Generator:
         else:
             for _ in range(rng.randint(1, 4)):
                 i = rng.randrange(len(text))
-                op = rng.randrange(6)
-                if op == 0:
+                op = rng.randrange(8)
+                if op >= 6:
+                    # A number changed (a dim, a hex digit, an attribute): text that
+                    # still parses and reaches verification or the interpreter.
+                    spots = [k for k, c in enumerate(text) if c.isdigit()]
+                    if spots:
+                        k = rng.choice(spots)
+                        text = text[:k] + rng.choice("0123456789") + text[k + 1:]
+                elif op == 0:
                     text = text[:i] + rng.choice(['"', "{", "}", "\\", "<", ">", "%", "@",
                                                   "0x", "dense<", "\n"]) + text[i:]
                 elif op == 1:
