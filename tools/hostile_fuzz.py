@@ -408,6 +408,8 @@ class Generator:
                                "builtin.module {\n" + '"' * rng.randint(1, 50)])
         else:
             for _ in range(rng.randint(1, 4)):
+                if not text:
+                    break
                 i = rng.randrange(len(text))
                 op = rng.randrange(8)
                 if op >= 6:
