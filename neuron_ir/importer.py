@@ -60,6 +60,7 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 # SSA name hints xDSL's lexer accepts: ASCII only (``\w`` would admit any letter).
 _NAME_OK = re.compile(r"[A-Za-z_$.-][A-Za-z0-9_$.-]*")
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_$.-]")
+_NUMBER_SUFFIX = re.compile(r"(_[0-9]+)+$")
 
 
 # ---------------------------------------------------------------------------
@@ -530,8 +531,9 @@ def _ssa_name(name: str) -> str | None:
     clean = _NAME_BAD.sub("_", name)
     if not _NAME_OK.fullmatch(clean):
         clean = "v" + clean
-    # xDSL treats names ending in _<digits> specially when deduplicating; harmless
-    return clean
+    # xDSL's printer drops one "_<digits>" suffix of a hint and its parser another, so
+    # "a_1_2" would print as %a_1 and come back as %a: drop them all here.
+    return _NUMBER_SUFFIX.sub("", clean) or None
 
 
 # ---------------------------------------------------------------------------

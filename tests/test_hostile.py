@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import run_tool
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
@@ -180,6 +180,8 @@ def test_non_ascii_names_round_trip_through_the_cli(runner, tmp_path):
 
 @_SETTINGS
 @given(st.lists(st.text(min_size=1, max_size=12), min_size=4, max_size=4, unique=True))
+# Found by the long fuzz: xDSL drops one "_<digits>" when printing, another when parsing.
+@example(["a_1_2", "\x00λ%😀\t9\x011", "λ_0_0", "_9"])
 def test_any_names_round_trip_and_stay_in_onnx_name(names):
     # Only the import may refuse a name (the onnx checker: none are refused today);
     # what was imported must print and parse back.
