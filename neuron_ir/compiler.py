@@ -9,6 +9,7 @@ is exactly what ``neuron-opt -p "$(DEFAULT_PIPELINE)"`` does. Later stages
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -233,7 +234,14 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
     spec = pipeline if pipeline is not None else DEFAULT_PIPELINE(profile.name,
                                                                   input_shapes, dims)
     module = _import(src)
-    run_pipeline(module, spec)
+    try:
+        run_pipeline(module, spec)
+    except NeuronIRError as exc:
+        # A pass knows the node, not the file: name the model the caller gave.
+        if exc.where is None and isinstance(src, str | os.PathLike):
+            exc.where = os.fspath(src)
+            exc.args = (f"{exc.where}: {exc.message}",)
+        raise
     return CompiledModel(module, profile, spec)
 
 

@@ -509,6 +509,14 @@ def test_library_misuse_is_a_usage_error(call):
     assert isinstance(info.value, NeuronIRError) and isinstance(info.value, TypeError)
 
 
+def test_pass_errors_from_compile_name_the_model_file(tmp_path):
+    path = tmp_path / "big.onnx"
+    onnx.save(_big_constant_model("Range", (2**40,)), path)
+    with pytest.raises(PassError) as info:
+        compile(str(path))
+    assert info.value.where == str(path) and str(info.value).startswith(f"{path}: lower-to-nc")
+
+
 # ---------------------------------------------------------------------------
 # the catch-all in each CLI main
 
@@ -597,3 +605,4 @@ def test_long_fuzz_2000_cases():
     assert not failures, [(c.kind, c.argv or c.call.get("fn"), c.note, v)
                           for c, v in failures[:20]]
     assert counts["ok"] + counts["error"] == 2000
+
