@@ -51,7 +51,7 @@ from xdsl.irdl import (
     var_region_def,
     var_result_def,
 )
-from xdsl.traits import IsTerminator
+from xdsl.traits import ConstantLike, HasParent, IsTerminator, Pure
 from xdsl.utils.exceptions import VerifyException
 
 MEMORIES = ("sbuf", "psum", "hbm")
@@ -144,6 +144,38 @@ class ProgramOp(IRDLOperation):
             if [v.type for v in last.values] != want:
                 raise VerifyException(f"nc.program: stage {k} must return "
                                       + ("the program results" if want else "nothing"))
+        self._verify_channels()
+
+    def _verify_channels(self) -> None:
+        """Every channel has one send and one recv, from an earlier stage to a later
+        one, naming each other's stage and carrying one type."""
+        sends: dict[int, tuple[int, SendOp]] = {}
+        recvs: dict[int, tuple[int, RecvOp]] = {}
+        for k, stage in enumerate(self.stages):
+            for op in stage.block.ops:
+                if isinstance(op, SendOp | RecvOp):
+                    table = sends if isinstance(op, SendOp) else recvs
+                    channel = op.channel.value.data
+                    if channel in table:
+                        raise VerifyException(f"nc.program: channel {channel} has two "
+                                              f"{op.name} ops")
+                    table[channel] = (k, op)
+        for channel in sorted(sends.keys() | recvs.keys()):
+            if channel not in recvs or channel not in sends:
+                missing = "nc.recv" if channel not in recvs else "nc.send"
+                raise VerifyException(f"nc.program: channel {channel} has no {missing}")
+            (ks, send), (kr, recv) = sends[channel], recvs[channel]
+            if send.to_stage.value.data != kr or recv.from_stage.value.data != ks:
+                raise VerifyException(
+                    f"nc.program: channel {channel} is sent by stage {ks} to stage "
+                    f"{send.to_stage.value.data} but received by stage {kr} from stage "
+                    f"{recv.from_stage.value.data}")
+            if not ks < kr:
+                raise VerifyException(f"nc.program: channel {channel} must go to a later "
+                                      f"stage (stage {ks} to stage {kr})")
+            if send.input.type != recv.output.type:
+                raise VerifyException(f"nc.program: channel {channel} sends "
+                                      f"{send.input.type} but receives {recv.output.type}")
 
 
 @irdl_op_definition
@@ -152,7 +184,7 @@ class ReturnOp(IRDLOperation):
 
     name = "nc.return"
     values = var_operand_def(StaticTensor)
-    traits = traits_def(IsTerminator())
+    traits = traits_def(IsTerminator(), HasParent(ProgramOp))
     assembly_format = "($values^ `:` type($values))? attr-dict"
 
 
@@ -164,6 +196,7 @@ class WeightOp(IRDLOperation):
     value = prop_def(WeightValue)
     memory = prop_def(StringAttr)
     output = result_def(StaticTensor)
+    traits = traits_def(ConstantLike(), Pure())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "attr-dict `:` type($output)"
 
@@ -196,28 +229,47 @@ class DmaCopyOp(NcOp):
             raise VerifyException("nc.dma_copy: the copy must keep the type")
 
 
+def _check_non_negative(op: IRDLOperation, **values: IntegerAttr) -> None:
+    for key, attr in values.items():
+        if attr.value.data < 0:
+            raise VerifyException(f"{op.name}: {key} must be >= 0, not {attr.value.data}")
+
+
 @irdl_op_definition
 class SendOp(NcOp):
-    """Send an activation to a later stage (another core)."""
+    """Send an activation to a later stage (another core) on ``channel``.
+
+    ``nc.program``'s verifier pairs every send with exactly one ``nc.recv`` of the same
+    channel and type in stage ``to_stage``, which must come after the sender."""
 
     name = "nc.send"
     ENGINE: ClassVar[str] = "dma"
     input = operand_def(StaticTensor)
     to_stage = prop_def(IntegerAttr[I64])
     channel = prop_def(IntegerAttr[I64])
+    traits = traits_def(HasParent(ProgramOp))
     assembly_format = "$input attr-dict `:` type($input)"
+
+    def verify_(self) -> None:
+        super().verify_()
+        _check_non_negative(self, to_stage=self.to_stage, channel=self.channel)
 
 
 @irdl_op_definition
 class RecvOp(NcOp):
-    """Receive the activation an earlier stage sent on ``channel``."""
+    """Receive the activation stage ``from_stage`` sent on ``channel``."""
 
     name = "nc.recv"
     ENGINE: ClassVar[str] = "dma"
     from_stage = prop_def(IntegerAttr[I64])
     channel = prop_def(IntegerAttr[I64])
     output = result_def(StaticTensor)
+    traits = traits_def(HasParent(ProgramOp))
     assembly_format = "attr-dict `:` type($output)"
+
+    def verify_(self) -> None:
+        super().verify_()
+        _check_non_negative(self, from_stage=self.from_stage, channel=self.channel)
 
 
 # -- Tensor engine -------------------------------------------------------------

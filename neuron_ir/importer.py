@@ -50,8 +50,8 @@ from dialects.onnx import (
     YieldOp,
 )
 
-from . import dtypes
 from .errors import ExternalDataError, ModelImportError, ModelLoadError, UsageError
+from .ir import dtypes
 
 # Tensors bigger than this skip the version converter and shape inference.
 STRIP_BYTES = 1024

@@ -35,6 +35,28 @@ def _lower_to_nc() -> type[ModulePass]:
     return LowerToNcPass
 
 
+def _place_weights() -> type[ModulePass]:
+    from .place_weights import PlaceWeightsPass
+
+    return PlaceWeightsPass
+
+
+def _estimate() -> type[ModulePass]:
+    from .estimate import EstimatePass
+
+    return EstimatePass
+
+
+def _pipeline_shard() -> type[ModulePass]:
+    from .pipeline_shard import PipelineShardPass
+
+    return PipelineShardPass
+def _rebatch() -> type[ModulePass]:
+    from .rebatch import RebatchPass
+
+    return RebatchPass
+
+
 def _default_pipeline() -> type[ModulePass]:
     from .default_pipeline import DefaultPipelinePass
 
@@ -44,7 +66,11 @@ def _default_pipeline() -> type[ModulePass]:
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "default-pipeline": _default_pipeline,
     "lower-to-nc": _lower_to_nc,
+    "pipeline-shard": _pipeline_shard,
+    "nc-place-weights": _place_weights,
+    "nc-estimate": _estimate,
     "partition": _partition,
+    "rebatch": _rebatch,
     "shape-inference": _shape_inference,
     "lower-control-flow": _lower_control_flow,
 }

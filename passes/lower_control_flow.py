@@ -44,8 +44,8 @@ from dialects.onnx import (
     UnsqueezeOp,
 )
 from neuron_ir.errors import PassError
-from neuron_ir.interpreter import constant_array
-from neuron_ir.irutil import constant_op
+from neuron_ir.ir.attrs import constant_array
+from neuron_ir.ir.util import constant_op
 
 
 def _const_value(value: SSAValue | None) -> np.ndarray | None:
@@ -157,9 +157,7 @@ class LowerControlFlowPass(ModulePass):
         replacements: list[SSAValue] = list(carried)
         for result, acc in zip(op.results[n_carried:], scans, strict=True):
             replacements.append(_stack(acc, result.type, base, rewriter, before))
-        for old, new in zip(op.results, replacements, strict=True):
-            old.replace_all_uses_with(new)
-        rewriter.erase_op(op)
+        rewriter.replace_op(op, [], replacements)
 
     def to_while(self, op: LoopOp, rewriter: Rewriter) -> None:
         """``while (i < M && cond) { body }`` with scan outputs grown by Concat."""
@@ -185,7 +183,7 @@ class LowerControlFlowPass(ModulePass):
             inner = list(ttype.get_shape())[1:]
             if any(d == DYNAMIC_INDEX for d in inner):
                 raise PassError(f"loop '{base}': scan output with dynamic per-step shape")
-            from neuron_ir.irutil import dtype_of
+            from neuron_ir.ir.util import dtype_of
 
             empty = constant_op(np.zeros([0, *inner], dtype=dtype_of(ttype.element_type)),
                                 f"{base}/scan_init")
@@ -263,20 +261,15 @@ class LowerControlFlowPass(ModulePass):
                 rewriter.insert_op(ident, before)
                 grown_value = ident.results[0]
             results.append(grown_value)
-        for old, new in zip(op.results, results, strict=True):
-            old.replace_all_uses_with(new)
-        rewriter.erase_op(op)
+        rewriter.replace_op(op, [], results)
 
 
 def _inline(block: Block, op: Operation, rewriter: Rewriter) -> None:
     terminator = block.last_op
     values = list(terminator.operands)  # type: ignore[union-attr]
-    for inner in list(block.ops)[:-1]:
-        inner.detach()
-        rewriter.insert_op(inner, InsertPoint.before(op))
-    for old, new in zip(op.results, values, strict=True):
-        old.replace_all_uses_with(new)
-    rewriter.erase_op(op)
+    rewriter.erase_op(terminator)  # type: ignore[arg-type]
+    rewriter.inline_block(block, InsertPoint.before(op))
+    rewriter.replace_op(op, [], values)
 
 
 def _retarget_yield(block: Block, yield_cls) -> None:
@@ -305,7 +298,7 @@ def _scalar_i1(value: SSAValue, op: Operation, rewriter: Rewriter) -> SSAValue:
 
 def _stack(values: list[SSAValue], ttype, base: str, rewriter: Rewriter,
            where: InsertPoint) -> SSAValue:
-    from neuron_ir.irutil import dtype_of
+    from neuron_ir.ir.util import dtype_of
 
     if not isinstance(ttype, TensorType):
         raise PassError(f"loop '{base}': scan output of unknown rank; run shape-inference first")

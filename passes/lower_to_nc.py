@@ -11,9 +11,10 @@ semantics exactly (the nc interpreter runs the same numpy kernels), decomposing
 Softmax, LayerNormalization, BatchNormalization and Gemm into engine ops.
 
 Weights (``onnx.Constant`` read as tensors, and constants the lowering derives, such
-as folded batch-norm scales) become ``nc.weight``: SBUF while the running total fits
-the profile's weight budget, HBM after. Constants read only as attributes (shapes,
-axes, slice bounds) are folded into the nc ops and leave no weight behind.
+as folded batch-norm scales) become ``nc.weight`` in HBM, where a loaded model's
+weights live until ``nc-place-weights`` caches them in SBUF; ``nc-estimate`` then
+prices every op. Constants read only as attributes (shapes, axes, slice bounds) are
+folded into the nc ops and leave no weight behind.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects.builtin import (
-    ArrayAttr,
     DenseArrayBase,
     Float64Type,
     FloatAttr,
@@ -39,10 +39,10 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
 from dialects import nc
+from neuron_ir.analysis.report import PARTITIONED_ATTR, TARGET_ATTR
 from neuron_ir.errors import PassError
-from neuron_ir.interpreter import constant_array, onnx_attrs
-from neuron_ir.irutil import dense_attr, dtype_of, is_static, tensor_type
-from neuron_ir.report import PARTITIONED_ATTR, TARGET_ATTR
+from neuron_ir.ir.attrs import constant_array, onnx_attrs
+from neuron_ir.ir.util import dense_attr, dtype_of, is_static, tensor_type
 
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
            "Max": "max", "Min": "min", "Equal": "eq", "Less": "lt", "LessOrEqual": "le",
@@ -58,7 +58,6 @@ _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "Reduce
            "ReduceProd": "prod", "ReduceSumSquare": "sum_square",
            "ReduceLogSumExp": "log_sum_exp"}
 _RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
-_COST_DTYPE = {"float16": "fp16", "bfloat16": "bf16", "int8": "int8", "uint8": "int8"}
 
 
 @dataclass(frozen=True)
@@ -152,8 +151,6 @@ class _Lowering:
         self.values: dict[SSAValue, SSAValue] = {}
         self.constants: dict[SSAValue, np.ndarray] = {}  # onnx value -> its array
         self.const_attrs: dict[SSAValue, Attribute] = {}
-        self.hbm: set[SSAValue] = set()
-        self.weight_bytes = 0
         self.current: Operation | None = None
 
     # -- helpers --------------------------------------------------------------
@@ -173,22 +170,14 @@ class _Lowering:
         return array
 
     def weight(self, array: np.ndarray, attr: Attribute | None = None) -> SSAValue:
-        """An ``nc.weight``: SBUF while the running total fits, else HBM."""
-        from neuron_ir.cost import weights_fit
-
+        """An ``nc.weight``, in HBM until ``nc-place-weights`` places it."""
         array = np.asarray(array)
         if array.dtype == np.dtype(object):
             raise self.fail("string tensors cannot live on a NeuronCore")
         attr = attr if attr is not None else dense_attr(array)
-        nbytes = int(array.nbytes)
-        memory = "sbuf" if weights_fit(self.weight_bytes + nbytes, self.profile, 1) else "hbm"
-        if memory == "sbuf":
-            self.weight_bytes += nbytes
-        op = nc.WeightOp.build(properties={"value": attr, "memory": StringAttr(memory)},
+        op = nc.WeightOp.build(properties={"value": attr, "memory": StringAttr("hbm")},
                                result_types=[attr.type])  # type: ignore[attr-defined]
         self.stage.add_op(op)
-        if memory == "hbm":
-            self.hbm.add(op.results[0])
         return op.results[0]
 
     def tensor(self, value: SSAValue) -> SSAValue:
@@ -203,8 +192,6 @@ class _Lowering:
 
     def emit(self, cls: type, operands: list[SSAValue], out_type: Attribute,
              flops: float = 0.0, **props: Any) -> SSAValue:
-        from neuron_ir.cost import OpWork, op_time
-
         properties: dict[str, Attribute] = {}
         for key, val in props.items():
             if val is None:
@@ -219,26 +206,10 @@ class _Lowering:
                 properties[key] = _f(val)
             else:
                 properties[key] = _ints(val)
-        reads = ["hbm" if v in self.hbm else "sbuf" for v in operands]
-        properties["reads"] = ArrayAttr([StringAttr(r) for r in reads])
         if cls is nc.ConcatOp:
             op = cls.build(operands=[operands], result_types=[out_type], properties=properties)
         else:
             op = cls.build(operands=operands, result_types=[out_type], properties=properties)
-        # Cost: compute from the original op's flops (Tensor engine) or the output's
-        # element count (other engines); HBM weights are streamed every inference.
-        out_elems = math.prod(out_type.get_shape())  # type: ignore[attr-defined]
-        out_dtype = dtype_of(out_type.element_type)  # type: ignore[attr-defined]
-        in_bytes = sum(math.prod(_shape(v)) * _dtype(v).itemsize for v in operands)
-        hbm_bytes = sum(math.prod(_shape(v)) * _dtype(v).itemsize
-                        for v in operands if v in self.hbm)
-        work = OpWork(engine=cls.ENGINE, flops=float(flops) if cls.ENGINE == "tensor" else 0.0,
-                      elements=float(out_elems), bytes_in=float(in_bytes),
-                      bytes_out=float(out_elems * out_dtype.itemsize),
-                      weight_bytes=float(hbm_bytes),
-                      weight_location="hbm" if hbm_bytes else "sbuf",
-                      dtype=_COST_DTYPE.get(out_dtype.name, "fp32"))
-        op.properties["est_time"] = _f(op_time(work, self.profile))
         self.stage.add_op(op)
         return op.results[0]
 
@@ -318,7 +289,7 @@ class _Lowering:
         self.values[outs[0]] = result
 
     def flops(self, op: Operation) -> float:
-        from neuron_ir.flops import op_flops
+        from neuron_ir.analysis.flops import op_flops
 
         return float(op_flops(op))
 

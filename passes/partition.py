@@ -2,7 +2,7 @@
 
 Per block (and, inside control flow that stays on the CPU, per region block):
 
-1. Every non-constant op is supported or not (``neuron_ir.support``).
+1. Every non-constant op is supported or not (``neuron_ir.target.legality``).
 2. Supported ops are grouped by their *CPU depth*, the largest number of unsupported
    ops on any path from the block's inputs to them. A group of one depth is convex
    (a path leaving it through an unsupported op arrives at a greater depth), and
@@ -28,13 +28,12 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr, SymbolRefAttr, UnitAttr
 from xdsl.dialects.func import CallOp, FuncOp, ReturnOp
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
+from xdsl.traits import ConstantLike, IsTerminator
+from xdsl.transforms.dead_code_elimination import region_dce
 
+from neuron_ir.analysis.report import PARTITIONED_ATTR, REASON_ATTR, TARGET_ATTR
 from neuron_ir.errors import PassError
-from neuron_ir.interpreter import _used_values
-from neuron_ir.report import PARTITIONED_ATTR, REASON_ATTR, TARGET_ATTR
-
-_TERMINATORS = {"func.return", "onnx.yield", "scf.yield", "scf.condition"}
-_CONSTANTS = {"onnx.Constant", "arith.constant"}
+from neuron_ir.ir.util import used_values
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class PartitionPass(ModulePass):
     """Print the placement report to stderr."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        from neuron_ir.support import TARGETS
+        from neuron_ir.target.legality import TARGETS
 
         if self.target not in TARGETS:
             raise PassError(f"unknown target '{self.target}' (targets: {', '.join(TARGETS)})")
@@ -66,7 +65,7 @@ class PartitionPass(ModulePass):
         state.partition_block(main.body.block)
         op.attributes[PARTITIONED_ATTR] = UnitAttr()
         if self.report:
-            from neuron_ir.report import partition_report
+            from neuron_ir.analysis.report import partition_report
 
             sys.stderr.write(partition_report(op).text())
 
@@ -79,13 +78,13 @@ class _State:
         self.counter = itertools.count()
 
     def reason(self, op: Operation) -> str | None:
-        from neuron_ir.support import unsupported_reason
+        from neuron_ir.target.legality import unsupported_reason
 
         return unsupported_reason(op, self.target)
 
     def partition_block(self, block: Block) -> None:
-        ops = [o for o in block.ops if o.name not in _TERMINATORS]
-        nodes = [o for o in ops if o.name not in _CONSTANTS]
+        ops = [o for o in block.ops if not o.has_trait(IsTerminator)]
+        nodes = [o for o in ops if not o.has_trait(ConstantLike)]
         # Inner regions first: their ops are partitioned where the region allows.
         for node in nodes:
             for region in node.regions:
@@ -109,18 +108,19 @@ class _State:
             self.outline(block, cluster)
         if kept:
             _reorder(block)
-            _drop_unused_constants(block)
+            # Constants copied into the subgraphs may be dead in the caller now.
+            region_dce(block.parent)
 
     def outline(self, block: Block, cluster: list[Operation]) -> None:
         members = set(cluster)
         inputs: list[SSAValue] = []
         constants: list[Operation] = []
         for node in cluster:
-            for value in _used_values(node):
+            for value in used_values(node):
                 owner = value.owner
                 if isinstance(owner, Operation) and owner in members:
                     continue
-                if isinstance(owner, Operation) and owner.name in _CONSTANTS:
+                if isinstance(owner, Operation) and owner.has_trait(ConstantLike):
                     if owner not in constants:
                         constants.append(owner)
                     continue
@@ -188,7 +188,7 @@ def _clusters(nodes: list[Operation], reasons: dict[Operation, str | None]
     index = {node: k for k, node in enumerate(nodes)}
     preds: list[set[int]] = [set() for _ in nodes]
     for k, node in enumerate(nodes):
-        for value in _used_values(node):
+        for value in used_values(node):
             p = _owner_in(value, index)
             if p is not None and p != k:
                 preds[k].add(p)
@@ -286,13 +286,13 @@ def _joined_elsewhere(a: int, b: int, succ: list[set[int]], reachable: list[int]
 def _reorder(block: Block) -> None:
     """Re-sort a block topologically, keeping the original order where free."""
     ops = list(block.ops)
-    terminator = ops[-1] if ops and ops[-1].name in _TERMINATORS else None
+    terminator = ops[-1] if ops and ops[-1].has_trait(IsTerminator) else None
     body = ops[:-1] if terminator is not None else ops
     index = {op: k for k, op in enumerate(body)}
     deps: list[set[int]] = [set() for _ in body]
     users: list[list[int]] = [[] for _ in body]
     for k, op in enumerate(body):
-        for value in _used_values(op):
+        for value in used_values(op):
             p = _owner_in(value, index)
             if p is not None and p != k and p not in deps[k]:
                 deps[k].add(p)
@@ -319,10 +319,3 @@ def _reorder(block: Block) -> None:
             block.insert_op_before(body[k], terminator)
         else:
             block.add_op(body[k])
-
-
-def _drop_unused_constants(block: Block) -> None:
-    for op in list(block.ops):
-        if op.name in _CONSTANTS and all(not r.uses for r in op.results):
-            op.detach()
-            op.erase()

@@ -3,7 +3,7 @@
 Graph inputs are pinned first (``input-shapes`` gives whole shapes, ``dims`` binds
 ONNX symbolic dims by name); an input dim left dynamic is an error naming the input,
 the dim, its symbol and the option that would pin it. Then every op gets result
-types from the per-op rules in ``neuron_ir.shapes``, and ops whose inputs are all
+types from the per-op rules in ``neuron_ir.analysis.shapes``, and ops whose inputs are all
 compile-time constants are folded with the interpreter's kernels, so that the shape
 arithmetic exporters emit (Shape -> Gather -> Concat -> Reshape, ConstantOfShape,
 Range, Expand) disappears. Results whose size depends on data (NonZero,
@@ -21,6 +21,7 @@ from xdsl.dialects.builtin import (
     DYNAMIC_INDEX,
     ArrayAttr,
     FunctionType,
+    IntegerAttr,
     ModuleOp,
     StringAttr,
     TensorType,
@@ -30,13 +31,15 @@ from xdsl.dialects.func import FuncOp
 from xdsl.ir import Block, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
+from xdsl.transforms.dead_code_elimination import region_dce
 
 from dialects.onnx import ConstantOp, CustomOp, IfOp, LoopOp, OnnxOp, ScanOp
+from neuron_ir.analysis.report import BATCH_ATTR, BATCH_SYMBOL_ATTR
+from neuron_ir.analysis.shapes import ShapeContext, ShapeError, TensorInfo, infer
 from neuron_ir.errors import NeuronIRError, PassError
-from neuron_ir.interpreter import constant_array, onnx_attrs
-from neuron_ir.irutil import constant_op, info_of_type, tensor_type
+from neuron_ir.ir.attrs import constant_array, onnx_attrs
+from neuron_ir.ir.util import constant_op, info_of_type, tensor_type
 from neuron_ir.kernels import KERNELS
-from neuron_ir.shapes import ShapeContext, ShapeError, TensorInfo, infer
 
 # Constants up to this many elements carry their value through inference (shape
 # tensors, axes, scales); bigger ones (weights) only their type.
@@ -124,12 +127,26 @@ class ShapeInferencePass(ModulePass):
         main = next((f for f in funcs if f.sym_name.data == "main"), None)
         if main is None:
             raise PassError("shape-inference needs a func.func @main")
+        _pin_recorded_batch(main, dims)
         _pin_inputs(main, shapes, dims)
         inference = _Inference()
         inference.block(main.body.block)
         _update_signature(main)
-        _erase_dead(main.body.block)
+        region_dce(main.body)  # folded shape arithmetic is dead now
         _check_static(main)
+
+
+def _pin_recorded_batch(func: FuncOp, dims: dict[str, int]) -> None:
+    """The batch ``rebatch`` recorded on @main pins its symbol, unless dims does."""
+    batch = func.attributes.get(BATCH_ATTR)
+    symbol = func.attributes.get(BATCH_SYMBOL_ATTR)
+    if not isinstance(batch, IntegerAttr) or not isinstance(symbol, StringAttr):
+        return
+    n = batch.value.data
+    if symbol.data in dims and dims[symbol.data] != n:
+        raise PassError(f"dims pins the batch symbol '{symbol.data}' to {dims[symbol.data]}, "
+                        f"but the model is compiled for batch {n}")
+    dims[symbol.data] = n
 
 
 def _arg_names(func: FuncOp) -> list[tuple[str, list[str]]]:
@@ -302,11 +319,7 @@ class _Inference:
             self.info[const.results[0]] = TensorInfo.of_array(np.asarray(array))
         # Results of the op in IR order (optional ones may be absent).
         replacement = [r for r, v in zip(new_results, outputs, strict=False) if v is not None]
-        self.rewriter.insert_op(new_ops, _before(op))
-        for old, new in zip([v for v in outputs if v is not None], replacement, strict=True):
-            if new is not None:
-                old.replace_all_uses_with(new)
-        self.rewriter.erase_op(op)
+        self.rewriter.replace_op(op, new_ops, replacement)
         return True
 
     # -- control flow --
@@ -467,21 +480,6 @@ def _before(op: Operation):
     from xdsl.rewriter import InsertPoint
 
     return InsertPoint.before(op)
-
-
-def _erase_dead(block: Block) -> None:
-    """Drop onnx ops whose results nobody uses (folded shape arithmetic)."""
-    changed = True
-    while changed:
-        changed = False
-        for op in reversed(list(block.ops)):
-            for region in op.regions:
-                for inner in region.blocks:
-                    _erase_dead(inner)
-            if isinstance(op, OnnxOp) and op.results and all(not r.uses for r in op.results):
-                op.detach()
-                op.erase()
-                changed = True
 
 
 def _check_static(func: FuncOp) -> None:

@@ -12,10 +12,10 @@ import pytest
 from conftest import run_tool
 
 from neuron_ir import zoo
-from neuron_ir.artifact import ArtifactError
 from neuron_ir.compiler import DEFAULT_PIPELINE, CompiledModel, compile, load
 from neuron_ir.errors import NeuronIRError, PassError
-from neuron_ir.timeline import to_chrome_trace
+from neuron_ir.runtime.artifact import ArtifactError
+from neuron_ir.runtime.timeline import to_chrome_trace
 
 # name -> compile options; None: pin the shapes of the example inputs
 MODELS = {
@@ -44,11 +44,21 @@ def compiled(tmp_path_factory):
 
 def test_default_pipeline_is_a_flat_pass_string():
     spec = DEFAULT_PIPELINE("inf1", {"a": (1, 128), "b": (1, 128)}, {"batch": 1})
+    # Options left at their defaults are omitted (partition's target defaults to inf1).
     assert spec == ('shape-inference{input-shapes="a:1x128,b:1x128" dims="batch:1"},'
-                    "lower-control-flow,partition{target=inf1},lower-to-nc")
-    assert DEFAULT_PIPELINE("inf1", "a:1x2") == ('shape-inference{input-shapes="a:1x2"},'
-                                                 "lower-control-flow,partition{target=inf1},"
-                                                 "lower-to-nc")
+                    "lower-control-flow,partition,lower-to-nc,nc-place-weights,nc-estimate")
+    assert DEFAULT_PIPELINE("inf2", "a:1x2") == ('shape-inference{input-shapes="a:1x2"},'
+                                                 'lower-control-flow,partition{target="inf2"},'
+                                                 "lower-to-nc,nc-place-weights,nc-estimate")
+
+
+def test_pipeline_text_parses_back_to_the_same_passes():
+    from passes.pipeline import default_pipeline, parse_pipeline
+
+    passes = default_pipeline("inf2", {"a": (1, 3)}, {"batch": 2}, batch=4, cores="auto")
+    text = DEFAULT_PIPELINE("inf2", {"a": (1, 3)}, {"batch": 2}, batch=4, cores="auto")
+    assert "lower-to-nc{batch=4},pipeline-shard{cores=" in text
+    assert parse_pipeline(text) == passes
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -135,7 +145,7 @@ def test_neuron_run_artifact_with_npz(compiled, tmp_path):
     out, trace = tmp_path / "y.npz", tmp_path / "t.json"
     model.save(artifact)
     np.savez(inputs, **feeds)
-    proc = run_tool("neuron_ir.run_main", str(artifact), "--inputs", str(inputs),
+    proc = run_tool("neuron_ir.cli.run", str(artifact), "--inputs", str(inputs),
                     "--output", str(out), "--trace", str(trace))
     assert proc.returncode == 0, proc.stderr
     assert "simulated latency" in proc.stdout and "logits" in proc.stdout
@@ -158,7 +168,7 @@ def test_neuron_run_artifact_with_npz(compiled, tmp_path):
 def test_neuron_run_bad_artifact_is_one_error_line(tmp_path):
     bad, out = tmp_path / "bad.nir", tmp_path / "y.npz"
     bad.write_bytes(b"NEURONIR\x01\x00")
-    proc = run_tool("neuron_ir.run_main", str(bad), "--output", str(out))
+    proc = run_tool("neuron_ir.cli.run", str(bad), "--output", str(out))
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: "), proc.stderr
@@ -169,7 +179,7 @@ def test_neuron_run_wrong_shape_is_one_error_line(compiled, tmp_path):
     artifact, x, out = tmp_path / "r.nir", tmp_path / "x.npy", tmp_path / "y.npz"
     compiled["tiny_resnet"][2].save(artifact)
     np.save(x, np.zeros((1, 2), np.float32))
-    proc = run_tool("neuron_ir.run_main", str(artifact), "--input", f"input={x}",
+    proc = run_tool("neuron_ir.cli.run", str(artifact), "--input", f"input={x}",
                     "--output", str(out))
     assert proc.returncode == 1 and not out.exists()
     lines = proc.stderr.strip().splitlines()

@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 import neuron_ir
-from neuron_ir.conformance import node_cases, roundtrip_failure
+from neuron_ir.testing.conformance import node_cases, roundtrip_failure
 
 CASES = list(node_cases())
 

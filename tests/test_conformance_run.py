@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from neuron_ir.conformance import node_cases, run_failure
+from neuron_ir.testing.conformance import node_cases, run_failure
 
 XFAIL_FILE = Path(__file__).resolve().parent / "conformance_xfail.txt"
 

@@ -15,7 +15,7 @@ from xdsl.dialects.func import FuncOp
 
 import neuron_ir
 from dialects.onnx import ConstantOp, CustomOp, IfOp, LoopOp
-from neuron_ir.interpreter import constant_array
+from neuron_ir.ir.attrs import constant_array
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17, **kw) -> onnx.ModelProto:
@@ -179,7 +179,7 @@ def test_bad_files_raise_library_errors_and_cli_prints_one_line(case, tmp_path):
     with pytest.raises(error):
         neuron_ir.import_model(data)
     out = tmp_path / "out.mlir"
-    proc = subprocess.run([sys.executable, "-m", "neuron_ir.opt", str(path), "-o", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "neuron_ir.cli.opt", str(path), "-o", str(out)],
                           capture_output=True, text=True)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
@@ -240,7 +240,7 @@ def test_external_data_escaping_the_folder_is_refused(tmp_path, location):
     path = _external_model(tmp_path, location, data)
     with pytest.raises(neuron_ir.ExternalDataError, match="leaves the model's folder"):
         neuron_ir.import_model(path)
-    proc = subprocess.run([sys.executable, "-m", "neuron_ir.opt", path],
+    proc = subprocess.run([sys.executable, "-m", "neuron_ir.cli.opt", path],
                           capture_output=True, text=True)
     assert proc.returncode != 0 and proc.stderr.startswith("error: ")
     assert "leaves the model's folder" in proc.stderr and "Traceback" not in proc.stderr

@@ -14,9 +14,9 @@ from xdsl.context import Context
 from xdsl.dialects.func import FuncOp
 
 import neuron_ir
-import neuron_ir.support
-from neuron_ir.interpreter import _used_values
-from neuron_ir.report import partition_report
+import neuron_ir.target.legality
+from neuron_ir.analysis.report import partition_report
+from neuron_ir.ir.util import used_values
 from passes.partition import PartitionPass, _clusters
 
 OPS = ["Relu", "Neg", "Add", "Mul", "Sub", "Abs"]
@@ -69,7 +69,7 @@ def _reaches(nodes, groups) -> dict[int, set[int]]:
             group[m] = g
     succ: dict[int, set[int]] = {g: set() for g in range(len(groups))}
     for node in nodes:
-        for value in _used_values(node):
+        for value in used_values(node):
             owner = value.owner
             if owner in index and group[owner] != group[node]:
                 succ[group[owner]].add(group[node])
@@ -119,7 +119,7 @@ def test_partitioned_module_computes_the_same_and_prints_the_same(case):
     before = neuron_ir.run(neuron_ir.import_model(model), feeds)
     texts = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(neuron_ir.support, "unsupported_reason", _mask(unsupported))
+        mp.setattr(neuron_ir.target.legality, "unsupported_reason", _mask(unsupported))
         for _ in range(2):
             module = neuron_ir.import_model(model)
             PartitionPass().apply(Context(), module)
@@ -143,7 +143,7 @@ def test_min_subgraph_size_keeps_small_islands_on_the_cpu(monkeypatch):
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                               [helper.make_tensor_value_info("d", TensorProto.FLOAT, [2])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    monkeypatch.setattr(neuron_ir.support, "unsupported_reason", _mask({"b"}))
+    monkeypatch.setattr(neuron_ir.target.legality, "unsupported_reason", _mask({"b"}))
     module = neuron_ir.import_model(model)
     PartitionPass(min_subgraph_size=2).apply(Context(), module)
     report = partition_report(module)

@@ -14,7 +14,7 @@ from xdsl.passes import PassPipeline
 
 import neuron_ir
 from neuron_ir import zoo
-from neuron_ir.report import partition_report
+from neuron_ir.analysis.report import partition_report
 from passes import available_passes
 
 HF = sorted((Path(__file__).resolve().parent / "models" / "hf").glob("*/*.onnx"))
@@ -71,7 +71,7 @@ def test_report_and_dot_from_neuron_opt(tmp_path):
     onnx.save(zoo.build("tiny_ssd"), src)
     dot = tmp_path / "g.dot"
     proc = subprocess.run(
-        [sys.executable, "-m", "neuron_ir.opt", str(src), "--elide-constants", "--dot", str(dot),
+        [sys.executable, "-m", "neuron_ir.cli.opt", str(src), "--elide-constants", "--dot", str(dot),
          "-p", "shape-inference,partition{target=inf1 report=true}"],
         capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -33,7 +33,7 @@ def zoo_dir(tmp_path_factory) -> str:
 
 
 def _opt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "neuron_ir.opt", *args],
+    return subprocess.run([sys.executable, "-m", "neuron_ir.cli.opt", *args],
                           capture_output=True, text=True, timeout=300)
 
 

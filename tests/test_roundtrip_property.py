@@ -12,7 +12,7 @@ from onnx import helper, numpy_helper
 
 import neuron_ir
 from dialects.onnx import ConstantOp
-from neuron_ir.interpreter import constant_array
+from neuron_ir.ir.attrs import constant_array
 
 DTYPES = [np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64),
           np.dtype(ml_dtypes.bfloat16), np.dtype(np.bool_), np.dtype(np.int64),

@@ -12,7 +12,7 @@ from xdsl.context import Context
 from xdsl.dialects.func import FuncOp
 
 import neuron_ir
-from neuron_ir.irutil import info_of_type
+from neuron_ir.ir.util import info_of_type
 from passes.shape_inference import ShapeInferencePass
 
 

@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from onnx import helper, numpy_helper, version_converter
 
+from neuron_ir.analysis.shapes import RULES, ShapeContext, ShapeError, TensorInfo, infer
 from neuron_ir.kernels import KERNELS
-from neuron_ir.shapes import RULES, ShapeContext, ShapeError, TensorInfo, infer
 
 OPSET = 28
-NN_RULES = {op for op, fn in RULES.items() if fn.__module__ == "neuron_ir.shapes.nn"}
+NN_RULES = {op for op, fn in RULES.items() if fn.__module__ == "neuron_ir.analysis.shapes.nn"}
 
 # (case name, input mode) -> why the rule's answer legitimately differs.
 EXPECTED_MISMATCHES: dict[tuple[str, str], str] = {}
@@ -83,7 +83,7 @@ class Case:
 @functools.lru_cache(maxsize=1)
 def _cases() -> tuple[Case, ...]:
     """Every one-node backend test case of an op with an nn rule, at opset 28."""
-    from neuron_ir.conformance import node_cases
+    from neuron_ir.testing.conformance import node_cases
 
     out = []
     for case in node_cases():

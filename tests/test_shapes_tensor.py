@@ -30,10 +30,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, numpy_helper, version_converter
 
-from neuron_ir.conformance import node_cases
+from neuron_ir.analysis.shapes import RULES, ShapeContext, ShapeError, TensorInfo, infer
+from neuron_ir.analysis.shapes import tensor as tensor_rules
 from neuron_ir.kernels import KERNELS
-from neuron_ir.shapes import RULES, ShapeContext, ShapeError, TensorInfo, infer
-from neuron_ir.shapes import tensor as tensor_rules
+from neuron_ir.testing.conformance import node_cases
 
 OPSET = 28
 TENSOR_OPS = frozenset(op for op, fn in RULES.items() if fn.__module__ == tensor_rules.__name__)

@@ -1,4 +1,4 @@
-"""The per-target operator support table (``neuron_ir.support``) used by ``partition``."""
+"""The per-target operator support table (``neuron_ir.target.legality``) used by ``partition``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 import neuron_ir
 from dialects.onnx import CustomOp, IfOp, OnnxOp
 from neuron_ir import zoo
-from neuron_ir.support import (
+from neuron_ir.target.legality import (
     TABLE,
     TARGETS,
     supported_op_types,

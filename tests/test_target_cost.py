@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neuron_ir.cost import (
+from neuron_ir.errors import NeuronIRError
+from neuron_ir.target import TargetProfile, get_target
+from neuron_ir.target.cost import (
     OpWork,
     compute_time,
     dtype_bytes,
@@ -16,14 +18,11 @@ from neuron_ir.cost import (
     transfer_time,
     weights_fit,
 )
-from neuron_ir.errors import NeuronIRError
-from neuron_ir.target import (
+from neuron_ir.target.profiles import (
     ENGINES,
     TARGETS,
     GiB,
     MiB,
-    TargetProfile,
-    get_target,
     max_cores,
     sbuf_capacity,
     total_cores,

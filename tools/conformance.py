@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from neuron_ir.conformance import node_cases, run_failure  # noqa: E402
+from neuron_ir.testing.conformance import node_cases, run_failure  # noqa: E402
 
 XFAIL = ROOT / "tests" / "conformance_xfail.txt"
 

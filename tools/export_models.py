@@ -14,6 +14,14 @@ use a separate venv:
     python tools/export_models.py --out exported/ --only bert bart_decoder_step
     python tools/export_models.py --out exported/ --exporter torchscript --opset 14
 
+``--static-zoo`` needs no torch: it writes static batch-1 versions of zoo models
+(``neuron_ir.zoo``), the way an exporter traced at batch 1 leaves them: every input
+pinned, every Shape-derived shape folded into a constant by onnxruntime's basic graph
+optimizations (constant folding; MatMul+Add become Reshape/Gemm/Reshape over rows that
+hard-code the batch of 1). They test ``rebatch``:
+
+    python tools/export_models.py --static-zoo --out tests/models/static
+
 Writes DIR/hf_<name>.onnx and checks each file with onnx.checker and with
 onnxruntime against the PyTorch outputs on an input of a different size from
 the one traced with (batch 3, sequence 7), which proves the axes are dynamic.
@@ -329,6 +337,34 @@ def verify(spec: Export, path: Path) -> float:
     return worst
 
 
+# zoo model -> the symbolic dims pinned in its static batch-1 version
+STATIC_ZOO = {"tiny_resnet": {"N": 1}, "tiny_bert": {"batch": 1, "sequence": 16}}
+
+
+def export_static_zoo(out: Path) -> None:
+    """Static batch-1 versions of zoo models, shape arithmetic folded (see the top)."""
+    import onnx
+    import onnxruntime as ort
+
+    from neuron_ir import zoo
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, dims in STATIC_ZOO.items():
+        model = zoo.build(name)
+        for value in list(model.graph.input) + list(model.graph.output):
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.HasField("dim_param") and dim.dim_param in dims:
+                    dim.dim_value = dims[dim.dim_param]
+        path = out / f"{name}_b1.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(path)
+        ort.InferenceSession(model.SerializeToString(), options,
+                             providers=["CPUExecutionProvider"])
+        onnx.checker.check_model(onnx.load(str(path)))
+        print(f"{path}  {path.stat().st_size / 1e6:6.2f} MB  (onnxruntime {ort.__version__})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -345,7 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-verify", action="store_true", help="skip the checker/onnxruntime check"
     )
+    parser.add_argument("--static-zoo", action="store_true",
+                        help="write static batch-1 zoo models instead (no torch needed)")
     args = parser.parse_args(argv)
+    if args.static_zoo:
+        export_static_zoo(args.out)
+        return 0
 
     factories = _build_all()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -553,10 +553,10 @@ def _execute(case: Case, workdir: str) -> dict:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 if case.tool == "opt":
-                    from neuron_ir.opt import main
+                    from neuron_ir.cli.opt import main
                     result["rc"] = main(list(case.argv))
                 elif case.tool == "run":
-                    from neuron_ir.run_main import main
+                    from neuron_ir.cli.run import main
                     result["rc"] = main(list(case.argv))
                 else:
                     result["lib"] = _lib_call(case.call, workdir)

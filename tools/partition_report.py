@@ -20,8 +20,8 @@ from xdsl.passes import PassPipeline  # noqa: E402
 
 import neuron_ir  # noqa: E402
 from neuron_ir import zoo  # noqa: E402
+from neuron_ir.analysis.report import partition_report  # noqa: E402
 from neuron_ir.compiler import input_shapes_spec  # noqa: E402
-from neuron_ir.report import partition_report  # noqa: E402
 from passes import available_passes  # noqa: E402
 
 

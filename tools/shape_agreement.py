@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from neuron_ir.conformance import node_cases, shape_agreement  # noqa: E402
+from neuron_ir.testing.conformance import node_cases, shape_agreement  # noqa: E402
 
 
 def main() -> int:

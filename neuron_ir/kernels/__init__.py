@@ -11,7 +11,7 @@ A kernel has the signature ``fn(inputs, attrs, n_out) -> list[np.ndarray]``:
 * ``n_out``: how many outputs the node has; the kernel returns that many arrays.
 
 Ops without a kernel here fall back to ``onnx.reference``'s implementation of that
-one op (see ``neuron_ir.interpreter``).
+one op (see ``neuron_ir.interp``).
 """
 
 from __future__ import annotations

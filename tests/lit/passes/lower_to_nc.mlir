@@ -1,7 +1,8 @@
 // RUN: neuron-opt %s --split-input-file -p lower-to-nc | filecheck %s
 
-// A partitioned MatMul + Softmax: one nc.program with one stage; the weight fits in
-// SBUF and Softmax is decomposed into max, sub, exp, sum, div.
+// A partitioned MatMul + Softmax: one nc.program with one stage; the weight stays in
+// HBM until nc-place-weights places it (no reads, no est_time yet) and Softmax is
+// decomposed into max, sub, exp, sum, div.
 func.func private @neuron_subgraph_0(%x : tensor<2x4xf32>) -> tensor<2x3xf32> attributes {neuron.target = "inf1"} {
   %w = "onnx.Constant"() <{value = dense<1.0> : tensor<4x3xf32>}> : () -> tensor<4x3xf32>
   %m = "onnx.MatMul"(%x, %w) : (tensor<2x4xf32>, tensor<4x3xf32>) -> tensor<2x3xf32>
@@ -12,8 +13,8 @@ func.func private @neuron_subgraph_0(%x : tensor<2x4xf32>) -> tensor<2x3xf32> at
 // CHECK-NOT:     onnx.
 // CHECK:         %[[P:.*]] = nc.program(%x) attributes {target = "inf1", batch = 1 : i64, cores = 1 : i64} : (tensor<2x4xf32>) -> tensor<2x3xf32> {
 // CHECK-NEXT:    ^bb0(%[[X:.*]]: tensor<2x4xf32>):
-// CHECK-NEXT:      %[[W:.*]] = nc.weight {value = dense<1.0> : tensor<4x3xf32>, memory = "sbuf"}
-// CHECK-NEXT:      %[[M:.*]] = nc.matmul %[[X]], %[[W]] {reads = ["sbuf", "sbuf"], est_time = {{.*}}}
+// CHECK-NEXT:      %[[W:.*]] = nc.weight {value = dense<1.0> : tensor<4x3xf32>, memory = "hbm"}
+// CHECK-NEXT:      %[[M:.*]] = nc.matmul %[[X]], %[[W]] : tensor<2x4xf32>, tensor<4x3xf32> -> tensor<2x3xf32>
 // CHECK-NEXT:      %[[MAX:.*]] = nc.reduce %[[M]] {op = "max", axes = array<i64: 1>, keepdims = 1 : i64
 // CHECK-NEXT:      %[[D:.*]] = nc.tensor_tensor %[[M]], %[[MAX]] {op = "sub"
 // CHECK-NEXT:      %[[E:.*]] = nc.activation %[[D]] {func = "exp"
@@ -25,9 +26,8 @@ func.func private @neuron_subgraph_0(%x : tensor<2x4xf32>) -> tensor<2x3xf32> at
 
 // -----
 
-// A weight larger than inf1's SBUF weight budget (6 MiB) is placed in HBM, and the op
-// reading it says so; the scalar constant becomes an immediate; functions without
-// neuron.target are left alone.
+// The scalar constant becomes an immediate; functions without neuron.target are left
+// alone.
 func.func @main(%x : tensor<1x2048xf32>) -> tensor<1x1024xf32> {
   %c = "onnx.Constant"() <{value = dense<2.0> : tensor<f32>}> : () -> tensor<f32>
   %y = "onnx.Mul"(%x, %c) : (tensor<1x2048xf32>, tensor<f32>) -> tensor<1x2048xf32>
@@ -45,8 +45,8 @@ func.func private @neuron_subgraph_1(%x : tensor<1x2048xf32>) -> tensor<1x1024xf
 // CHECK:         "onnx.Mul"
 // CHECK-LABEL: func.func private @neuron_subgraph_1
 // CHECK:         ^bb0(%[[X:.*]]: tensor<1x2048xf32>):
-// CHECK-NEXT:      %[[A:.*]] = nc.tensor_scalar %[[X]] {op = "mul", scalar = 2.000000e+00 : f64, reads = ["sbuf"]
+// CHECK-NEXT:      %[[A:.*]] = nc.tensor_scalar %[[X]] {op = "mul", scalar = 2.000000e+00 : f64}
 // CHECK-NEXT:      %[[W:.*]] = nc.weight {value = dense<0.5> : tensor<2048x1024xf32>, memory = "hbm"}
-// CHECK-NEXT:      %{{.*}} = nc.matmul %[[A]], %[[W]] {reads = ["sbuf", "hbm"]
+// CHECK-NEXT:      %{{.*}} = nc.matmul %[[A]], %[[W]] :
 // CHECK-NOT:     onnx.
 // CHECK:         func.return

@@ -1,0 +1,1 @@
+"""Command-line mains (``neuron-opt``, ``neuron-run``, ``neuron-sweep-batch``)."""

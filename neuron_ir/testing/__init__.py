@@ -1,0 +1,1 @@
+"""Helpers for the project's conformance runs (ONNX node tests through each level)."""
