@@ -625,14 +625,14 @@ class _Lowering:
 
     def _fold(self, op, ins, out) -> None:
         from neuron_ir.kernels import KERNELS
-        from passes.shape_inference import FOLD_LIMIT
+        from passes.shape_inference import LOWERING_FOLD_BYTES
 
-        count = 1
+        size = _dtype(out).itemsize
         for d in _shape(out):
-            count *= d
-        if count > FOLD_LIMIT:  # checked before the kernel allocates anything
-            raise self.fail(f"its {count} elements exceed the constant-folding budget "
-                            f"of {FOLD_LIMIT}")
+            size *= d
+        if size > LOWERING_FOLD_BYTES:  # checked before the kernel allocates anything
+            raise self.fail(f"its {size} bytes exceed the constant-folding budget "
+                            f"of {LOWERING_FOLD_BYTES} bytes")
         args = [self.need_const(v, "every input") if v is not None else None for v in ins]
         value = KERNELS[op.ONNX_TYPE](args, onnx_attrs(op), 1)[0]
         self.constants[out] = np.asarray(value)

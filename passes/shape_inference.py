@@ -44,8 +44,13 @@ from neuron_ir.kernels import KERNELS
 # Constants up to this many elements carry their value through inference (shape
 # tensors, axes, scales); bigger ones (weights) only their type.
 VALUE_LIMIT = 4096
-# Folding never produces a constant bigger than this (elements), nor allocates more.
+# Folding never produces a constant bigger than this (elements), nor allocates more:
+# bigger results are left to run time.
 FOLD_LIMIT = 65536
+# lower-to-nc must fold what shape inference left (a NeuronCore program has no Range):
+# its budget is in bytes, big enough for position ids at large batches, and over it the
+# lowering fails with a clear error instead of allocating.
+LOWERING_FOLD_BYTES = 1 << 28
 # Largest dim an option may pin: beyond it numpy's int64 element counts overflow.
 MAX_DIM = 2**31 - 1
 _NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
