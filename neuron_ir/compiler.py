@@ -27,7 +27,7 @@ from passes.pipeline import (
 )
 
 from .bucketing import compile_bucketed
-from .errors import BatchError, CompileError
+from .errors import BatchError, CompileError, NeuronIRError, UsageError
 from .importer import import_model
 from .runtime import artifact
 from .runtime.buckets import BucketedModel
@@ -94,6 +94,8 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
     one program per bucket in one model (:mod:`neuron_ir.bucketing`); ``run`` pads to the
     smallest bucket that fits (``pad_values`` per input, default 0) and slices back.
     """
+    if pipeline is not None and not isinstance(pipeline, str):
+        raise UsageError(f"pipeline must be a pass string, not {type(pipeline).__name__}")
     profile = get_target(target)
     if buckets is not None:
         if pipeline is not None:
@@ -130,9 +132,16 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
     # run again verifying after each pass, to name the pass that broke the IR.
     verified = not isinstance(src, ModuleOp)
     try:
-        run_passes(module, passes, verified=verified, verify_each=False)
-    except PipelineVerifyError:
-        run_passes(_import(src), passes, verified=verified)
+        try:
+            run_passes(module, passes, verified=verified, verify_each=False)
+        except PipelineVerifyError:
+            run_passes(_import(src), passes, verified=verified)
+            raise
+    except NeuronIRError as exc:
+        # A pass knows the node, not the file: name the model the caller gave.
+        if exc.where is None and isinstance(src, str | os.PathLike):
+            exc.where = os.fspath(src)
+            exc.args = (f"{exc.where}: {exc.message}",)
         raise
     if batch is not None:
         _check_device_memory(module, profile, batch)
@@ -175,6 +184,8 @@ def _check_device_memory(module: ModuleOp, profile: TargetProfile, batch: int) -
 
 def load(path: str | os.PathLike) -> CompiledModel:
     """A saved artifact (one program, or one per bucket), runnable without recompiling."""
+    if not isinstance(path, str | os.PathLike):
+        raise UsageError(f"load() takes a path, not {type(path).__name__}")
     where = os.fspath(path)
     module, meta = artifact.read(where)
     if "buckets" in meta:

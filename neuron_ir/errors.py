@@ -40,8 +40,16 @@ class InterpreterError(NeuronIRError):
     """Running a module failed: bad inputs, or an op the interpreter cannot run."""
 
 
+class UsageError(NeuronIRError, TypeError):
+    """The library was called with an argument of the wrong kind (``compile(None)``).
+
+    Also a ``TypeError``, so that callers catching that keep working."""
+
+
 class CompileError(NeuronIRError):
     """Compile options that cannot be honoured (cores, replicas, batch)."""
+
+
 class BatchError(NeuronIRError):
     """Bad batch options, or a client batch the compiled model cannot take (names the
     input or output, its size and the compiled batch)."""

@@ -50,14 +50,17 @@ from dialects.onnx import (
     YieldOp,
 )
 
-from .errors import ExternalDataError, ModelImportError, ModelLoadError
+from .errors import ExternalDataError, ModelImportError, ModelLoadError, UsageError
 from .ir import dtypes
 
 # Tensors bigger than this skip the version converter and shape inference.
 STRIP_BYTES = 1024
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
-_NAME_OK = re.compile(r"[A-Za-z_$.-][\w$.-]*")
+# SSA name hints xDSL's lexer accepts: ASCII only (``\w`` would admit any letter).
+_NAME_OK = re.compile(r"[A-Za-z_$.-][A-Za-z0-9_$.-]*")
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_$.-]")
+_NUMBER_SUFFIX = re.compile(r"(_[0-9]+)+$")
 
 
 # ---------------------------------------------------------------------------
@@ -93,7 +96,8 @@ def _load(src: Any) -> _Source:
         model = _parse_bytes(data, where)
         del data
         return _Source(model, path.resolve().parent, where, owned=True)
-    raise TypeError(f"import_model takes a path, bytes or onnx.ModelProto, not {type(src).__name__}")
+    raise UsageError(f"import_model takes a path, bytes or onnx.ModelProto, "
+                     f"not {type(src).__name__}")
 
 
 def _parse_bytes(data: bytes, where: str) -> ModelProto:
@@ -112,6 +116,165 @@ def _parse_bytes(data: bytes, where: str) -> ModelProto:
     if not model.opset_import:
         raise ModelLoadError("not an ONNX model (no opset_import)", where=where)
     return model
+
+
+# ---------------------------------------------------------------------------
+# validation: strings, the onnx checker, what the checker lets through
+
+
+def _check_strings(msg: Any, path: str, where: str, node: str | None = None) -> None:
+    """Every string field of ``msg`` (recursively) must be valid UTF-8.
+
+    upb hands back a proto2 string field that is not UTF-8 as ``bytes``; checking once
+    here means the rest of the importer only ever sees ``str``. Attribute values
+    (``s``, ``strings``) are bytes in the schema but strings in every ONNX op, so they
+    are held to the same rule; string *tensors* may hold any bytes.
+    """
+    for fd, value in msg.ListFields():
+        if fd.type == fd.TYPE_STRING or (isinstance(msg, AttributeProto)
+                                         and fd.name in ("s", "strings")):
+            items = value if fd.is_repeated else [value]
+            for k, item in enumerate(items):
+                if isinstance(item, str):
+                    continue
+                try:
+                    item.decode("utf-8")
+                    continue
+                except UnicodeDecodeError:
+                    pass
+                field = f"{path}.{fd.name}" + (f"[{k}]" if fd.is_repeated else "")
+                raise ModelLoadError(f"{field} is not valid UTF-8"
+                                     + (f" (in node {node})" if node else ""), where=where)
+        elif fd.type == fd.TYPE_MESSAGE:
+            items = value if fd.is_repeated else [value]
+            for k, sub in enumerate(items):
+                sub_path = f"{path}.{fd.name}" + (f"[{k}]" if fd.is_repeated else "")
+                label = node
+                if isinstance(sub, NodeProto):
+                    name = sub.name if isinstance(sub.name, str) else ""
+                    op_type = sub.op_type if isinstance(sub.op_type, str) else "?"
+                    label = f"'{name}' ({op_type})" if name else f"#{k} ({op_type})"
+                _check_strings(sub, sub_path, where, label)
+
+
+_CPP_ASSERT = re.compile(r"^\S+:\d+: \w+: Assertion `.*?` failed: ")
+
+
+def _onnx_message(exc: BaseException) -> str:
+    """One readable line from an onnx C++ error: no assertion prefix, no '%s'."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    first = _CPP_ASSERT.sub("", lines[0])
+    if re.search(r"%l*[a-z]", first):
+        # The converter appends its unformatted arguments after the format text.
+        head, dot, _tail = first.rpartition(".")
+        first = re.sub(r"%l*[a-z]", "?", head + dot if dot else first)
+    context = [line for line in lines[1:] if line.startswith("==> Context:")]
+    if context:
+        found = re.search(r"Name:\s*(\S*)\s+OpType:\s*(\S+)", context[0])
+        if found:
+            name, op_type = found.groups()
+            first += f" (node '{name}', {op_type})" if name else f" (a {op_type} node)"
+    return first
+
+
+def _checker_view(skel: ModelProto, stash: dict[str, TensorProto]) -> ModelProto:
+    """The skeleton as the onnx checker can take it: stripped tensors carry no data,
+    which it rejects, so top-level ones become typed graph inputs instead (their type
+    is all that inference reads from a tensor over STRIP_BYTES)."""
+    if not stash:
+        return skel
+    view = ModelProto()
+    view.CopyFrom(skel)
+    graph = view.graph
+    stripped = {key.split("init:", 1)[1] for key in stash if key.startswith("init:")}
+    inputs = {i.name for i in graph.input}
+    kept = [t for t in graph.initializer if t.name not in stripped]
+    moved = [t for t in graph.initializer if t.name in stripped]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    for t in moved:
+        if t.name not in inputs:
+            graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type,
+                                                                  list(t.dims)))
+    consts = {key.split("const:", 1)[1] for key in stash if key.startswith("const:")}
+    nodes = [n for n in graph.node if not (n.op_type == "Constant" and n.output
+                                           and n.output[0] in consts)]
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output and n.output[0] in consts:
+            t = n.attribute[0].t
+            graph.input.append(onnx.helper.make_tensor_value_info(n.output[0], t.data_type,
+                                                                  list(t.dims)))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    nested = {key.rsplit("/", 1)[1]: t for key, t in stash.items() if "/" in key}
+    if nested:
+        for node in graph.node:
+            _restore_nested(node, nested)
+    return view
+
+
+def _restore_nested(node: NodeProto, nested: dict[str, TensorProto]) -> None:
+    """Put the full tensors back into subgraphs (rare, so their size rarely matters):
+    a subgraph's signature is fixed, so they cannot become inputs there."""
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == AttributeProto.GRAPH else (
+            list(attr.graphs) if attr.type == AttributeProto.GRAPHS else [])
+        for g in graphs:
+            for t in g.initializer:
+                if f"init:{t.name}" in nested:
+                    t.CopyFrom(nested[f"init:{t.name}"])
+            for inner in g.node:
+                if inner.op_type == "Constant" and inner.output and \
+                        f"const:{inner.output[0]}" in nested:
+                    inner.attribute[0].t.CopyFrom(nested[f"const:{inner.output[0]}"])
+                _restore_nested(inner, nested)
+
+
+def _check_model(skel: ModelProto, stash: dict[str, TensorProto], where: str) -> None:
+    """The onnx checker in full (structure, SSA form, types, strict inference), plus
+    what it lets through that the importer cannot give a meaning to."""
+    version = _default_opset(skel)
+    newest = onnx.defs.onnx_opset_version()
+    if version is not None and not 1 <= version <= newest:
+        raise ModelImportError(f"the model's default opset {version} is outside the "
+                               f"range this onnx knows (1 to {newest})", where=where)
+    if not skel.graph.output:
+        raise ModelImportError("the graph has no outputs", where=where)
+    view = _checker_view(skel, stash)
+    try:
+        # full_check is these two steps; the structural one gets unranked graph I/O
+        # filled in (see _declared_io), strict inference the model as it is.
+        onnx.checker.check_model(_declared_io(view), full_check=False)
+        onnx.shape_inference.infer_shapes(view, check_type=True, strict_mode=True)
+    except Exception as exc:  # the checker raises its own C++ error types
+        raise ModelImportError(f"invalid ONNX model: {_onnx_message(exc)}",
+                               where=where) from None
+
+
+def _declared_io(model: ModelProto) -> ModelProto:
+    """``model`` with every top-level input and output declaring an element type and a
+    shape. The checker demands both; ONNX itself (and the importer) read a missing shape
+    as "rank unknown" and a missing element type as "to be inferred", so only this
+    declaration rule is waived (the structural check reads no types)."""
+    incomplete = [vi for vi in list(model.graph.input) + list(model.graph.output)
+                  if vi.type.WhichOneof("value") in (None, "tensor_type")
+                  and (not vi.type.tensor_type.elem_type
+                       or not vi.type.tensor_type.HasField("shape"))]
+    if not incomplete:
+        return model
+    filled = ModelProto()
+    filled.CopyFrom(model)
+    for vi in list(filled.graph.input) + list(filled.graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.WhichOneof("value") not in (None, "tensor_type"):
+            continue
+        if not tt.elem_type:
+            tt.elem_type = TensorProto.FLOAT
+        if not tt.HasField("shape"):
+            tt.shape.SetInParent()
+    return filled
 
 
 # ---------------------------------------------------------------------------
@@ -223,8 +386,8 @@ def _to_canonical(skel: ModelProto, where: str) -> ModelProto:
         try:
             skel = onnx.inliner.inline_local_functions(skel)
         except Exception as exc:  # the inliner raises bare C++ errors
-            raise ModelImportError(f"cannot inline model-local functions: {exc}",
-                                   where=where) from None
+            raise ModelImportError(f"cannot inline model-local functions: "
+                                   f"{_onnx_message(exc)}", where=where) from None
     version = _default_opset(skel)
     if version is None or version == CANONICAL_OPSET:
         return skel
@@ -233,10 +396,9 @@ def _to_canonical(skel: ModelProto, where: str) -> ModelProto:
 
         return version_converter.convert_version(skel, CANONICAL_OPSET)
     except Exception as exc:  # the converter raises bare C++ errors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelImportError(
             f"cannot convert from opset {version} to the canonical opset "
-            f"{CANONICAL_OPSET}: {first}", where=where) from None
+            f"{CANONICAL_OPSET}: {_onnx_message(exc)}", where=where) from None
 
 
 # ---------------------------------------------------------------------------
@@ -284,8 +446,12 @@ def _external_bytes(t: TensorProto, elem: dtypes.ElementType, source: _Source,
         raise ExternalDataError(
             f"{what}: external data path '{location}' leaves the model's folder",
             where=source.where)
-    if not target.is_file():
+    if not target.exists():
         raise ExternalDataError(f"{what}: external data file '{location}' not found",
+                                where=source.where)
+    if not target.is_file():
+        # A FIFO or device would block or never end: only regular files are read.
+        raise ExternalDataError(f"{what}: external data '{location}' is not a regular file",
                                 where=source.where)
     offset = int(info.get("offset", 0) or 0)
     size = os.path.getsize(target)
@@ -367,11 +533,12 @@ _UNKNOWN = UnrankedTensorType(UnknownType())
 def _ssa_name(name: str) -> str | None:
     if not name:
         return None
-    clean = re.sub(r"[^\w$.-]", "_", name)
+    clean = _NAME_BAD.sub("_", name)
     if not _NAME_OK.fullmatch(clean):
         clean = "v" + clean
-    # xDSL treats names ending in _<digits> specially when deduplicating; harmless
-    return clean
+    # xDSL's printer drops one "_<digits>" suffix of a hint and its parser another, so
+    # "a_1_2" would print as %a_1 and come back as %a: drop them all here.
+    return _NUMBER_SUFFIX.sub("", clean) or None
 
 
 # ---------------------------------------------------------------------------
@@ -861,9 +1028,19 @@ def import_model(src: Any) -> ModuleOp:
     graph's inputs (those not backed by an initializer) and outputs, in order.
     """
     source = _load(src)
+    try:
+        return _import(source)
+    except RecursionError:
+        raise ModelImportError("the graph nests too deeply to import",
+                               where=source.where) from None
+
+
+def _import(source: _Source) -> ModuleOp:
+    _check_strings(source.model, "model", source.where)
     _check_structure(source.model.graph, frozenset(), source.where)
     stash: dict[str, TensorProto] = {}
     skeleton = _skeleton(source.model, stash)
+    _check_model(skeleton, stash, source.where)
     converted = _to_canonical(skeleton, source.where)
     del skeleton
     graph = converted.graph

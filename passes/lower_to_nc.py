@@ -52,7 +52,7 @@ from xdsl.pattern_rewriter import (
 
 from dialects import nc
 from dialects.onnx import ConstantOp, OnnxOp
-from neuron_ir.analysis.report import TARGET_ATTR
+from neuron_ir.analysis.report import PARTITIONED_ATTR, TARGET_ATTR
 from neuron_ir.errors import PassError
 from neuron_ir.ir.attrs import constant_array, onnx_attrs
 from neuron_ir.ir.util import constant_op, dense_attr, dtype_of, is_static, tensor_type
@@ -81,6 +81,10 @@ class LowerToNcPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.batch < 1:
             raise PassError(f"lower-to-nc: batch must be positive, not {self.batch}")
+        if PARTITIONED_ATTR not in op.attributes and not any(
+                isinstance(f, FuncOp) and TARGET_ATTR in f.attributes for f in op.ops):
+            # Nothing would be lowered: say why rather than print the module unchanged.
+            raise PassError("lower-to-nc needs a partitioned module: run 'partition' first")
         for func in list(op.ops):
             if isinstance(func, FuncOp) and isinstance(func.attributes.get(TARGET_ATTR),
                                                        StringAttr):
@@ -969,7 +973,14 @@ class Fold(OnnxLowering):
 
     def lower(self, op, kind, ins, outs, attrs) -> Lowered:
         from neuron_ir.kernels import KERNELS
+        from passes.shape_inference import LOWERING_FOLD_BYTES
 
+        size = _dtype(outs[0]).itemsize
+        for d in _shape(outs[0]):
+            size *= d
+        if size > LOWERING_FOLD_BYTES:  # checked before the kernel allocates anything
+            raise self.low.fail(f"its {size} bytes exceed the constant-folding budget "
+                                f"of {LOWERING_FOLD_BYTES} bytes")
         args = [self.low.need_const(v, "every input") if v is not None else None
                 for v in ins]
         return np.asarray(KERNELS[kind](args, onnx_attrs(op), 1)[0])

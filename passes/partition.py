@@ -24,14 +24,14 @@ import sys
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, StringAttr, SymbolRefAttr
+from xdsl.dialects.builtin import ModuleOp, StringAttr, SymbolRefAttr, UnitAttr
 from xdsl.dialects.func import CallOp, FuncOp, ReturnOp
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.traits import ConstantLike, IsTerminator
 from xdsl.transforms.dead_code_elimination import region_dce
 
-from neuron_ir.analysis.report import REASON_ATTR, TARGET_ATTR
+from neuron_ir.analysis.report import PARTITIONED_ATTR, REASON_ATTR, TARGET_ATTR
 from neuron_ir.errors import PassError
 from neuron_ir.ir.util import used_values
 
@@ -54,7 +54,8 @@ class PartitionPass(ModulePass):
 
         if self.target not in TARGETS:
             raise PassError(f"unknown target '{self.target}' (targets: {', '.join(TARGETS)})")
-        if any(isinstance(f, FuncOp) and f.attributes.get(TARGET_ATTR) for f in op.ops):
+        if PARTITIONED_ATTR in op.attributes or any(
+                isinstance(f, FuncOp) and f.attributes.get(TARGET_ATTR) for f in op.ops):
             raise PassError("the module is already partitioned")
         main = next((f for f in op.ops if isinstance(f, FuncOp) and f.sym_name.data == "main"),
                     None)
@@ -62,6 +63,7 @@ class PartitionPass(ModulePass):
             raise PassError("partition needs a func.func @main")
         state = _State(self.target, max(self.min_subgraph_size, 1), op)
         state.partition_block(main.body.block)
+        op.attributes[PARTITIONED_ATTR] = UnitAttr()
         if self.report:
             from neuron_ir.analysis.report import partition_report
 

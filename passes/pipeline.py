@@ -11,12 +11,13 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
 
-from neuron_ir.errors import NeuronIRError, PassError
+from neuron_ir.errors import NeuronIRError, PassError, UsageError
 from neuron_ir.ir import make_context
 
 from .estimate import EstimatePass
@@ -32,14 +33,36 @@ InputShapes = Mapping[str, Sequence[int]] | str | None
 Dims = Mapping[str, int] | str | None
 
 
+def _int_dim(value: Any, what: str) -> int:
+    """An exact integer, or a PassError: 4.5 must not quietly become 4."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise PassError(f"{what} must be an integer, not {value!r}")
+    return int(value)
+
+
+def _option_name(name: Any, option: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise PassError(f"{option} names must be non-empty strings, not {name!r}")
+    return name
+
+
 def input_shapes_spec(input_shapes: InputShapes) -> str:
     """The ``input-shapes`` option text (``a:1x128,b:1x128``) of ``shape-inference``."""
     if input_shapes is None:
         return ""
     if isinstance(input_shapes, str):
         return input_shapes
-    return ",".join(f"{name}:{'x'.join(str(int(d)) for d in shape)}"
-                    for name, shape in input_shapes.items())
+    if not isinstance(input_shapes, Mapping):
+        raise UsageError("input_shapes must be a mapping from input name to shape, or "
+                         f"the option text 'a:1x128,...', not {type(input_shapes).__name__}")
+    items = []
+    for name, shape in input_shapes.items():
+        name = _option_name(name, "input_shapes")
+        if isinstance(shape, str) or not isinstance(shape, Sequence):
+            raise PassError(f"input_shapes['{name}'] must be a tuple of ints, not {shape!r}")
+        dims = [_int_dim(d, f"input_shapes['{name}'] dim {k}") for k, d in enumerate(shape)]
+        items.append(f"{name}:{'x'.join(map(str, dims))}")
+    return ",".join(items)
 
 
 def dims_spec(dims: Dims) -> str:
@@ -48,7 +71,11 @@ def dims_spec(dims: Dims) -> str:
         return ""
     if isinstance(dims, str):
         return dims
-    return ",".join(f"{name}:{int(size)}" for name, size in dims.items())
+    if not isinstance(dims, Mapping):
+        raise UsageError("dims must be a mapping from symbol to size, or the option "
+                         f"text 'batch:1,...', not {type(dims).__name__}")
+    return ",".join(f"{_option_name(name, 'dims')}:{_int_dim(size, f'dims[{name!r}]')}"
+                    for name, size in dims.items())
 
 
 def default_pipeline(target: str = "inf1", input_shapes: InputShapes = None,
@@ -81,8 +108,10 @@ def _option_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        if '"' in value:
-            raise PassError(f"pipeline option value must not contain '\"': {value!r}")
+        # The text goes inside a quoted pass option: no character may end it early.
+        bad = next((c for c in value if c in '"{}' or ord(c) < 0x20), None)
+        if bad is not None:
+            raise PassError(f"pipeline option value must not contain {bad!r}: {value!r}")
         return f'"{value}"'
     return str(value)
 
@@ -150,6 +179,8 @@ def run_passes(module: ModuleOp, passes: Sequence[ModulePass],
             ctx or make_context(), module)
     except NeuronIRError:
         raise
+    except RecursionError:
+        raise PassError("the IR nests too deeply for the pass pipeline") from None
     except (DiagnosticException, VerifyException) as exc:
         raise PassError(" ".join(str(exc).split())) from None
     return module

@@ -47,8 +47,15 @@ from neuron_ir.kernels import KERNELS
 # Constants up to this many elements carry their value through inference (shape
 # tensors, axes, scales); bigger ones (weights) only their type.
 VALUE_LIMIT = 4096
-# Folding never produces a constant bigger than this.
+# Folding never produces a constant bigger than this (elements), nor allocates more:
+# bigger results are left to run time.
 FOLD_LIMIT = 65536
+# lower-to-nc must fold what shape inference left (a NeuronCore program has no Range):
+# its budget is in bytes, big enough for position ids at large batches, and over it the
+# lowering fails with a clear error instead of allocating.
+LOWERING_FOLD_BYTES = 1 << 28
+# Largest dim an option may pin: beyond it numpy's int64 element counts overflow.
+MAX_DIM = 2**31 - 1
 _NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                "Bernoulli", "Multinomial", "Dropout"}
 
@@ -56,6 +63,7 @@ _NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUnifo
 def _parse_shapes(spec: str) -> dict[str, tuple[int, ...]]:
     """``"a:1x128,b:1x128"`` -> {"a": (1, 128), "b": (1, 128)}; ``"s:"`` is a scalar."""
     out: dict[str, tuple[int, ...]] = {}
+    seen: set[str] = set()
     for item in _split(spec):
         name, sep, dims = item.rpartition(":")
         if not sep or not name:
@@ -65,8 +73,13 @@ def _parse_shapes(spec: str) -> dict[str, tuple[int, ...]]:
         except ValueError:
             raise PassError(f"input-shapes entry '{item}': dims must be integers "
                             "joined by 'x'") from None
-        if any(d < 0 for d in out[name]):
-            raise PassError(f"input-shapes entry '{item}': dims must not be negative")
+        if name in seen:
+            raise PassError(f"input-shapes names '{name}' twice")
+        seen.add(name)
+        if any(not 0 < d <= MAX_DIM for d in out[name]):
+            # A zero-size input has no work in it: almost surely a typo for a size.
+            raise PassError(f"input-shapes entry '{item}': dims must be between 1 "
+                            f"and {MAX_DIM}")
     return out
 
 
@@ -76,10 +89,14 @@ def _parse_dims(spec: str) -> dict[str, int]:
         name, sep, value = item.rpartition(":")
         if not sep or not name:
             raise PassError(f"dims entry '{item}' is not SYMBOL:SIZE")
+        if name in out:
+            raise PassError(f"dims names '{name}' twice")
         try:
             out[name] = int(value)
         except ValueError:
             raise PassError(f"dims entry '{item}': size must be an integer") from None
+        if not 0 < out[name] <= MAX_DIM:
+            raise PassError(f"dims entry '{item}': size must be between 1 and {MAX_DIM}")
     return out
 
 
@@ -92,7 +109,12 @@ def _label(op: Operation) -> str:
     op_type = op.name.removeprefix("onnx.")
     if isinstance(name, StringAttr):
         return f"node '{name.data}' ({op_type})"
-    return f"an {op_type} op"
+    # An unnamed node: name it by its first result (an ONNX value name, or the SSA name).
+    for result in op.results:
+        if result.name_hint:
+            return f"the {op_type} node producing '%{result.name_hint}'"
+    article = "an" if op_type[:1] in "AEIOU" else "a"
+    return f"{article} {op_type} node"
 
 
 @dataclass(frozen=True)
@@ -277,7 +299,11 @@ class _Inference:
             kernel = KERNELS.get(op.ONNX_TYPE)
             if kernel is None or any(i is not None and i.value is None for i in inputs):
                 return False
-            if any(r.is_static and int(np.prod(r.shape)) > FOLD_LIMIT for r in results):
+            # The budget is checked before the kernel runs: a shape rule that cannot
+            # bound a result (or bounds it over FOLD_LIMIT) leaves the op to run time,
+            # so folding never allocates more than FOLD_LIMIT elements a result.
+            if any(v is not None and not _within_budget(r)
+                   for r, v in zip(results, outputs, strict=True)):
                 return False
             try:
                 values = kernel([None if i is None else i.value for i in inputs], attrs,
@@ -394,6 +420,16 @@ class _Inference:
             axis = out_axes[k] % len(stacked)
             stacked.insert(axis, stacked.pop(0))
             self.set(value, TensorInfo(info.dtype, tuple(stacked)), op)
+
+
+def _within_budget(info: TensorInfo) -> bool:
+    """Whether a result is known to have at most FOLD_LIMIT elements."""
+    if not info.is_static:
+        return False
+    count = 1
+    for d in info.shape:  # exact integers: np.prod would wrap around on huge shapes
+        count *= d
+    return count <= FOLD_LIMIT
 
 
 def _retype(value: SSAValue, new_type) -> SSAValue:

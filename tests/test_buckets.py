@@ -153,7 +153,8 @@ def _pooling_model(masked: bool) -> onnx.ModelProto:
     outputs = [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 8]),
                helper.make_tensor_value_info("r", TensorProto.FLOAT, ["batch", "sequence", 8])]
     graph = helper.make_graph(nodes, "pool", inputs, outputs, inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # opset 18: ReduceMean takes its axes as an input
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
 def test_padding_check_refuses_a_mean_over_the_sequence_without_the_mask():

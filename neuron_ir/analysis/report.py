@@ -19,6 +19,8 @@ from .flops import op_flops
 
 TARGET_ATTR = "neuron.target"
 REASON_ATTR = "neuron.cpu_reason"
+# On the module once partition ran (even if it placed nothing on the NeuronCore).
+PARTITIONED_ATTR = "neuron.partitioned"
 # On @main: the compiled batch size, the symbol of the batch axis (its position in each
 # argument's and result's onnx.dim_params) and whether run takes other client batches.
 BATCH_ATTR = "neuron.batch"

@@ -18,7 +18,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, ParseError
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from ..errors import NeuronIRError
+from ..errors import IRParseError, NeuronIRError
 from ..importer import import_model
 from ..ir import make_context, parse_ir, print_ir
 
@@ -32,7 +32,12 @@ class NeuronOptMain(xDSLOptMain):
 
     def register_all_frontends(self) -> None:
         def parse_mlir(stream: IO[bytes]) -> ModuleOp:
-            return parse_ir(stream.read().decode("utf-8"), source=self.get_input_name())
+            try:
+                text = stream.read().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise IRParseError(f"not UTF-8 text (bad byte at offset {exc.start})",
+                                   where=self.get_input_name()) from None
+            return parse_ir(text, source=self.get_input_name())
 
         def parse_onnx(stream: IO[bytes]) -> ModuleOp:
             # A path lets the importer resolve external data next to the model.
@@ -51,6 +56,7 @@ class NeuronOptMain(xDSLOptMain):
 
     def register_all_arguments(self, arg_parser: argparse.ArgumentParser) -> None:
         super().register_all_arguments(arg_parser)
+        arg_parser.error = _usage_error  # type: ignore[method-assign]
         arg_parser.add_argument(
             "--elide-constants", nargs="?", type=int, const=16, default=None,
             metavar="N",
@@ -116,6 +122,25 @@ def _list_passes() -> str:
     return "\n".join(lines) + "\n"
 
 
+BUG_HINT = ("this is a bug in neuron-ir; please report it with the command line and "
+            "the input file")
+
+
+def _usage_error(message: str) -> None:
+    """argparse's error, as one ``error:`` line and exit code 1."""
+    print(f"error: {' '.join(message.split())} (see neuron-opt --help)", file=sys.stderr)
+    sys.exit(1)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 def _error(where: str | None, message: str) -> int:
     message = " ".join(message.split())
     print(f"error: {where}: {message}" if where else f"error: {message}", file=sys.stderr)
@@ -133,6 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = tool.args.input_file or "<stdin>"
         if tool.args.input_file is not None and not os.path.exists(tool.args.input_file):
             return _error(where, "no such file")
+        if tool.args.input_file is not None and not os.path.isfile(tool.args.input_file):
+            return _error(where, "not a regular file")
+        for flag, out in (("-o", tool.args.output_file), ("--dot", tool.args.dot)):
+            if out and tool.args.input_file and _same_file(out, tool.args.input_file):
+                return _error(out, f"{flag} would overwrite the input file")
         buffer = _KeptBuffer()
         tool.prepare_output = lambda: buffer  # type: ignore[method-assign]
         tool.run()
@@ -163,6 +193,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(where, str(exc))
     except OSError as exc:
         return _error(exc.filename or where, exc.strerror or str(exc))
+    except UnicodeDecodeError:
+        return _error(where, "not UTF-8 text (IR files are UTF-8)")
+    except RecursionError:
+        return _error(where, "the input nests too deeply")
+    except MemoryError:
+        return _error(where, "out of memory")
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the tool promises no traceback
+        # The one catch-all: anything that escaped the handlers above is a bug.
+        text = " ".join(str(exc).split())[:300]
+        return _error(where, f"internal error: {type(exc).__name__}: {text} ({BUG_HINT})")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ everything succeeded.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,8 +39,20 @@ class _Failure(Exception):
         self.where, self.message = where, message
 
 
+BUG_HINT = ("this is a bug in neuron-ir; please report it with the command line and "
+            "the input files")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one ``error:`` line and exit code 1."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(1)
+
+
 def _arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="neuron-run", description=__doc__.splitlines()[0])
+    p = _ArgumentParser(prog="neuron-run", description=__doc__.splitlines()[0])
     p.add_argument("file", metavar="FILE", help="artifact, .mlir or .onnx")
     p.add_argument("--inputs", metavar="X.npz", help="inputs by name, as an .npz archive")
     p.add_argument("--input", metavar="NAME=X.npy", action="append", default=[],
@@ -58,23 +72,110 @@ def _arg_parser() -> argparse.ArgumentParser:
     return p
 
 
+_NPZ_MAGIC = b"PK\x03\x04"  # a zip archive
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_bytes(path: str, magic: bytes, kind: str) -> bytes:
+    """The whole file, if it is a regular file starting with ``magic``: np.load would
+    take anything else for a pickle (and say so), or block on a FIFO."""
+    if not os.path.exists(path):
+        raise _Failure(path, "no such file")
+    if not os.path.isfile(path):
+        raise _Failure(path, f"not a regular file (expected {kind})")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise _Failure(path, f"cannot read: {exc.strerror or exc}") from None
+    if not data.startswith(magic):
+        raise _Failure(path, f"not {kind}")
+    return data
+
+
 def _read_inputs(args: argparse.Namespace) -> dict[str, np.ndarray]:
     inputs: dict[str, np.ndarray] = {}
     if args.inputs:
+        data = _read_bytes(args.inputs, _NPZ_MAGIC, "an .npz archive")
         try:
-            with np.load(args.inputs, allow_pickle=False) as archive:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
                 inputs.update({k: archive[k] for k in archive.files})
-        except (OSError, ValueError, EOFError) as exc:
-            raise _Failure(args.inputs, f"cannot read inputs: {exc}") from None
+        except Exception as exc:  # zipfile and numpy raise many kinds on corrupt data
+            raise _Failure(args.inputs, f"cannot read inputs: {type(exc).__name__}: "
+                           f"{exc}") from None
     for item in args.input:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise _Failure(item, "--input takes NAME=FILE.npy")
+        data = _read_bytes(path, _NPY_MAGIC, "an .npy file")
         try:
-            inputs[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise _Failure(path, f"cannot read input '{name}': {exc}") from None
+            inputs[name] = np.load(io.BytesIO(data), allow_pickle=False)
+        except Exception as exc:
+            raise _Failure(path, f"cannot read input '{name}': {type(exc).__name__}: "
+                           f"{exc}") from None
     return inputs
+
+
+def _given_files(args: argparse.Namespace) -> list[str]:
+    files = [args.file]
+    if args.inputs:
+        files.append(args.inputs)
+    files.extend(item.partition("=")[2] for item in args.input if "=" in item)
+    return [f for f in files if f]
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_output_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output path that would overwrite a given file or
+    the other output, or that is not a place a regular file can be written."""
+    outputs = [(flag, path) for flag, path in (("--output", args.output),
+                                              ("--trace", args.trace)) if path]
+    for flag, path in outputs:
+        for given in _given_files(args):
+            if _same_file(path, given):
+                raise _Failure(path, f"{flag} would overwrite the input file '{given}'")
+        if os.path.isdir(path):
+            raise _Failure(path, f"{flag} is a directory")
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise _Failure(path, f"{flag} is not a regular file")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise _Failure(path, f"{flag}: no such directory '{parent}'")
+    if len(outputs) == 2 and _same_file(outputs[0][1], outputs[1][1]):
+        raise _Failure(args.output, "--output and --trace name the same file")
+
+
+def _write_all(files: list[tuple[str, bytes, str]]) -> None:
+    """Write every (path, data, what) or none: each goes to a temporary file next to
+    its path first, and the renames happen only once all were written."""
+    temps: list[tuple[str, str]] = []
+    try:
+        for path, data, what in files:
+            tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                               f".{os.path.basename(path)}.tmp{os.getpid()}")
+            try:
+                with open(tmp, "xb") as f:
+                    temps.append((tmp, path))
+                    f.write(data)
+            except OSError as exc:
+                raise _Failure(path, f"cannot write {what}: {exc.strerror or exc}") from None
+        for tmp, path in temps:
+            os.replace(tmp, path)
+        temps = []
+    finally:
+        for tmp, _path in temps:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
 
 
 def _is_partitioned(module) -> bool:
@@ -85,6 +186,8 @@ def _load_model(args: argparse.Namespace, inputs: dict[str, np.ndarray]):
     path = args.file
     if not os.path.exists(path):
         raise _Failure(path, "no such file")
+    if not os.path.isfile(path):
+        raise _Failure(path, "not a regular file")
     if is_artifact(path):
         return load(path)
     if path.endswith(".mlir"):
@@ -132,29 +235,30 @@ def _summary(name: str, value: np.ndarray) -> str:
 def _run(args: argparse.Namespace) -> int:
     if args.requests < 1:
         raise _Failure("--requests", f"takes a positive integer, not {args.requests}")
+    _check_output_paths(args)
     inputs = _read_inputs(args)
-    model = _load_model(args, inputs)
-    outputs = model.run(inputs)
-    timeline = model.timeline(requests=args.requests)
-    trace = json.dumps(timeline.to_chrome_trace()) if args.trace else None
-    lines = [_summary(k, v) for k, v in outputs.items()]
+    # Inf and NaN inputs are data, not faults: the summary shows what they produced.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        model = _load_model(args, inputs)
+        outputs = model.run(inputs)
+        timeline = model.timeline(requests=args.requests)
+        lines = [_summary(k, v) for k, v in outputs.items()]
     lines.append(f"simulated latency ({model.target}): {timeline.latency * 1e6:.1f} us")
     lines.append(f"simulated throughput: {model.simulated_throughput:.1f} inferences/s "
                  f"({model.cores} core(s), bottleneck {timeline.bottleneck * 1e6:.1f} us)")
     if args.requests > 1:
         lines.append(f"{args.requests} requests done after {timeline.makespan * 1e6:.1f} us")
-    # Everything succeeded: only now touch the file system.
+    files = []
     if args.output:
-        try:
-            np.savez(args.output, **outputs)
-        except OSError as exc:
-            raise _Failure(args.output, f"cannot write outputs: {exc.strerror or exc}") from None
-    if trace is not None:
-        try:
-            with open(args.trace, "w") as f:
-                f.write(trace)
-        except OSError as exc:
-            raise _Failure(args.trace, f"cannot write trace: {exc.strerror or exc}") from None
+        buffer = io.BytesIO()  # a file object: np.savez adds no ".npz" to it
+        np.savez(buffer, **outputs)
+        files.append((args.output, buffer.getvalue(), "outputs"))
+    if args.trace:
+        trace = json.dumps(timeline.to_chrome_trace()).encode("utf-8")
+        files.append((args.trace, trace, "trace"))
+    # Everything succeeded: only now touch the file system, all files or none.
+    _write_all(files)
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
@@ -162,6 +266,16 @@ def _run(args: argparse.Namespace) -> int:
 def _error(where: str, message: str) -> int:
     print(f"error: {where}: {' '.join(message.split())}", file=sys.stderr)
     return 1
+
+
+def _internal_error(where: str, exc: BaseException) -> int:
+    """The one catch-all: whatever escaped is still one line, with a way forward."""
+    if isinstance(exc, RecursionError):
+        return _error(where, "the input nests too deeply")
+    if isinstance(exc, MemoryError):
+        return _error(where, "out of memory")
+    text = " ".join(str(exc).split())[:300]
+    return _error(where, f"internal error: {type(exc).__name__}: {text} ({BUG_HINT})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,12 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.where and exc.where != args.file:
             return _error(args.file, f"{exc.where}: {exc.message}")
         return _error(args.file, exc.message)
-    except Exception as exc:  # noqa: BLE001 - the tool promises no traceback
-        return _error(args.file, f"internal error: {type(exc).__name__}: {exc}")
-    except BaseException as exc:  # xDSL's ArgSpecParseError is a BaseException
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
-        return _error(args.file, f"{type(exc).__name__}: {exc}")
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the tool promises no traceback
+        # (xDSL's ArgSpecParseError is a BaseException, hence not just Exception)
+        return _internal_error(args.file, exc)
 
 
 if __name__ == "__main__":

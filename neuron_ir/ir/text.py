@@ -4,6 +4,7 @@ that keeps constants bit-exact, and the parser entry point."""
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 
 import ml_dtypes
@@ -11,15 +12,19 @@ import numpy as np
 from xdsl.context import Context
 from xdsl.dialects.arith import Arith
 from xdsl.dialects.builtin import (
+    ArrayAttr,
     BFloat16Type,
     Builtin,
+    BytesAttr,
     DenseIntOrFPElementsAttr,
+    DictionaryAttr,
     Float16Type,
     Float32Type,
     Float64Type,
     IndexType,
     IntegerType,
     ModuleOp,
+    StringAttr,
 )
 from xdsl.dialects.func import Func
 from xdsl.dialects.scf import Scf
@@ -82,6 +87,24 @@ class NeuronPrinter(Printer):
 
     elide_limit: int | None = field(default=None)
     """Print constants with more than this many bytes as an elided resource."""
+
+    def print_string_literal(self, string: str) -> None:
+        # xDSL escapes every non-ASCII byte, and its lexer reads such a literal back as
+        # bytes (a BytesAttr): print non-ASCII text as itself so it stays a string.
+        if string.isascii():
+            super().print_string_literal(string)
+            return
+        out = []
+        for char in string:
+            if char == "\\":
+                out.append("\\\\")
+            elif char == '"' or ord(char) < 0x20 or ord(char) == 0x7F:
+                out.append(f"\\{ord(char):02X}")
+            elif 0xDC80 <= ord(char) <= 0xDCFF:  # a byte kept by surrogateescape
+                out.append(f"\\{ord(char) - 0xDC00:02X}")
+            else:
+                out.append(char)
+        self.print_string('"' + "".join(out) + '"')
 
     def print_attribute(self, attribute: Attribute) -> None:
         if isinstance(attribute, DenseIntOrFPElementsAttr):
@@ -158,10 +181,40 @@ def print_ir(module: ModuleOp, *, elide_constants_over: int | None = None,
     return stream.getvalue()
 
 
+# Comments and string literals, each matched in linear time. A string must end on its
+# line and use only the escapes xDSL's lexer knows; a lone '"' is one that does not.
+_STRING_SCAN = re.compile(
+    r'//[^\n]*|"[^"\\\n\v\f]*(?:\\(?:["nt\\]|[0-9A-Fa-f]{2})[^"\\\n\v\f]*)*"|"')
+
+
+def _check_strings(text: str, source: str) -> None:
+    """Reject a string literal that is unterminated or has a bad escape.
+
+    xDSL 0.74 lexes strings with ``"(?:[^"\\...]+|\\...)*"``, whose nested repetition
+    backtracks exponentially when no closing quote follows: 40 characters never
+    return. Only text that passes this linear scan reaches it, and on such text its
+    regex matches at the first try.
+    """
+    for match in _STRING_SCAN.finditer(text):
+        if match.group() != '"':
+            continue
+        start = match.start()
+        line = text.count("\n", 0, start) + 1
+        column = start - (text.rfind("\n", 0, start) + 1) + 1
+        raise IRParseError(f"{line}:{column}: string literal is not terminated on its "
+                           "line or has an escape other than \\n \\t \\\\ \\\" \\XX",
+                           where=source)
+
+
 def parse_ir(text: str, *, source: str = "<ir>", verify: bool = True) -> ModuleOp:
     """Parse (and verify) IR text produced by :func:`print_ir` or written by hand."""
+    if not isinstance(text, str):
+        raise IRParseError(f"IR text must be a str, not {type(text).__name__}", where=source)
+    _check_strings(text, source)
     try:
         module = Parser(make_context(), text, source).parse_module()
+        _repair_strings(module)
+        _check_dense(module, source)
         if verify:
             module.verify()
     except ParseError as exc:
@@ -169,7 +222,76 @@ def parse_ir(text: str, *, source: str = "<ir>", verify: bool = True) -> ModuleO
     except VerifyException as exc:
         raise IRParseError(f"verification failed: {_describe_failure(module, exc)}",
                            where=source) from None
+    except RecursionError:
+        raise IRParseError("the IR nests too deeply to parse", where=source) from None
     return module
+
+
+def _attr_values(op) -> list[tuple[dict, str, Attribute]]:
+    """(container, key, value) of every attribute and property of ``op``."""
+    found = [(d, k, v) for d in (op.attributes, op.properties) for k, v in d.items()]
+    for name in ("arg_attrs", "res_attrs"):
+        holder = op.properties.get(name) or op.attributes.get(name)
+        if isinstance(holder, ArrayAttr):
+            for entry in holder.data:
+                if isinstance(entry, DictionaryAttr):
+                    found.extend((entry.data, k, v) for k, v in entry.data.items())
+    return found
+
+
+def _repair_strings(module: ModuleOp) -> None:
+    """A string holding non-ASCII text *and* an escape lexes as bytes in xDSL 0.74;
+    the project never uses a bare BytesAttr as an attribute, so such a value is a
+    string that must come back as one (the printer makes this rare, not impossible)."""
+    for op in module.walk():
+        for container in (op.attributes, op.properties):
+            for key, value in list(container.items()):
+                fixed = _as_strings(value)
+                if fixed is not value:
+                    container[key] = fixed
+
+
+def _as_strings(attr: Attribute) -> Attribute:
+    """``attr`` with UTF-8 BytesAttrs (also inside arrays and dictionaries) as strings;
+    ``attr`` itself when there are none."""
+    if isinstance(attr, BytesAttr):
+        try:
+            return StringAttr(attr.data.decode("utf-8"))
+        except UnicodeDecodeError:
+            return attr
+    if isinstance(attr, ArrayAttr):
+        items = [_as_strings(a) for a in attr.data]
+        changed = any(a is not b for a, b in zip(items, attr.data, strict=True))
+        return ArrayAttr(items) if changed else attr
+    if isinstance(attr, DictionaryAttr):
+        entries = {k: _as_strings(v) for k, v in attr.data.items()}
+        changed = any(entries[k] is not v for k, v in attr.data.items())
+        return DictionaryAttr(entries) if changed else attr
+    return attr
+
+
+def _check_dense(module: ModuleOp, source: str) -> None:
+    """A dense hex constant must hold exactly the bytes its type needs (xDSL takes any
+    length, and the mismatch would only show when the interpreter reads it)."""
+    for op in module.walk():
+        for _container, key, value in _attr_values(op):
+            if not isinstance(value, DenseIntOrFPElementsAttr):
+                continue
+            elem = value.get_element_type()
+            width = getattr(elem, "bitwidth", None)
+            if isinstance(elem, IntegerType) and elem.width.data == 1:
+                width = 8  # booleans take a byte each
+            if not isinstance(width, int):
+                continue
+            count = 1
+            for dim in value.get_shape():
+                count *= dim
+            expected = count * ((width + 7) // 8)
+            got = len(value.data.data)
+            splat = count > 0 and got == (width + 7) // 8
+            if got != expected and not splat:
+                raise IRParseError(f"constant '{key}' of {op.name} holds {got} bytes, its "
+                                   f"type needs {expected}", where=source)
 
 
 def _describe_failure(module: ModuleOp, exc: VerifyException) -> str:

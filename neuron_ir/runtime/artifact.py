@@ -7,6 +7,8 @@ Layout (all integers little-endian)::
     meta_len u64       then meta_len bytes of UTF-8 JSON: the caller's metadata under
                        "model" (target, pipeline, I/O names, ...), IR length and CRC, the blob table
                        {key: [offset, length]} (offsets from the start of the data)
+    head_crc u32       CRC32 of everything before it (magic to the end of the JSON), so
+                       that with the IR and data CRCs in the JSON every byte is covered
     ir       zlib-compressed UTF-8: the module printed by the project printer, every constant over
              ``BLOB_THRESHOLD`` bytes printed as ``dense_resource<wN> : tensor<...>``
     padding  to a multiple of 64 bytes, then the data: the blobs back to back, each
@@ -40,14 +42,15 @@ from xdsl.dialects.builtin import (
     ModuleOp,
 )
 
-from ..errors import NeuronIRError
+from ..errors import NeuronIRError, UsageError
 from ..ir import NeuronPrinter, parse_ir
 
 MAGIC = b"NEURONIR"
-FORMAT_VERSION = 2  # 2: caller metadata under "model"
+FORMAT_VERSION = 3  # 2: caller metadata under "model"; 3: the header has its own CRC
 BLOB_THRESHOLD = 64  # bytes; smaller constants stay inline in the text (hex costs 2x)
 _ALIGN = 64
 _HEADER = struct.Struct("<8sIQ")
+_CRC = struct.Struct("<I")
 
 
 class ArtifactError(NeuronIRError):
@@ -111,10 +114,11 @@ def write(path: str | os.PathLike, module: ModuleOp, meta: dict[str, Any]) -> No
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            f.write(_HEADER.pack(MAGIC, FORMAT_VERSION, len(meta_bytes)))
-            f.write(meta_bytes)
+            head = _HEADER.pack(MAGIC, FORMAT_VERSION, len(meta_bytes)) + meta_bytes
+            f.write(head)
+            f.write(_CRC.pack(zlib.crc32(head)))
             f.write(ir)
-            f.write(b"\0" * _pad(_HEADER.size + len(meta_bytes) + len(ir)))
+            f.write(b"\0" * _pad(len(head) + _CRC.size + len(ir)))
             for data in printer.blobs.values():
                 f.write(data)
                 f.write(b"\0" * _pad(len(data)))
@@ -128,11 +132,25 @@ def write(path: str | os.PathLike, module: ModuleOp, meta: dict[str, Any]) -> No
 
 def is_artifact(path: str | os.PathLike) -> bool:
     """Whether ``path`` starts with the artifact magic."""
+    if not os.path.isfile(path):  # a FIFO would block the read
+        return False
     try:
         with open(path, "rb") as f:
             return f.read(len(MAGIC)) == MAGIC
     except OSError:
         return False
+
+
+def _byte_size(ttype) -> int | None:
+    """Bytes a dense constant of ``ttype`` holds (booleans a byte each), if known."""
+    elem = ttype.get_element_type()
+    width = getattr(elem, "bitwidth", None)
+    if not isinstance(width, int):
+        return None
+    count = 1
+    for dim in ttype.get_shape():
+        count *= dim
+    return count * ((width + 7) // 8)
 
 
 def _restore(module: ModuleOp, blobs: dict[str, memoryview], where: str) -> None:
@@ -146,12 +164,20 @@ def _restore(module: ModuleOp, blobs: dict[str, memoryview], where: str) -> None
                 if key not in blobs:
                     raise ArtifactError(f"constant refers to missing weight blob '{key}'",
                                         where=where)
+                needed = _byte_size(value.type)
+                if needed is not None and needed != len(blobs[key]):
+                    raise ArtifactError(f"weight blob '{key}' holds {len(blobs[key])} bytes, "
+                                        f"its type needs {needed}", where=where)
                 attrs[name] = DenseIntOrFPElementsAttr(value.type, BytesAttr(bytes(blobs[key])))
 
 
 def read(path: str | os.PathLike) -> tuple[ModuleOp, dict[str, Any]]:
     """The module and the caller's metadata of an artifact written by :func:`write`."""
+    if not isinstance(path, str | os.PathLike):
+        raise UsageError(f"load takes a path, not {type(path).__name__}")
     where = os.fspath(path)
+    if os.path.exists(where) and not os.path.isfile(where):
+        raise ArtifactError("not a regular file", where=where)
     try:
         with open(where, "rb") as f:
             raw = f.read()
@@ -165,15 +191,20 @@ def read(path: str | os.PathLike) -> tuple[ModuleOp, dict[str, Any]]:
         raise ArtifactError(f"artifact format version {version} is not supported "
                             f"(this neuron-ir reads version {FORMAT_VERSION})", where=where)
     pos = _HEADER.size
-    if pos + meta_len > len(raw):
+    if pos + meta_len + _CRC.size > len(raw):
         raise ArtifactError("artifact is truncated (in the metadata)", where=where)
+    (head_crc,) = _CRC.unpack_from(raw, pos + meta_len)
+    if zlib.crc32(view[:pos + meta_len]) != head_crc:
+        raise ArtifactError("artifact header is corrupt (checksum mismatch)", where=where)
     try:
         meta = json.loads(bytes(view[pos:pos + meta_len]).decode("utf-8"))
         ir_len, data_len = int(meta["ir_length"]), int(meta["data_length"])
-        table = {k: (int(o), int(n)) for k, (o, n) in meta["blobs"].items()}
-    except (ValueError, KeyError, TypeError) as exc:
+        table = {str(k): (int(o), int(n)) for k, (o, n) in meta["blobs"].items()}
+        if ir_len < 0 or data_len < 0:
+            raise ValueError("negative length")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"artifact metadata is corrupt ({exc})", where=where) from None
-    pos += meta_len
+    pos += meta_len + _CRC.size
     ir = view[pos:pos + ir_len]
     data_start = pos + ir_len + _pad(pos + ir_len)
     if data_start + data_len > len(raw) or len(ir) != ir_len:
@@ -184,7 +215,7 @@ def read(path: str | os.PathLike) -> tuple[ModuleOp, dict[str, Any]]:
         raise ArtifactError("artifact is corrupt (checksum mismatch)", where=where)
     blobs = {}
     for key, (offset, length) in table.items():
-        if offset < 0 or offset + length > data_len:
+        if offset < 0 or length < 0 or offset + length > data_len:
             raise ArtifactError(f"weight blob '{key}' lies outside the data", where=where)
         blobs[key] = data[offset:offset + length]
     try:

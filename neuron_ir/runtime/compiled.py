@@ -14,7 +14,7 @@ from xdsl.dialects.func import FuncOp
 from dialects.nc import ProgramOp
 
 from ..analysis.report import PartitionReport, partition_report
-from ..errors import CompileError, NeuronIRError
+from ..errors import CompileError, NeuronIRError, UsageError
 from ..interp import Interpreter, io_names
 from ..target import TargetProfile, get_target
 from ..target.cost import ProgramPrice, price_program, stage_costs
@@ -86,6 +86,9 @@ class CompiledModel:
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run on named inputs; with a compiled batch, any client batch, in chunks
         (:mod:`neuron_ir.runtime.batching`)."""
+        if not isinstance(inputs, Mapping):
+            raise UsageError(f"run takes a mapping from input name to array, "
+                             f"not {type(inputs).__name__}")
         spec = self.batching
         if spec is None:
             return self.interpreter.run(inputs)
