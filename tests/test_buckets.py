@@ -258,3 +258,18 @@ def test_bucketed_artifact_stores_weights_once_and_runs(tmp_path):
     assert loaded.last_bucket == (32,)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_neuron_run_names_the_bucket_that_served_and_prices_it(tmp_path, capsys):
+    from neuron_ir.cli.run import main as run_main
+
+    model = neuron_ir.compile(_pooling_model(True), buckets={"sequence": [4, 8]}, batch=2)
+    model.save(tmp_path / "m.nir")
+    x = np.random.default_rng(0).standard_normal((3, 5, 8)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x, mask=np.ones((3, 5), np.float32))
+    assert run_main([str(tmp_path / "m.nir"), "--inputs", str(tmp_path / "in.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "bucket: sequence=8 (of sequence=4; sequence=8)" in out
+    assert "client batch 3: 2 run(s) of the compiled batch 2" in out
+    served = model.variants[(8,)].timeline().latency
+    assert f"{served * 1e6:.1f} us per compiled batch" in out

@@ -242,11 +242,27 @@ def _run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", RuntimeWarning)
         model = _load_model(args, inputs)
         outputs = model.run(inputs)
-        timeline = model.timeline(requests=args.requests)
+        # A bucketed model is priced in the bucket that served this call.
+        bucket = getattr(model, "last_bucket", None)
+        served = model.variants[bucket] if bucket is not None else model
+        timeline = served.timeline(requests=args.requests)
         lines = [_summary(k, v) for k, v in outputs.items()]
-    lines.append(f"simulated latency ({model.target}): {timeline.latency * 1e6:.1f} us")
-    lines.append(f"simulated throughput: {model.simulated_throughput:.1f} inferences/s "
-                 f"({model.cores} core(s), bottleneck {timeline.bottleneck * 1e6:.1f} us)")
+    if bucket is not None:
+        lines.append(f"bucket: {model.bucket_label(bucket)} (of "
+                     + "; ".join(model.bucket_label(k) for k in model.variants) + ")")
+    if served.batching is not None:
+        client = max((int(np.asarray(inputs[n]).shape[a]) for n, a in
+                      served.batching.inputs.items() if a is not None and n in inputs),
+                     default=served.batch)
+        runs = -(-client // served.batch)
+        lines.append(f"client batch {client}: {runs} run(s) of the compiled batch "
+                     f"{served.batch}")
+    lines.append(f"simulated latency ({model.target}): {timeline.latency * 1e6:.1f} us "
+                 f"per compiled batch")
+    lines.append(f"simulated throughput: {served.simulated_throughput:.1f} inferences/s "
+                 f"({served.cores} core(s) x {served.replicas} cop"
+                 f"{'y' if served.replicas == 1 else 'ies'}, bottleneck "
+                 f"{timeline.bottleneck * 1e6:.1f} us)")
     if args.requests > 1:
         lines.append(f"{args.requests} requests done after {timeline.makespan * 1e6:.1f} us")
     files = []
