@@ -65,43 +65,86 @@ ENGINES = ("tensor", "vector", "scalar", "gpsimd", "dma")
 # Activation kind -> (the ONNX op with the same semantics, or None for the ones the
 # interpreter computes itself; the ONNX attributes ``alpha`` and ``beta`` carry).
 ACTIVATIONS: dict[str, tuple[str | None, tuple[str, ...]]] = {
-    "identity": (None, ()), "square": (None, ()), "rsqrt": (None, ()),
-    "gelu_tanh": (None, ()), "silu": (None, ()),
-    "relu": ("Relu", ()), "sigmoid": ("Sigmoid", ()), "tanh": ("Tanh", ()),
-    "exp": ("Exp", ()), "log": ("Log", ()), "sqrt": ("Sqrt", ()), "erf": ("Erf", ()),
-    "gelu": ("Gelu", ()), "softplus": ("Softplus", ()), "abs": ("Abs", ()),
-    "neg": ("Neg", ()), "reciprocal": ("Reciprocal", ()), "sin": ("Sin", ()),
-    "cos": ("Cos", ()), "sign": ("Sign", ()), "floor": ("Floor", ()), "ceil": ("Ceil", ()),
-    "round": ("Round", ()), "mish": ("Mish", ()), "softsign": ("Softsign", ()),
+    "identity": (None, ()),
+    "square": (None, ()),
+    "rsqrt": (None, ()),
+    "gelu_tanh": (None, ()),
+    "silu": (None, ()),
+    "relu": ("Relu", ()),
+    "sigmoid": ("Sigmoid", ()),
+    "tanh": ("Tanh", ()),
+    "exp": ("Exp", ()),
+    "log": ("Log", ()),
+    "sqrt": ("Sqrt", ()),
+    "erf": ("Erf", ()),
+    "gelu": ("Gelu", ()),
+    "softplus": ("Softplus", ()),
+    "abs": ("Abs", ()),
+    "neg": ("Neg", ()),
+    "reciprocal": ("Reciprocal", ()),
+    "sin": ("Sin", ()),
+    "cos": ("Cos", ()),
+    "sign": ("Sign", ()),
+    "floor": ("Floor", ()),
+    "ceil": ("Ceil", ()),
+    "round": ("Round", ()),
+    "mish": ("Mish", ()),
+    "softsign": ("Softsign", ()),
     "hard_swish": ("HardSwish", ()),
-    "leaky_relu": ("LeakyRelu", ("alpha",)), "elu": ("Elu", ("alpha",)),
-    "celu": ("Celu", ("alpha",)), "thresholded_relu": ("ThresholdedRelu", ("alpha",)),
-    "hard_sigmoid": ("HardSigmoid", ("alpha", "beta")), "selu": ("Selu", ("alpha", "gamma")),
+    "leaky_relu": ("LeakyRelu", ("alpha",)),
+    "elu": ("Elu", ("alpha",)),
+    "celu": ("Celu", ("alpha",)),
+    "thresholded_relu": ("ThresholdedRelu", ("alpha",)),
+    "hard_sigmoid": ("HardSigmoid", ("alpha", "beta")),
+    "selu": ("Selu", ("alpha", "gamma")),
 }
 # Binary kind -> (ONNX op, its fixed attributes); "ne" is Equal negated.
 BINARY_OPS: dict[str, tuple[str, dict[str, int]]] = {
-    "add": ("Add", {}), "sub": ("Sub", {}), "mul": ("Mul", {}), "div": ("Div", {}),
-    "max": ("Max", {}), "min": ("Min", {}), "pow": ("Pow", {}), "mod": ("Mod", {}),
-    "fmod": ("Mod", {"fmod": 1}), "eq": ("Equal", {}), "ne": ("Equal", {}),
-    "lt": ("Less", {}), "le": ("LessOrEqual", {}), "gt": ("Greater", {}),
-    "ge": ("GreaterOrEqual", {}), "and": ("And", {}), "or": ("Or", {}), "xor": ("Xor", {}),
+    "add": ("Add", {}),
+    "sub": ("Sub", {}),
+    "mul": ("Mul", {}),
+    "div": ("Div", {}),
+    "max": ("Max", {}),
+    "min": ("Min", {}),
+    "pow": ("Pow", {}),
+    "mod": ("Mod", {}),
+    "fmod": ("Mod", {"fmod": 1}),
+    "eq": ("Equal", {}),
+    "ne": ("Equal", {}),
+    "lt": ("Less", {}),
+    "le": ("LessOrEqual", {}),
+    "gt": ("Greater", {}),
+    "ge": ("GreaterOrEqual", {}),
+    "and": ("And", {}),
+    "or": ("Or", {}),
+    "xor": ("Xor", {}),
 }
 # Reduction kind -> ONNX op.
 REDUCE_OPS: dict[str, str] = {
-    "sum": "ReduceSum", "mean": "ReduceMean", "max": "ReduceMax", "min": "ReduceMin",
-    "prod": "ReduceProd", "sum_square": "ReduceSumSquare", "log_sum_exp": "ReduceLogSumExp",
-    "l1": "ReduceL1", "l2": "ReduceL2", "argmax": "ArgMax", "argmin": "ArgMin",
+    "sum": "ReduceSum",
+    "mean": "ReduceMean",
+    "max": "ReduceMax",
+    "min": "ReduceMin",
+    "prod": "ReduceProd",
+    "sum_square": "ReduceSumSquare",
+    "log_sum_exp": "ReduceLogSumExp",
+    "l1": "ReduceL1",
+    "l2": "ReduceL2",
+    "argmax": "ArgMax",
+    "argmin": "ArgMin",
 }
 
 StaticTensor = base(TensorType)
 WeightValue = base(DenseIntOrFPElementsAttr) | base(DenseResourceAttr)
 
 
-def _check_choice(op: IRDLOperation, name: str, value: StringAttr | None,
-                  allowed: Collection[str]) -> None:
+def _check_choice(
+    op: IRDLOperation, name: str, value: StringAttr | None, allowed: Collection[str]
+) -> None:
     if value is not None and value.data not in allowed:
-        raise VerifyException(f"{op.name}: {name} '{value.data}' is not one of "
-                              f"{', '.join(sorted(allowed))}")
+        raise VerifyException(
+            f"{op.name}: {name} '{value.data}' is not one of {', '.join(sorted(allowed))}"
+        )
 
 
 class NcOp(IRDLOperation):
@@ -117,8 +160,10 @@ class NcOp(IRDLOperation):
     def verify_(self) -> None:
         if self.reads is not None:
             if len(self.reads.data) != len(self.operands):
-                raise VerifyException(f"{self.name}: reads lists {len(self.reads.data)} "
-                                      f"memories for {len(self.operands)} operand(s)")
+                raise VerifyException(
+                    f"{self.name}: reads lists {len(self.reads.data)} "
+                    f"memories for {len(self.operands)} operand(s)"
+                )
             for memory in self.reads.data:
                 _check_choice(self, "memory", memory, MEMORIES)
         for value in (*self.operands, *self.results):
@@ -145,29 +190,34 @@ class ProgramOp(IRDLOperation):
     outputs = var_result_def(StaticTensor)
     stages = var_region_def("single_block")
     irdl_options = (ParsePropInAttrDict(),)
-    assembly_format = ("`(` $inputs `)` attr-dict-with-keyword `:` "
-                       "functional-type($inputs, $outputs) $stages")
+    assembly_format = (
+        "`(` $inputs `)` attr-dict-with-keyword `:` functional-type($inputs, $outputs) $stages"
+    )
 
     def verify_(self) -> None:
         cores = self.cores.value.data
         if cores < 1 or self.batch.value.data < 1:
             raise VerifyException("nc.program: cores and batch must be positive")
         if len(self.stages) != cores:
-            raise VerifyException(f"nc.program: {cores} core(s) but {len(self.stages)} "
-                                  "stage region(s)")
+            raise VerifyException(
+                f"nc.program: {cores} core(s) but {len(self.stages)} stage region(s)"
+            )
         in_types = [v.type for v in self.inputs]
         for k, stage in enumerate(self.stages):
             block = stage.block
             if [a.type for a in block.args] != in_types:
-                raise VerifyException(f"nc.program: stage {k} arguments must match the "
-                                      "program inputs")
+                raise VerifyException(
+                    f"nc.program: stage {k} arguments must match the program inputs"
+                )
             last = block.last_op
             if not isinstance(last, ReturnOp):
                 raise VerifyException(f"nc.program: stage {k} must end in nc.return")
             want = [r.type for r in self.outputs] if k == cores - 1 else []
             if [v.type for v in last.values] != want:
-                raise VerifyException(f"nc.program: stage {k} must return "
-                                      + ("the program results" if want else "nothing"))
+                raise VerifyException(
+                    f"nc.program: stage {k} must return "
+                    + ("the program results" if want else "nothing")
+                )
         self._verify_channels()
 
     def _verify_channels(self) -> None:
@@ -181,8 +231,9 @@ class ProgramOp(IRDLOperation):
                     table = sends if isinstance(op, SendOp) else recvs
                     channel = op.channel.value.data
                     if channel in table:
-                        raise VerifyException(f"nc.program: channel {channel} has two "
-                                              f"{op.name} ops")
+                        raise VerifyException(
+                            f"nc.program: channel {channel} has two {op.name} ops"
+                        )
                     table[channel] = (k, op)
         for channel in sorted(sends.keys() | recvs.keys()):
             if channel not in recvs or channel not in sends:
@@ -193,13 +244,18 @@ class ProgramOp(IRDLOperation):
                 raise VerifyException(
                     f"nc.program: channel {channel} is sent by stage {ks} to stage "
                     f"{send.to_stage.value.data} but received by stage {kr} from stage "
-                    f"{recv.from_stage.value.data}")
+                    f"{recv.from_stage.value.data}"
+                )
             if not ks < kr:
-                raise VerifyException(f"nc.program: channel {channel} must go to a later "
-                                      f"stage (stage {ks} to stage {kr})")
+                raise VerifyException(
+                    f"nc.program: channel {channel} must go to a later "
+                    f"stage (stage {ks} to stage {kr})"
+                )
             if send.input.type != recv.output.type:
-                raise VerifyException(f"nc.program: channel {channel} sends "
-                                      f"{send.input.type} but receives {recv.output.type}")
+                raise VerifyException(
+                    f"nc.program: channel {channel} sends "
+                    f"{send.input.type} but receives {recv.output.type}"
+                )
 
 
 @irdl_op_definition
@@ -421,8 +477,10 @@ class SelectOp(NcOp):
     on_true = operand_def(StaticTensor)
     on_false = operand_def(StaticTensor)
     output = result_def(StaticTensor)
-    assembly_format = ("$cond `,` $on_true `,` $on_false attr-dict `:` type($cond) `,` "
-                       "type($on_true) `,` type($on_false) `->` type($output)")
+    assembly_format = (
+        "$cond `,` $on_true `,` $on_false attr-dict `:` type($cond) `,` "
+        "type($on_true) `,` type($on_false) `->` type($output)"
+    )
 
 
 @irdl_op_definition
@@ -540,8 +598,30 @@ class IotaOp(NcOp):
 
 NC = Dialect(
     "nc",
-    [ProgramOp, ReturnOp, WeightOp, DmaCopyOp, SendOp, RecvOp, MatmulOp, ConvOp,
-     ActivationOp, TensorTensorOp, TensorScalarOp, ReduceOp, TransposeOp, SelectOp, CastOp,
-     PoolOp, ReshapeOp, BroadcastOp, SliceOp, ConcatOp, PadOp, GatherOp, IotaOp],
+    [
+        ProgramOp,
+        ReturnOp,
+        WeightOp,
+        DmaCopyOp,
+        SendOp,
+        RecvOp,
+        MatmulOp,
+        ConvOp,
+        ActivationOp,
+        TensorTensorOp,
+        TensorScalarOp,
+        ReduceOp,
+        TransposeOp,
+        SelectOp,
+        CastOp,
+        PoolOp,
+        ReshapeOp,
+        BroadcastOp,
+        SliceOp,
+        ConcatOp,
+        PadOp,
+        GatherOp,
+        IotaOp,
+    ],
     [],
 )

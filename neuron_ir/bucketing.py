@@ -53,16 +53,19 @@ def _candidates(samples: Sequence[int], limit: int) -> list[int]:
     return sorted(picks | {distinct[-1]})
 
 
-def auto_boundaries(symbol: str, k: int, samples: Sequence[int], price: Callable[[int], float],
-                    limit: int = MAX_CANDIDATES
-                    ) -> tuple[list[int], dict[str, tuple[list[int], float, float]]]:
+def auto_boundaries(
+    symbol: str,
+    k: int,
+    samples: Sequence[int],
+    price: Callable[[int], float],
+    limit: int = MAX_CANDIDATES,
+) -> tuple[list[int], dict[str, tuple[list[int], float, float]]]:
     """``k`` boundaries for ``symbol`` from ``samples``, and how they compare: label ->
     (boundaries, expected seconds per call, padding waste) for the choice, padding to the
     maximum, and the ``k`` largest powers of two."""
     if not samples:
         raise BucketError(f"buckets for '{symbol}': auto:{k} needs size_samples")
-    if any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 1
-           for s in samples):
+    if any(isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 1 for s in samples):
         raise BucketError(f"size_samples for '{symbol}' must be positive integers")
     cache: dict[int, float] = {}
 
@@ -74,15 +77,22 @@ def auto_boundaries(symbol: str, k: int, samples: Sequence[int], price: Callable
     choice: BucketChoice = choose_boundaries(samples, k, cost, _candidates(samples, limit))
     top = max(samples)
     compared = {}
-    for label, bounds in [("chosen", list(choice.boundaries)), ("pad to max", [top]),
-                          (f"{k} powers of two", powers_of_two(top, k))]:
-        compared[label] = (bounds, expected_time(samples, bounds, cost),
-                           padding_waste(samples, bounds))
+    for label, bounds in [
+        ("chosen", list(choice.boundaries)),
+        ("pad to max", [top]),
+        (f"{k} powers of two", powers_of_two(top, k)),
+    ]:
+        compared[label] = (
+            bounds,
+            expected_time(samples, bounds, cost),
+            padding_waste(samples, bounds),
+        )
     return list(choice.boundaries), compared
 
 
-def _random_inputs(module: ModuleOp, sizes: Mapping[str, int], axes: BucketAxes,
-                   rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _random_inputs(
+    module: ModuleOp, sizes: Mapping[str, int], axes: BucketAxes, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Inputs of the bucket's program with the bucketed axes at ``sizes``. Integers are
     drawn from {0, 1} (valid token ids, masks and segment ids alike)."""
     from passes.rebatch import io_symbols, main_func
@@ -102,8 +112,9 @@ def _random_inputs(module: ModuleOp, sizes: Mapping[str, int], axes: BucketAxes,
     return feeds
 
 
-def check_padding(model: BucketedModel, reference: ModuleOp, rtol: float = 1e-3,
-                  atol: float = 1e-4, seed: int = 0) -> list[tuple[str, str]]:
+def check_padding(
+    model: BucketedModel, reference: ModuleOp, rtol: float = 1e-3, atol: float = 1e-4, seed: int = 0
+) -> list[tuple[str, str]]:
     """(bucket, output) pairs whose unpadded part changes when padded: for each bucket,
     random inputs halfway between the previous bucket and it run padded through the
     model and exactly through ``reference`` (the onnx-level module)."""
@@ -125,15 +136,20 @@ def check_padding(model: BucketedModel, reference: ModuleOp, rtol: float = 1e-3,
         got = model.run(feeds)
         for name, value in want.items():
             if value.shape != got[name].shape or not np.allclose(
-                    got[name], value, rtol=rtol, atol=atol, equal_nan=True):
+                got[name], value, rtol=rtol, atol=atol, equal_nan=True
+            ):
                 bad.append((bucket_label(model.symbols, key), name))
     return bad
 
 
-def compile_bucketed(module: ModuleOp, buckets: Mapping[str, Any], compile_one: CompileOne,
-                     pad_values: Mapping[str, float] | None = None,
-                     size_samples: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
-                     check: bool = True) -> BucketedModel:
+def compile_bucketed(
+    module: ModuleOp,
+    buckets: Mapping[str, Any],
+    compile_one: CompileOne,
+    pad_values: Mapping[str, float] | None = None,
+    size_samples: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+    check: bool = True,
+) -> BucketedModel:
     """One compile per bucket of ``module`` (an imported, unpinned model), checked."""
     if not isinstance(buckets, Mapping) or not buckets:
         raise BucketError(f"buckets must map ONNX symbols to sizes, not {buckets!r}")
@@ -141,14 +157,16 @@ def compile_bucketed(module: ModuleOp, buckets: Mapping[str, Any], compile_one: 
     axes = BucketAxes.from_module(module, symbols)
     for symbol in symbols:
         if not any(symbol in a for a in axes.inputs.values()):
-            known = sorted({s for a in axes.inputs.values() for s in a} |
-                           _all_symbols(module))
-            raise BucketError(f"no input has the symbol '{symbol}' (symbols of the inputs: "
-                              f"{', '.join(known) or 'none'})")
+            known = sorted({s for a in axes.inputs.values() for s in a} | _all_symbols(module))
+            raise BucketError(
+                f"no input has the symbol '{symbol}' (symbols of the inputs: "
+                f"{', '.join(known) or 'none'})"
+            )
     for name in pad_values or {}:
         if name not in axes.inputs:
-            raise BucketError(f"pad value for unknown input '{name}' (inputs: "
-                              f"{', '.join(axes.inputs)})")
+            raise BucketError(
+                f"pad value for unknown input '{name}' (inputs: {', '.join(axes.inputs)})"
+            )
     report: list[str] = []
     boundaries: dict[str, list[int]] = {}
     choices: dict[str, dict[str, tuple[list[int], float, float]]] = {}
@@ -158,20 +176,29 @@ def compile_bucketed(module: ModuleOp, buckets: Mapping[str, Any], compile_one: 
                 k = int(spec[5:])
             except ValueError:
                 raise BucketError(f"buckets for '{symbol}': {spec!r} is not auto:K") from None
-            samples = (size_samples.get(symbol) if isinstance(size_samples, Mapping)
-                       else size_samples)
+            samples = (
+                size_samples.get(symbol) if isinstance(size_samples, Mapping) else size_samples
+            )
             boundaries[symbol], compared = auto_boundaries(
-                symbol, k, list(samples or []),
-                lambda size, s=symbol: compile_one(module, {s: size}).simulated_latency)
+                symbol,
+                k,
+                list(samples or []),
+                lambda size, s=symbol: compile_one(module, {s: size}).simulated_latency,
+            )
             choices[symbol] = compared
-            report.append(f"buckets for '{symbol}' chosen from {len(samples or [])} sizes "
-                          f"(auto:{k}): {boundaries[symbol]}")
+            report.append(
+                f"buckets for '{symbol}' chosen from {len(samples or [])} sizes "
+                f"(auto:{k}): {boundaries[symbol]}"
+            )
             for label, (bounds, seconds, waste) in compared.items():
-                report.append(f"  {label:<16} {bounds}: expected {seconds * 1e3:.4g} ms/call,"
-                              f" padding waste {waste:.1%}")
+                report.append(
+                    f"  {label:<16} {bounds}: expected {seconds * 1e3:.4g} ms/call,"
+                    f" padding waste {waste:.1%}"
+                )
         elif isinstance(spec, str):
-            raise BucketError(f"buckets for '{symbol}': {spec!r} is neither a list of "
-                              "sizes nor auto:K")
+            raise BucketError(
+                f"buckets for '{symbol}': {spec!r} is neither a list of sizes nor auto:K"
+            )
         else:
             boundaries[symbol] = check_boundaries(symbol, list(spec))
     variants = {}
@@ -183,12 +210,15 @@ def compile_bucketed(module: ModuleOp, buckets: Mapping[str, Any], compile_one: 
         bad = check_padding(model, module)
         if bad:
             named = "; ".join(f"output '{o}' in bucket {b}" for b, o in bad)
-            raise BucketError(f"padding changes what the caller sees: {named} (an op mixes "
-                              "padded positions into real ones, e.g. a mean over the "
-                              "sequence without the mask); pass check_padding=False to "
-                              "accept it")
-        model.padding_report.append(f"padding checked on random inputs: every output of "
-                                    f"{len(variants)} bucket(s) unchanged")
+            raise BucketError(
+                f"padding changes what the caller sees: {named} (an op mixes "
+                "padded positions into real ones, e.g. a mean over the "
+                "sequence without the mask); pass check_padding=False to "
+                "accept it"
+            )
+        model.padding_report.append(
+            f"padding checked on random inputs: every output of {len(variants)} bucket(s) unchanged"
+        )
     else:
         model.padding_report.append("padding NOT checked (check_padding=False)")
     return model

@@ -35,17 +35,30 @@ from .runtime.compiled import CompiledModel
 from .target import TargetProfile, get_target
 from .target.profiles import max_cores
 
-__all__ = ["DEFAULT_PIPELINE", "CompiledModel", "check_batch", "compile", "input_shapes_spec",
-           "load", "run_pipeline"]
+__all__ = [
+    "DEFAULT_PIPELINE",
+    "CompiledModel",
+    "check_batch",
+    "compile",
+    "input_shapes_spec",
+    "load",
+    "run_pipeline",
+]
 
 
-def DEFAULT_PIPELINE(target: str = "inf1", input_shapes: InputShapes = None,  # noqa: N802
-                     dims: Dims = None, batch: int | None = None,
-                     batch_dim: str | None = None, cores: int | str = 1,
-                     allow_hbm_weights: bool = False) -> str:
+def DEFAULT_PIPELINE(
+    target: str = "inf1",
+    input_shapes: InputShapes = None,  # noqa: N802
+    dims: Dims = None,
+    batch: int | None = None,
+    batch_dim: str | None = None,
+    cores: int | str = 1,
+    allow_hbm_weights: bool = False,
+) -> str:
     """The default pipeline as the flat pass string ``neuron-opt -p`` accepts."""
-    return pipeline_text(default_pipeline(target, input_shapes, dims, batch, batch_dim,
-                                          cores, allow_hbm_weights))
+    return pipeline_text(
+        default_pipeline(target, input_shapes, dims, batch, batch_dim, cores, allow_hbm_weights)
+    )
 
 
 def check_batch(batch: Any) -> int:
@@ -68,15 +81,24 @@ def _import(src: Any) -> ModuleOp:
     return import_model(src)
 
 
-def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
-            input_shapes: InputShapes = None, dims: Dims = None, *,
-            batch: int | None = None, batch_dim: str | None = None,
-            dynamic_batching: bool = True, cores: int | str = 1, replicas: int = 1,
-            allow_hbm_weights: bool = False, pipeline: str | None = None,
-            buckets: Mapping[str, Sequence[int] | str] | None = None,
-            pad_values: Mapping[str, float] | None = None,
-            size_samples: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
-            check_padding: bool = True) -> CompiledModel:
+def compile(
+    src: Any,
+    target: str | TargetProfile = "inf1",  # noqa: A001
+    input_shapes: InputShapes = None,
+    dims: Dims = None,
+    *,
+    batch: int | None = None,
+    batch_dim: str | None = None,
+    dynamic_batching: bool = True,
+    cores: int | str = 1,
+    replicas: int = 1,
+    allow_hbm_weights: bool = False,
+    pipeline: str | None = None,
+    buckets: Mapping[str, Sequence[int] | str] | None = None,
+    pad_values: Mapping[str, float] | None = None,
+    size_samples: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+    check_padding: bool = True,
+) -> CompiledModel:
     """Import ``src`` (path, bytes, ``onnx.ModelProto`` or ``ModuleOp``) and run the
     default pipeline (or ``pipeline``, a flat pass string) for ``target``.
 
@@ -105,27 +127,41 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
 
         def compile_one(module: ModuleOp, sizes: dict[str, int]) -> CompiledModel:
             pins = ",".join(p for p in [base_dims, dims_spec(sizes)] if p)
-            return compile(module, profile, input_shapes, pins or None, batch=batch,
-                           batch_dim=batch_dim, dynamic_batching=dynamic_batching,
-                           cores=cores, replicas=replicas,
-                           allow_hbm_weights=allow_hbm_weights)
+            return compile(
+                module,
+                profile,
+                input_shapes,
+                pins or None,
+                batch=batch,
+                batch_dim=batch_dim,
+                dynamic_batching=dynamic_batching,
+                cores=cores,
+                replicas=replicas,
+                allow_hbm_weights=allow_hbm_weights,
+            )
 
-        return compile_bucketed(source, buckets, compile_one, pad_values, size_samples,
-                                check_padding)
+        return compile_bucketed(
+            source, buckets, compile_one, pad_values, size_samples, check_padding
+        )
     if pad_values is not None or size_samples is not None:
         raise CompileError("pad_values and size_samples need buckets=")
     if batch is not None:
         batch = check_batch(batch)
     elif batch_dim is not None:
         raise BatchError(f"batch_dim='{batch_dim}' needs batch=N")
-    if not (cores == "auto" or (isinstance(cores, int) and not isinstance(cores, bool)
-                                and cores >= 1)):
+    if not (
+        cores == "auto" or (isinstance(cores, int) and not isinstance(cores, bool) and cores >= 1)
+    ):
         raise CompileError(f"cores must be a positive integer or 'auto', not {cores!r}")
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise CompileError(f"replicas must be a positive integer, not {replicas!r}")
-    passes = (parse_pipeline(pipeline) if pipeline is not None
-              else default_pipeline(profile.name, input_shapes, dims, batch, batch_dim,
-                                    cores, allow_hbm_weights))
+    passes = (
+        parse_pipeline(pipeline)
+        if pipeline is not None
+        else default_pipeline(
+            profile.name, input_shapes, dims, batch, batch_dim, cores, allow_hbm_weights
+        )
+    )
     module = _import(src)
     # import_model verifies what it builds; a caller's ModuleOp is verified first.  The
     # passes' output is verified once, at the end; only if that fails does the pipeline
@@ -155,8 +191,10 @@ def compile(src: Any, target: str | TargetProfile = "inf1",  # noqa: A001
     used = model.cores * replicas
     limit = max_cores(profile)
     if used > limit:
-        raise CompileError(f"{replicas} replica(s) of {model.cores} core(s) need {used} "
-                           f"NeuronCores but {profile.name} has at most {limit}")
+        raise CompileError(
+            f"{replicas} replica(s) of {model.cores} core(s) need {used} "
+            f"NeuronCores but {profile.name} has at most {limit}"
+        )
     return model
 
 
@@ -170,16 +208,21 @@ def _check_device_memory(module: ModuleOp, profile: TargetProfile, batch: int) -
     capacity = profile.dram_bytes_per_chip
     if floor.total <= capacity:
         return
-    gib = 2 ** 30
+    gib = 2**30
     per_sample = floor.op_bytes / batch
     fits = int((capacity - floor.weight_bytes) // per_sample) if per_sample else 0
-    hint = (f"the largest batch this allows is about {fits}" if fits >= 1 else
-            "it does not fit even at batch 1")
-    raise BatchError(f"batch {batch} does not fit the device memory: weights "
-                     f"{floor.weight_bytes / gib:.2f} GiB plus {floor.op} with "
-                     f"{floor.op_bytes / gib:.2f} GiB of activations need "
-                     f"{floor.total / gib:.2f} GiB, but an {profile.name} chip has "
-                     f"{capacity / gib:.0f} GiB; {hint}")
+    hint = (
+        f"the largest batch this allows is about {fits}"
+        if fits >= 1
+        else "it does not fit even at batch 1"
+    )
+    raise BatchError(
+        f"batch {batch} does not fit the device memory: weights "
+        f"{floor.weight_bytes / gib:.2f} GiB plus {floor.op} with "
+        f"{floor.op_bytes / gib:.2f} GiB of activations need "
+        f"{floor.total / gib:.2f} GiB, but an {profile.name} chip has "
+        f"{capacity / gib:.0f} GiB; {hint}"
+    )
 
 
 def load(path: str | os.PathLike) -> CompiledModel:
@@ -192,6 +235,7 @@ def load(path: str | os.PathLike) -> CompiledModel:
         try:
             return BucketedModel.from_artifact(module, meta, where)
         except (KeyError, TypeError, ValueError) as exc:
-            raise artifact.ArtifactError(f"artifact bucket table is corrupt ({exc})",
-                                         where=where) from None
+            raise artifact.ArtifactError(
+                f"artifact bucket table is corrupt ({exc})", where=where
+            ) from None
     return CompiledModel.from_artifact(module, meta, where)

@@ -96,8 +96,9 @@ def _load(src: Any) -> _Source:
         model = _parse_bytes(data, where)
         del data
         return _Source(model, path.resolve().parent, where, owned=True)
-    raise UsageError(f"import_model takes a path, bytes or onnx.ModelProto, "
-                     f"not {type(src).__name__}")
+    raise UsageError(
+        f"import_model takes a path, bytes or onnx.ModelProto, not {type(src).__name__}"
+    )
 
 
 def _parse_bytes(data: bytes, where: str) -> ModelProto:
@@ -131,8 +132,9 @@ def _check_strings(msg: Any, path: str, where: str, node: str | None = None) -> 
     are held to the same rule; string *tensors* may hold any bytes.
     """
     for fd, value in msg.ListFields():
-        if fd.type == fd.TYPE_STRING or (isinstance(msg, AttributeProto)
-                                         and fd.name in ("s", "strings")):
+        if fd.type == fd.TYPE_STRING or (
+            isinstance(msg, AttributeProto) and fd.name in ("s", "strings")
+        ):
             items = value if fd.is_repeated else [value]
             for k, item in enumerate(items):
                 if isinstance(item, str):
@@ -143,8 +145,10 @@ def _check_strings(msg: Any, path: str, where: str, node: str | None = None) -> 
                 except UnicodeDecodeError:
                     pass
                 field = f"{path}.{fd.name}" + (f"[{k}]" if fd.is_repeated else "")
-                raise ModelLoadError(f"{field} is not valid UTF-8"
-                                     + (f" (in node {node})" if node else ""), where=where)
+                raise ModelLoadError(
+                    f"{field} is not valid UTF-8" + (f" (in node {node})" if node else ""),
+                    where=where,
+                )
         elif fd.type == fd.TYPE_MESSAGE:
             items = value if fd.is_repeated else [value]
             for k, sub in enumerate(items):
@@ -196,16 +200,21 @@ def _checker_view(skel: ModelProto, stash: dict[str, TensorProto]) -> ModelProto
     graph.initializer.extend(kept)
     for t in moved:
         if t.name not in inputs:
-            graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type,
-                                                                  list(t.dims)))
+            graph.input.append(
+                onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+            )
     consts = {key.split("const:", 1)[1] for key in stash if key.startswith("const:")}
-    nodes = [n for n in graph.node if not (n.op_type == "Constant" and n.output
-                                           and n.output[0] in consts)]
+    nodes = [
+        n
+        for n in graph.node
+        if not (n.op_type == "Constant" and n.output and n.output[0] in consts)
+    ]
     for n in graph.node:
         if n.op_type == "Constant" and n.output and n.output[0] in consts:
             t = n.attribute[0].t
-            graph.input.append(onnx.helper.make_tensor_value_info(n.output[0], t.data_type,
-                                                                  list(t.dims)))
+            graph.input.append(
+                onnx.helper.make_tensor_value_info(n.output[0], t.data_type, list(t.dims))
+            )
     del graph.node[:]
     graph.node.extend(nodes)
     nested = {key.rsplit("/", 1)[1]: t for key, t in stash.items() if "/" in key}
@@ -219,15 +228,21 @@ def _restore_nested(node: NodeProto, nested: dict[str, TensorProto]) -> None:
     """Put the full tensors back into subgraphs (rare, so their size rarely matters):
     a subgraph's signature is fixed, so they cannot become inputs there."""
     for attr in node.attribute:
-        graphs = [attr.g] if attr.type == AttributeProto.GRAPH else (
-            list(attr.graphs) if attr.type == AttributeProto.GRAPHS else [])
+        graphs = (
+            [attr.g]
+            if attr.type == AttributeProto.GRAPH
+            else (list(attr.graphs) if attr.type == AttributeProto.GRAPHS else [])
+        )
         for g in graphs:
             for t in g.initializer:
                 if f"init:{t.name}" in nested:
                     t.CopyFrom(nested[f"init:{t.name}"])
             for inner in g.node:
-                if inner.op_type == "Constant" and inner.output and \
-                        f"const:{inner.output[0]}" in nested:
+                if (
+                    inner.op_type == "Constant"
+                    and inner.output
+                    and f"const:{inner.output[0]}" in nested
+                ):
                     inner.attribute[0].t.CopyFrom(nested[f"const:{inner.output[0]}"])
                 _restore_nested(inner, nested)
 
@@ -238,8 +253,11 @@ def _check_model(skel: ModelProto, stash: dict[str, TensorProto], where: str) ->
     version = _default_opset(skel)
     newest = onnx.defs.onnx_opset_version()
     if version is not None and not 1 <= version <= newest:
-        raise ModelImportError(f"the model's default opset {version} is outside the "
-                               f"range this onnx knows (1 to {newest})", where=where)
+        raise ModelImportError(
+            f"the model's default opset {version} is outside the "
+            f"range this onnx knows (1 to {newest})",
+            where=where,
+        )
     if not skel.graph.output:
         raise ModelImportError("the graph has no outputs", where=where)
     view = _checker_view(skel, stash)
@@ -249,8 +267,7 @@ def _check_model(skel: ModelProto, stash: dict[str, TensorProto], where: str) ->
         onnx.checker.check_model(_declared_io(view), full_check=False)
         onnx.shape_inference.infer_shapes(view, check_type=True, strict_mode=True)
     except Exception as exc:  # the checker raises its own C++ error types
-        raise ModelImportError(f"invalid ONNX model: {_onnx_message(exc)}",
-                               where=where) from None
+        raise ModelImportError(f"invalid ONNX model: {_onnx_message(exc)}", where=where) from None
 
 
 def _declared_io(model: ModelProto) -> ModelProto:
@@ -258,10 +275,12 @@ def _declared_io(model: ModelProto) -> ModelProto:
     shape. The checker demands both; ONNX itself (and the importer) read a missing shape
     as "rank unknown" and a missing element type as "to be inferred", so only this
     declaration rule is waived (the structural check reads no types)."""
-    incomplete = [vi for vi in list(model.graph.input) + list(model.graph.output)
-                  if vi.type.WhichOneof("value") in (None, "tensor_type")
-                  and (not vi.type.tensor_type.elem_type
-                       or not vi.type.tensor_type.HasField("shape"))]
+    incomplete = [
+        vi
+        for vi in list(model.graph.input) + list(model.graph.output)
+        if vi.type.WhichOneof("value") in (None, "tensor_type")
+        and (not vi.type.tensor_type.elem_type or not vi.type.tensor_type.HasField("shape"))
+    ]
     if not incomplete:
         return model
     filled = ModelProto()
@@ -301,8 +320,9 @@ def _strip_tensor(t: TensorProto) -> TensorProto:
     return out
 
 
-def _skeleton_graph(src: GraphProto, dst: GraphProto, stash: dict[str, TensorProto],
-                    scope: str) -> None:
+def _skeleton_graph(
+    src: GraphProto, dst: GraphProto, stash: dict[str, TensorProto], scope: str
+) -> None:
     for fd, value in src.ListFields():
         if fd.name == "initializer":
             for t in value:
@@ -324,8 +344,9 @@ def _skeleton_graph(src: GraphProto, dst: GraphProto, stash: dict[str, TensorPro
             setattr(dst, fd.name, value)
 
 
-def _skeleton_node(src: NodeProto, dst: NodeProto, stash: dict[str, TensorProto],
-                   scope: str) -> None:
+def _skeleton_node(
+    src: NodeProto, dst: NodeProto, stash: dict[str, TensorProto], scope: str
+) -> None:
     for fd, value in src.ListFields():
         if fd.name != "attribute":
             if fd.is_repeated:
@@ -341,9 +362,13 @@ def _skeleton_node(src: NodeProto, dst: NodeProto, stash: dict[str, TensorProto]
                 new.name = "value" if attr.name == "sparse_value" else attr.name
                 new.type = AttributeProto.TENSOR
                 new.t.CopyFrom(dense)
-            elif attr.type == AttributeProto.TENSOR and _tensor_nbytes_hint(attr.t) > STRIP_BYTES \
-                    and src.op_type == "Constant" and src.domain in _DEFAULT_DOMAINS \
-                    and src.output:
+            elif (
+                attr.type == AttributeProto.TENSOR
+                and _tensor_nbytes_hint(attr.t) > STRIP_BYTES
+                and src.op_type == "Constant"
+                and src.domain in _DEFAULT_DOMAINS
+                and src.output
+            ):
                 new.CopyFrom(attr)
                 key = f"{scope}const:{src.output[0]}"
                 stash[key] = attr.t
@@ -386,8 +411,9 @@ def _to_canonical(skel: ModelProto, where: str) -> ModelProto:
         try:
             skel = onnx.inliner.inline_local_functions(skel)
         except Exception as exc:  # the inliner raises bare C++ errors
-            raise ModelImportError(f"cannot inline model-local functions: "
-                                   f"{_onnx_message(exc)}", where=where) from None
+            raise ModelImportError(
+                f"cannot inline model-local functions: {_onnx_message(exc)}", where=where
+            ) from None
     version = _default_opset(skel)
     if version is None or version == CANONICAL_OPSET:
         return skel
@@ -398,7 +424,9 @@ def _to_canonical(skel: ModelProto, where: str) -> ModelProto:
     except Exception as exc:  # the converter raises bare C++ errors
         raise ModelImportError(
             f"cannot convert from opset {version} to the canonical opset "
-            f"{CANONICAL_OPSET}: {_onnx_message(exc)}", where=where) from None
+            f"{CANONICAL_OPSET}: {_onnx_message(exc)}",
+            where=where,
+        ) from None
 
 
 # ---------------------------------------------------------------------------
@@ -408,8 +436,10 @@ def _to_canonical(skel: ModelProto, where: str) -> ModelProto:
 def _tensor_bytes(t: TensorProto, source: _Source, what: str) -> tuple[dtypes.ElementType, bytes]:
     elem = dtypes.BY_ONNX.get(t.data_type)
     if elem is None:
-        raise ModelImportError(f"{what}: unsupported data type "
-                               f"{dtypes.onnx_type_name(t.data_type)}", where=source.where)
+        raise ModelImportError(
+            f"{what}: unsupported data type {dtypes.onnx_type_name(t.data_type)}",
+            where=source.where,
+        )
     if t.data_location == TensorProto.EXTERNAL:
         return elem, _external_bytes(t, elem, source, what)
     if t.HasField("raw_data") and not elem.packed and elem.onnx != TensorProto.STRING:
@@ -418,41 +448,46 @@ def _tensor_bytes(t: TensorProto, source: _Source, what: str) -> tuple[dtypes.El
         if len(data) != expected:
             raise ModelImportError(
                 f"{what}: raw data holds {len(data)} bytes, its shape "
-                f"{list(t.dims)} needs {expected}", where=source.where)
+                f"{list(t.dims)} needs {expected}",
+                where=source.where,
+            )
         return elem, data
     try:
         array = numpy_helper.to_array(t)
     except Exception as exc:
-        raise ModelImportError(f"{what}: unreadable tensor data ({exc})",
-                               where=source.where) from None
+        raise ModelImportError(
+            f"{what}: unreadable tensor data ({exc})", where=source.where
+        ) from None
     if elem.onnx == TensorProto.STRING:
         return elem, array  # type: ignore[return-value]
     return elem, np.ascontiguousarray(array, dtype=elem.numpy).tobytes()
 
 
-def _external_bytes(t: TensorProto, elem: dtypes.ElementType, source: _Source,
-                    what: str) -> bytes:
+def _external_bytes(t: TensorProto, elem: dtypes.ElementType, source: _Source, what: str) -> bytes:
     info = {e.key: e.value for e in t.external_data}
     location = info.get("location")
     if source.base_dir is None:
-        raise ExternalDataError(f"{what}: external data '{location}' needs the model "
-                                "to be given as a path", where=source.where)
+        raise ExternalDataError(
+            f"{what}: external data '{location}' needs the model to be given as a path",
+            where=source.where,
+        )
     if not location:
-        raise ExternalDataError(f"{what}: external data without a location",
-                                where=source.where)
+        raise ExternalDataError(f"{what}: external data without a location", where=source.where)
     base = source.base_dir.resolve()
     target = (base / location).resolve()
     if os.path.isabs(location) or not target.is_relative_to(base):
         raise ExternalDataError(
-            f"{what}: external data path '{location}' leaves the model's folder",
-            where=source.where)
+            f"{what}: external data path '{location}' leaves the model's folder", where=source.where
+        )
     if not target.exists():
-        raise ExternalDataError(f"{what}: external data file '{location}' not found",
-                                where=source.where)
+        raise ExternalDataError(
+            f"{what}: external data file '{location}' not found", where=source.where
+        )
     if not target.is_file():
         # A FIFO or device would block or never end: only regular files are read.
-        raise ExternalDataError(f"{what}: external data '{location}' is not a regular file",
-                                where=source.where)
+        raise ExternalDataError(
+            f"{what}: external data '{location}' is not a regular file", where=source.where
+        )
     offset = int(info.get("offset", 0) or 0)
     size = os.path.getsize(target)
     count = int(np.prod(t.dims, dtype=np.int64))
@@ -468,7 +503,8 @@ def _external_bytes(t: TensorProto, elem: dtypes.ElementType, source: _Source,
         raise ExternalDataError(
             f"{what}: external data '{location}' (offset {offset}, length {length}) "
             f"does not hold the {needed} bytes the tensor needs (file has {size})",
-            where=source.where)
+            where=source.where,
+        )
     with open(target, "rb") as f:
         f.seek(offset)
         data = f.read(length)
@@ -486,32 +522,42 @@ def _constant_attr(t: TensorProto, source: _Source, what: str) -> Attribute:
     shape = list(t.dims)
     ttype = TensorType(elem.xdsl, shape)
     if elem.onnx == TensorProto.STRING:
-        values = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)
-                  for v in np.asarray(data).reshape(-1)]
+        values = [
+            v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)
+            for v in np.asarray(data).reshape(-1)
+        ]
         return StringTensorAttr(ttype, ArrayAttr([StringAttr(v) for v in values]))
     return DenseIntOrFPElementsAttr(ttype, BytesAttr(data))
 
 
-def _type_from_proto(tp: onnx.TypeProto, what: str, where: str
-                     ) -> tuple[Attribute, list[str]] | None:
+def _type_from_proto(
+    tp: onnx.TypeProto, what: str, where: str
+) -> tuple[Attribute, list[str]] | None:
     """(IR type, dim symbols) of a value's ONNX type; None if nothing is known."""
     kind = tp.WhichOneof("value")
     if kind is None:
         return None
     if kind != "tensor_type":
-        kind_name = {"sequence_type": "sequence", "map_type": "map",
-                     "optional_type": "optional", "sparse_tensor_type": "sparse tensor"
-                     }.get(kind, kind)
-        raise ModelImportError(f"value '{what}' has {kind_name} type; only tensors are "
-                               "supported", where=where)
+        kind_name = {
+            "sequence_type": "sequence",
+            "map_type": "map",
+            "optional_type": "optional",
+            "sparse_tensor_type": "sparse tensor",
+        }.get(kind, kind)
+        raise ModelImportError(
+            f"value '{what}' has {kind_name} type; only tensors are supported", where=where
+        )
     tt = tp.tensor_type
     if tt.elem_type == TensorProto.UNDEFINED:
         elem_attr: Attribute = UnknownType()
     else:
         elem = dtypes.BY_ONNX.get(tt.elem_type)
         if elem is None:
-            raise ModelImportError(f"value '{what}' has unsupported element type "
-                                   f"{dtypes.onnx_type_name(tt.elem_type)}", where=where)
+            raise ModelImportError(
+                f"value '{what}' has unsupported element type "
+                f"{dtypes.onnx_type_name(tt.elem_type)}",
+                where=where,
+            )
         elem_attr = elem.xdsl
     if not tt.HasField("shape"):
         return UnrankedTensorType(elem_attr), []
@@ -561,8 +607,9 @@ class _Scope:
 
 
 class _GraphImporter:
-    def __init__(self, source: _Source, stash: dict[str, TensorProto],
-                 types: dict[str, onnx.TypeProto]):
+    def __init__(
+        self, source: _Source, stash: dict[str, TensorProto], types: dict[str, onnx.TypeProto]
+    ):
         self.source = source
         self.stash = stash
         self.types = types
@@ -589,8 +636,11 @@ class _GraphImporter:
         return self.stash.get(f"{scope}init:{t.name}", t)
 
     def constant_op(self, value: Attribute, name: str, ttype: Attribute) -> ConstantOp:
-        op = ConstantOp.build(properties={"value": value}, result_types=[ttype],
-                              attributes={"onnx.name": StringAttr(name)})
+        op = ConstantOp.build(
+            properties={"value": value},
+            result_types=[ttype],
+            attributes={"onnx.name": StringAttr(name)},
+        )
         hint = _ssa_name(name)
         if hint:
             op.results[0].name_hint = hint
@@ -598,8 +648,14 @@ class _GraphImporter:
 
     # -- graphs --
 
-    def import_graph(self, graph: GraphProto, block: Block, scope: _Scope, prefix: str,
-                     inputs: Iterable[tuple[str, SSAValue]]) -> list[SSAValue]:
+    def import_graph(
+        self,
+        graph: GraphProto,
+        block: Block,
+        scope: _Scope,
+        prefix: str,
+        inputs: Iterable[tuple[str, SSAValue]],
+    ) -> list[SSAValue]:
         for name, value in inputs:
             scope.values[name] = value
         for t in graph.initializer:
@@ -651,7 +707,7 @@ class _GraphImporter:
         if node.name:
             op.attributes["onnx.name"] = StringAttr(node.name)
         block.add_op(op)
-        results = (op.onnx_outputs() if hasattr(op, "onnx_outputs") else list(op.results))
+        results = op.onnx_outputs() if hasattr(op, "onnx_outputs") else list(op.results)
         present = [n for n in node.output]
         for name, value in zip(present, results, strict=False):
             if name and value is not None:
@@ -671,12 +727,23 @@ class _GraphImporter:
             value = _constant_attr(tensor, self.source, what)
         elif attr.name == "sparse_value":
             value = _constant_attr(_densify(attr.sparse_tensor), self.source, what)
-        elif attr.name in ("value_float", "value_floats", "value_int", "value_ints",
-                           "value_string", "value_strings"):
+        elif attr.name in (
+            "value_float",
+            "value_floats",
+            "value_int",
+            "value_ints",
+            "value_string",
+            "value_strings",
+        ):
             raw = onnx.helper.get_attribute_value(attr)
-            dtype = {"value_float": np.float32, "value_floats": np.float32,
-                     "value_int": np.int64, "value_ints": np.int64,
-                     "value_string": object, "value_strings": object}[attr.name]
+            dtype = {
+                "value_float": np.float32,
+                "value_floats": np.float32,
+                "value_int": np.int64,
+                "value_ints": np.int64,
+                "value_string": object,
+                "value_strings": object,
+            }[attr.name]
             if dtype is object:
                 array = np.array(raw, dtype=object)
             else:
@@ -690,24 +757,32 @@ class _GraphImporter:
     def result_types(self, node: NodeProto) -> list[Attribute]:
         return [self.value_type(name) if name else _UNKNOWN for name in node.output]
 
-    def import_schema_op(self, op_class: type, node: NodeProto,
-                         operands: list[SSAValue | None], scope: _Scope,
-                         prefix: str) -> Operation:
+    def import_schema_op(
+        self,
+        op_class: type,
+        node: NodeProto,
+        operands: list[SSAValue | None],
+        scope: _Scope,
+        prefix: str,
+    ) -> Operation:
         grouped_operands = self.group(op_class.ONNX_INPUTS, operands, node, "input")
         types = self.result_types(node)
         present_types: list[Attribute | None] = [
-            t if name else None for t, name in zip(types, node.output, strict=True)]
+            t if name else None for t, name in zip(types, node.output, strict=True)
+        ]
         grouped_results = self.group(op_class.ONNX_OUTPUTS, present_types, node, "output")
         properties: dict[str, Attribute] = {}
         regions: dict[str, Region] = {}
         for attr in node.attribute:
             if attr.ref_attr_name:
-                raise self.error(f"attribute '{attr.name}' refers to a function attribute",
-                                 node)
+                raise self.error(f"attribute '{attr.name}' refers to a function attribute", node)
             kind = op_class.ONNX_ATTRS.get(attr.name)
             if kind is None:
-                raise self.error(f"unknown attribute '{attr.name}' for {node.op_type} "
-                                 f"at opset {CANONICAL_OPSET}", node)
+                raise self.error(
+                    f"unknown attribute '{attr.name}' for {node.op_type} "
+                    f"at opset {CANONICAL_OPSET}",
+                    node,
+                )
             if kind == "graph":
                 if attr.type != AttributeProto.GRAPH:
                     raise self.error(f"attribute '{attr.name}' must be a graph", node)
@@ -735,11 +810,13 @@ class _GraphImporter:
             if option == "variadic":
                 rest = values[index:]
                 if any(v is None for v in rest):
-                    raise self.error(f"variadic {what} '{param_name}' has an empty entry",
-                                     node)
+                    raise self.error(f"variadic {what} '{param_name}' has an empty entry", node)
                 if len(rest) < min_arity:
-                    raise self.error(f"{what} '{param_name}' needs at least {min_arity} "
-                                     f"value(s), got {len(rest)}", node)
+                    raise self.error(
+                        f"{what} '{param_name}' needs at least {min_arity} "
+                        f"value(s), got {len(rest)}",
+                        node,
+                    )
                 grouped.append(list(rest))
                 index = len(values)
                 continue
@@ -755,32 +832,43 @@ class _GraphImporter:
             else:
                 grouped.append([] if value is None else [value])
         if index < len(values):
-            raise self.error(f"too many {what}s: {len(values)} given, "
-                             f"{node.op_type} takes at most {index}", node)
+            raise self.error(
+                f"too many {what}s: {len(values)} given, {node.op_type} takes at most {index}", node
+            )
         return grouped
 
     def convert_attribute(self, attr: AttributeProto, kind: str, node: NodeProto) -> Attribute:
         expected = {
-            "int": AttributeProto.INT, "float": AttributeProto.FLOAT,
-            "string": AttributeProto.STRING, "tensor": AttributeProto.TENSOR,
-            "ints": AttributeProto.INTS, "floats": AttributeProto.FLOATS,
-            "strings": AttributeProto.STRINGS, "tensors": AttributeProto.TENSORS,
-            "type": AttributeProto.TYPE_PROTO, "types": AttributeProto.TYPE_PROTOS,
+            "int": AttributeProto.INT,
+            "float": AttributeProto.FLOAT,
+            "string": AttributeProto.STRING,
+            "tensor": AttributeProto.TENSOR,
+            "ints": AttributeProto.INTS,
+            "floats": AttributeProto.FLOATS,
+            "strings": AttributeProto.STRINGS,
+            "tensors": AttributeProto.TENSORS,
+            "type": AttributeProto.TYPE_PROTO,
+            "types": AttributeProto.TYPE_PROTOS,
         }[kind]
         actual = attr.type
         if kind == "tensor" and actual == AttributeProto.SPARSE_TENSOR:
-            return _constant_attr(_densify(attr.sparse_tensor), self.source,
-                                  f"attribute '{attr.name}'")
+            return _constant_attr(
+                _densify(attr.sparse_tensor), self.source, f"attribute '{attr.name}'"
+            )
         # Exporters sometimes write an empty list with no type set.
-        if actual != expected and not (actual == AttributeProto.UNDEFINED
-                                       and kind in ("ints", "floats", "strings")):
+        if actual != expected and not (
+            actual == AttributeProto.UNDEFINED and kind in ("ints", "floats", "strings")
+        ):
             raise self.error(
                 f"attribute '{attr.name}' is {AttributeProto.AttributeType.Name(actual)}, "
-                f"expected {AttributeProto.AttributeType.Name(expected)}", node)
+                f"expected {AttributeProto.AttributeType.Name(expected)}",
+                node,
+            )
         return _attribute_value(attr, kind, self.source)
 
-    def import_region(self, graph: GraphProto, node: NodeProto, attr_name: str,
-                      scope: _Scope, prefix: str) -> Region:
+    def import_region(
+        self, graph: GraphProto, node: NodeProto, attr_name: str, scope: _Scope, prefix: str
+    ) -> Region:
         sub_prefix = f"{prefix}{node.name or node.output[0]}/{attr_name}/0/"
         arg_types = []
         for inp in graph.input:
@@ -792,14 +880,19 @@ class _GraphImporter:
             if hint:
                 arg.name_hint = hint
         inner = _Scope(scope)
-        outputs = self.import_graph(graph, block, inner, sub_prefix,
-                                    [(inp.name, arg) for inp, arg in
-                                     zip(graph.input, block.args, strict=True)])
+        outputs = self.import_graph(
+            graph,
+            block,
+            inner,
+            sub_prefix,
+            [(inp.name, arg) for inp, arg in zip(graph.input, block.args, strict=True)],
+        )
         block.add_op(YieldOp.build(operands=[outputs]))
         return Region(block)
 
-    def import_custom(self, node: NodeProto, operands: list[SSAValue | None], scope: _Scope,
-                      prefix: str) -> Operation:
+    def import_custom(
+        self, node: NodeProto, operands: list[SSAValue | None], scope: _Scope, prefix: str
+    ) -> Operation:
         attrs: dict[str, Attribute] = {}
         regions: list[Region] = []
         graph_names: list[str] = []
@@ -810,8 +903,11 @@ class _GraphImporter:
                 continue
             kind = _KIND_OF_TYPE.get(attr.type)
             if kind is None:
-                raise self.error(f"attribute '{attr.name}' has unsupported type "
-                                 f"{AttributeProto.AttributeType.Name(attr.type)}", node)
+                raise self.error(
+                    f"attribute '{attr.name}' has unsupported type "
+                    f"{AttributeProto.AttributeType.Name(attr.type)}",
+                    node,
+                )
             attrs[attr.name] = _attribute_value(attr, kind, self.source)
         if graph_names:
             attrs["__graphs__"] = ArrayAttr([StringAttr(g) for g in graph_names])
@@ -833,12 +929,17 @@ class _GraphImporter:
 
 
 _KIND_OF_TYPE = {
-    AttributeProto.INT: "int", AttributeProto.FLOAT: "float",
-    AttributeProto.STRING: "string", AttributeProto.TENSOR: "tensor",
+    AttributeProto.INT: "int",
+    AttributeProto.FLOAT: "float",
+    AttributeProto.STRING: "string",
+    AttributeProto.TENSOR: "tensor",
     AttributeProto.SPARSE_TENSOR: "tensor",
-    AttributeProto.INTS: "ints", AttributeProto.FLOATS: "floats",
-    AttributeProto.STRINGS: "strings", AttributeProto.TENSORS: "tensors",
-    AttributeProto.TYPE_PROTO: "type", AttributeProto.TYPE_PROTOS: "types",
+    AttributeProto.INTS: "ints",
+    AttributeProto.FLOATS: "floats",
+    AttributeProto.STRINGS: "strings",
+    AttributeProto.TENSORS: "tensors",
+    AttributeProto.TYPE_PROTO: "type",
+    AttributeProto.TYPE_PROTOS: "types",
 }
 
 
@@ -927,12 +1028,15 @@ def _topological(graph: GraphProto, defined: Any, where: str) -> list[NodeProto]
                 dep = producers.get(name)
                 if dep is None:
                     if not defined(name):
-                        raise _node_error(node, f"input '{name}' is not defined by any "
-                                          "node, initializer or graph input", where)
+                        raise _node_error(
+                            node,
+                            f"input '{name}' is not defined by any "
+                            "node, initializer or graph input",
+                            where,
+                        )
                     continue
                 if state[dep] == 1:
-                    raise _node_error(node, f"the graph has a cycle through value '{name}'",
-                                      where)
+                    raise _node_error(node, f"the graph has a cycle through value '{name}'", where)
                 if state[dep] == 0:
                     state[dep] = 1
                     stack.append((dep, 0))
@@ -961,15 +1065,19 @@ def _check_structure(graph: GraphProto, outer: frozenset[str], where: str) -> No
     order = _topological(graph, known.__contains__, where)
     for node in order:
         for attr in node.attribute:
-            subs = [attr.g] if attr.type == AttributeProto.GRAPH else (
-                list(attr.graphs) if attr.type == AttributeProto.GRAPHS else [])
+            subs = (
+                [attr.g]
+                if attr.type == AttributeProto.GRAPH
+                else (list(attr.graphs) if attr.type == AttributeProto.GRAPHS else [])
+            )
             for g in subs:
                 _check_structure(g, frozenset(known), where)
         known.update(o for o in node.output if o)
     for out in graph.output:
         if out.name not in known:
-            raise ModelImportError(f"graph output '{out.name}' is not produced by any node",
-                                   where=where)
+            raise ModelImportError(
+                f"graph output '{out.name}' is not produced by any node", where=where
+            )
 
 
 def _free_names(graph: GraphProto) -> list[str]:
@@ -981,8 +1089,11 @@ def _free_names(graph: GraphProto) -> list[str]:
             if name and name not in defined:
                 free.append(name)
         for attr in node.attribute:
-            subs = [attr.g] if attr.type == AttributeProto.GRAPH else (
-                list(attr.graphs) if attr.type == AttributeProto.GRAPHS else [])
+            subs = (
+                [attr.g]
+                if attr.type == AttributeProto.GRAPH
+                else (list(attr.graphs) if attr.type == AttributeProto.GRAPHS else [])
+            )
             for g in subs:
                 free.extend(n for n in _free_names(g) if n not in defined)
         defined.update(node.output)
@@ -1031,8 +1142,7 @@ def import_model(src: Any) -> ModuleOp:
     try:
         return _import(source)
     except RecursionError:
-        raise ModelImportError("the graph nests too deeply to import",
-                               where=source.where) from None
+        raise ModelImportError("the graph nests too deeply to import", where=source.where) from None
 
 
 def _import(source: _Source) -> ModuleOp:
@@ -1070,21 +1180,30 @@ def _import(source: _Source) -> ModuleOp:
         hint = _ssa_name(name)
         if hint:
             arg.name_hint = hint
-    outputs = importer.import_graph(graph, block, _Scope(None), "",
-                                    zip(arg_names, block.args, strict=True))
+    outputs = importer.import_graph(
+        graph, block, _Scope(None), "", zip(arg_names, block.args, strict=True)
+    )
     res_attrs: list[DictionaryAttr] = []
     res_types: list[Attribute] = []
     for out, value in zip(graph.output, outputs, strict=True):
         attrs = {"onnx.name": StringAttr(out.name)}
-        found = _type_from_proto(out.type, out.name, source.where) if out.type.WhichOneof(
-            "value") else None
+        found = (
+            _type_from_proto(out.type, out.name, source.where)
+            if out.type.WhichOneof("value")
+            else None
+        )
         if found is not None and any(found[1]):
             attrs["onnx.dim_params"] = ArrayAttr([StringAttr(s) for s in found[1]])
         res_attrs.append(DictionaryAttr(attrs))
         res_types.append(value.type)
     block.add_op(ReturnOp(*outputs))
-    func = FuncOp("main", (arg_types, res_types), Region(block),
-                  arg_attrs=ArrayAttr(arg_attrs), res_attrs=ArrayAttr(res_attrs))
+    func = FuncOp(
+        "main",
+        (arg_types, res_types),
+        Region(block),
+        arg_attrs=ArrayAttr(arg_attrs),
+        res_attrs=ArrayAttr(res_attrs),
+    )
     module = ModuleOp([func])
     module.attributes["onnx.opset"] = IntegerAttr(CANONICAL_OPSET, i64)
     if source.model.producer_name:
@@ -1092,8 +1211,9 @@ def _import(source: _Source) -> ModuleOp:
     try:
         module.verify()
     except VerifyException as exc:
-        raise ModelImportError(f"imported IR does not verify: {str(exc).splitlines()[0]}",
-                               where=source.where) from None
+        raise ModelImportError(
+            f"imported IR does not verify: {str(exc).splitlines()[0]}", where=source.where
+        ) from None
     return module
 
 

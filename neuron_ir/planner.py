@@ -82,8 +82,11 @@ class Plan:
     def choice(self) -> PlanPoint | None:
         """The highest throughput within the latency budget (ties: lower latency, then
         fewer cores); None if nothing meets the budget."""
-        fits = [p for p in self.points
-                if self.latency_budget is None or p.latency <= self.latency_budget]
+        fits = [
+            p
+            for p in self.points
+            if self.latency_budget is None or p.latency <= self.latency_budget
+        ]
         if not fits:
             return None
         return max(fits, key=lambda p: (p.throughput, -p.latency, -p.total_cores))
@@ -91,21 +94,37 @@ class Plan:
     def command(self, model: str, point: PlanPoint, extra: Sequence[str] = ()) -> str:
         """The ``neuron-compile`` line that builds ``point``."""
         stem = model.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        parts = ["neuron-compile", model, "--target", self.instance.target, *extra,
-                 "--batch", str(point.batch), "--cores", str(point.cores),
-                 "--replicas", str(point.replicas), "-o", f"{stem}.nir"]
+        parts = [
+            "neuron-compile",
+            model,
+            "--target",
+            self.instance.target,
+            *extra,
+            "--batch",
+            str(point.batch),
+            "--cores",
+            str(point.cores),
+            "--replicas",
+            str(point.replicas),
+            "-o",
+            f"{stem}.nir",
+        ]
         return " ".join(parts)
 
     def table(self) -> str:
         frontier = set(self.frontier)
         choice = self.choice
-        lines = [f"{'batch':>5} {'cores':>5} {'copies':>6} {'latency ms':>10} "
-                 f"{'inf/s':>10} {'SBUF use':>8} {'spill MiB':>9}  "]
+        lines = [
+            f"{'batch':>5} {'cores':>5} {'copies':>6} {'latency ms':>10} "
+            f"{'inf/s':>10} {'SBUF use':>8} {'spill MiB':>9}  "
+        ]
         for p in sorted(self.points, key=lambda p: (p.cores, p.replicas, p.batch)):
             mark = ("* chosen" if p == choice else "frontier") if p in frontier else ""
-            lines.append(f"{p.batch:>5} {p.cores:>5} {p.replicas:>6} {p.latency * 1e3:>10.3f} "
-                         f"{p.throughput:>10.1f} {p.sbuf_use:>8.0%} "
-                         f"{p.spill_bytes / MiB:>9.2f}  {mark}".rstrip())
+            lines.append(
+                f"{p.batch:>5} {p.cores:>5} {p.replicas:>6} {p.latency * 1e3:>10.3f} "
+                f"{p.throughput:>10.1f} {p.sbuf_use:>8.0%} "
+                f"{p.spill_bytes / MiB:>9.2f}  {mark}".rstrip()
+            )
         return "\n".join(lines)
 
 
@@ -126,24 +145,35 @@ def _point(model: CompiledModel, host_time: float, batch: int, replicas: int) ->
     bottleneck = max([host, *(p.bottleneck for p in prices)])
     stages = [s for p in prices for s in p.stages]
     return PlanPoint(
-        batch=batch, cores=model.cores, replicas=replicas,
+        batch=batch,
+        cores=model.cores,
+        replicas=replicas,
         latency=device_latency + host,
         throughput=batch * replicas / bottleneck if bottleneck > 0 else 0.0,
         # Activations fill what the cached weights leave; beyond that they spill.
-        sbuf_use=max([min(1.0, (s.sbuf_weight_bytes + s.activation_bytes) / sbuf)
-                      for s in stages], default=0.0),
+        sbuf_use=max(
+            [min(1.0, (s.sbuf_weight_bytes + s.activation_bytes) / sbuf) for s in stages],
+            default=0.0,
+        ),
         spill_bytes=sum(s.spill_bytes for s in stages),
-        hbm_weight_bytes=sum(s.hbm_weight_bytes for s in stages))
+        hbm_weight_bytes=sum(s.hbm_weight_bytes for s in stages),
+    )
 
 
-def plan(src: Any, instance: str | Instance, input_shapes: InputShapes = None,
-         dims: Dims = None, *, batches: Sequence[int] = DEFAULT_BATCHES,
-         latency_budget: float | None = None, allow_hbm_weights: bool = False,
-         progress: Callable[[str], None] | None = None) -> Plan:
+def plan(
+    src: Any,
+    instance: str | Instance,
+    input_shapes: InputShapes = None,
+    dims: Dims = None,
+    *,
+    batches: Sequence[int] = DEFAULT_BATCHES,
+    latency_budget: float | None = None,
+    allow_hbm_weights: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Plan:
     """Sweep batch x cores x copies for ``instance`` (``"inf1.6xlarge"``, ...)."""
     inst = get_instance(instance) if isinstance(instance, str) else instance
-    if not batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1
-                          for b in batches):
+    if not batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batches):
         raise PlanError(f"batches must be positive integers, not {list(batches)!r}")
     if latency_budget is not None and not latency_budget > 0:
         raise PlanError(f"the latency budget must be positive, not {latency_budget!r}")
@@ -157,8 +187,9 @@ def plan(src: Any, instance: str | Instance, input_shapes: InputShapes = None,
     for n in counts:
         say(f"pricing {n} core(s) a copy")
         module: ModuleOp = base.clone()
-        tail = ((PipelineShardPass(cores=n, allow_hbm_weights=allow_hbm_weights),)
-                if n > 1 else ()) + (PlaceWeightsPass(), EstimatePass())
+        tail = (
+            (PipelineShardPass(cores=n, allow_hbm_weights=allow_hbm_weights),) if n > 1 else ()
+        ) + (PlaceWeightsPass(), EstimatePass())
         try:
             run_passes(module, tail)
         except NeuronIRError as exc:
@@ -187,22 +218,46 @@ def draw(result: Plan, path: str, title: str = "") -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     pts = result.points
-    sc = ax.scatter([p.throughput for p in pts], [p.latency * 1e3 for p in pts],
-                    c=[p.cores for p in pts], cmap="viridis", s=18, alpha=0.6,
-                    label="deployments")
+    sc = ax.scatter(
+        [p.throughput for p in pts],
+        [p.latency * 1e3 for p in pts],
+        c=[p.cores for p in pts],
+        cmap="viridis",
+        s=18,
+        alpha=0.6,
+        label="deployments",
+    )
     fig.colorbar(sc, ax=ax, label="NeuronCores per copy (pipeline stages)")
     front = result.frontier
-    ax.plot([p.throughput for p in front], [p.latency * 1e3 for p in front], "-o",
-            color="tab:red", ms=4, lw=1.5, label="Pareto frontier")
+    ax.plot(
+        [p.throughput for p in front],
+        [p.latency * 1e3 for p in front],
+        "-o",
+        color="tab:red",
+        ms=4,
+        lw=1.5,
+        label="Pareto frontier",
+    )
     if result.latency_budget is not None:
-        ax.axhline(result.latency_budget * 1e3, color="gray", ls="--", lw=1,
-                   label=f"latency budget {result.latency_budget * 1e3:g} ms")
+        ax.axhline(
+            result.latency_budget * 1e3,
+            color="gray",
+            ls="--",
+            lw=1,
+            label=f"latency budget {result.latency_budget * 1e3:g} ms",
+        )
     choice = result.choice
     if choice is not None:
-        ax.scatter([choice.throughput], [choice.latency * 1e3], marker="*", s=260,
-                   color="gold", edgecolor="black", zorder=5,
-                   label=(f"chosen: batch {choice.batch}, {choice.cores} core(s) x "
-                          f"{choice.replicas}"))
+        ax.scatter(
+            [choice.throughput],
+            [choice.latency * 1e3],
+            marker="*",
+            s=260,
+            color="gold",
+            edgecolor="black",
+            zorder=5,
+            label=(f"chosen: batch {choice.batch}, {choice.cores} core(s) x {choice.replicas}"),
+        )
     ax.set_xlabel("throughput (inferences / s, all copies)")
     ax.set_ylabel("latency of one batch (ms)")
     ax.set_yscale("log")
@@ -210,8 +265,9 @@ def draw(result: Plan, path: str, title: str = "") -> None:
 
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_formatter(ScalarFormatter())
-    ax.set_title(title or f"deployments on {result.instance.name} "
-                 f"({result.instance.cores} NeuronCores)")
+    ax.set_title(
+        title or f"deployments on {result.instance.name} ({result.instance.cores} NeuronCores)"
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()

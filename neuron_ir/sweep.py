@@ -40,8 +40,12 @@ def memory_figures(model: CompiledModel) -> Memory:
     rows = model.stage_report().rows
     total_weights = sum(r.weight_bytes for r in rows)
     sbuf = sum(r.sbuf_weight_bytes for r in rows)
-    return Memory(sbuf, total_weights - sbuf, sum(r.activation_bytes for r in rows),
-                  sum(r.spill_bytes for r in rows))
+    return Memory(
+        sbuf,
+        total_weights - sbuf,
+        sum(r.activation_bytes for r in rows),
+        sum(r.spill_bytes for r in rows),
+    )
 
 
 def simulated_throughput(model: CompiledModel, batch: int) -> float:
@@ -81,11 +85,16 @@ class BatchSweep:
         return None if self.best is None else self.points[self.best].batch
 
     def text(self) -> str:
-        bound = (f", latency bound {self.latency_bound * 1e3:.3g} ms"
-                 if self.latency_bound is not None else "")
-        lines = [f"batch sweep ({self.target}{bound}):",
-                 f"  {'batch':>5}  {'latency ms':>10}  {'inf/s':>10}  {'SBUF weights':>12}  "
-                 f"{'HBM weights':>11}  {'activations':>11}  {'spill':>9}"]
+        bound = (
+            f", latency bound {self.latency_bound * 1e3:.3g} ms"
+            if self.latency_bound is not None
+            else ""
+        )
+        lines = [
+            f"batch sweep ({self.target}{bound}):",
+            f"  {'batch':>5}  {'latency ms':>10}  {'inf/s':>10}  {'SBUF weights':>12}  "
+            f"{'HBM weights':>11}  {'activations':>11}  {'spill':>9}",
+        ]
         for k, p in enumerate(self.points):
             mark = "  <- best" if k == self.best else ""
             if self.latency_bound is not None and p.latency > self.latency_bound:
@@ -94,7 +103,8 @@ class BatchSweep:
             lines.append(
                 f"  {p.batch:>5}  {p.latency * 1e3:>10.4f}  {p.throughput:>10.1f}  "
                 f"{_mb(m.sbuf_weight_bytes):>12}  {_mb(m.hbm_weight_bytes):>11}  "
-                f"{_mb(m.activation_bytes):>11}  {_mb(m.spill_bytes):>9}{mark}")
+                f"{_mb(m.activation_bytes):>11}  {_mb(m.spill_bytes):>9}{mark}"
+            )
         if self.best is None:
             lines.append("  no batch meets the latency bound")
         lines.extend(f"  note: {n}" for n in self.notes)
@@ -105,11 +115,17 @@ def _mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value / 2**20:.2f} MiB"
 
 
-def sweep_batch(src: Any, target: str | TargetProfile = "inf1",
-                batches: Iterable[int] = DEFAULT_BATCHES, *,
-                latency_bound: float | None = None, input_shapes: InputShapes = None,
-                dims: Dims = None, batch_dim: str | None = None,
-                compile_options: Mapping[str, Any] | None = None) -> BatchSweep:
+def sweep_batch(
+    src: Any,
+    target: str | TargetProfile = "inf1",
+    batches: Iterable[int] = DEFAULT_BATCHES,
+    *,
+    latency_bound: float | None = None,
+    input_shapes: InputShapes = None,
+    dims: Dims = None,
+    batch_dim: str | None = None,
+    compile_options: Mapping[str, Any] | None = None,
+) -> BatchSweep:
     """Compile ``src`` for each batch in ``batches`` and price each with the cost model.
 
     ``latency_bound`` (seconds per compiled batch) restricts the best to the batches
@@ -119,20 +135,42 @@ def sweep_batch(src: Any, target: str | TargetProfile = "inf1",
     if not sizes:
         raise BatchError("batches must name at least one batch size")
     if latency_bound is not None and not latency_bound > 0:
-        raise BatchError(f"latency_bound must be a positive number of seconds, "
-                         f"not {latency_bound!r}")
+        raise BatchError(
+            f"latency_bound must be a positive number of seconds, not {latency_bound!r}"
+        )
     module = _import(src)
     points = []
     for batch in sizes:
-        model = compile(module, profile, input_shapes, dims, batch=batch, batch_dim=batch_dim,
-                        **dict(compile_options or {}))
-        points.append(BatchPoint(batch, model.simulated_latency,
-                                 simulated_throughput(model, batch), memory_figures(model)))
-    eligible = [k for k, p in enumerate(points)
-                if latency_bound is None or p.latency <= latency_bound]
+        model = compile(
+            module,
+            profile,
+            input_shapes,
+            dims,
+            batch=batch,
+            batch_dim=batch_dim,
+            **dict(compile_options or {}),
+        )
+        points.append(
+            BatchPoint(
+                batch,
+                model.simulated_latency,
+                simulated_throughput(model, batch),
+                memory_figures(model),
+            )
+        )
+    eligible = [
+        k for k, p in enumerate(points) if latency_bound is None or p.latency <= latency_bound
+    ]
     best = max(eligible, key=lambda k: points[k].throughput, default=None)
     return BatchSweep(profile.name, points, latency_bound, best)
 
 
-__all__ = ["BatchPoint", "BatchSweep", "DEFAULT_BATCHES", "Memory", "memory_figures",
-           "simulated_throughput", "sweep_batch"]
+__all__ = [
+    "BatchPoint",
+    "BatchSweep",
+    "DEFAULT_BATCHES",
+    "Memory",
+    "memory_figures",
+    "simulated_throughput",
+    "sweep_batch",
+]

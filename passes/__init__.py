@@ -51,6 +51,8 @@ def _pipeline_shard() -> type[ModulePass]:
     from .pipeline_shard import PipelineShardPass
 
     return PipelineShardPass
+
+
 def _rebatch() -> type[ModulePass]:
     from .rebatch import RebatchPass
 

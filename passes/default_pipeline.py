@@ -36,7 +36,16 @@ class DefaultPipelinePass(ModulePass):
     allow_hbm_weights: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        run_passes(op, default_pipeline(self.target, self.input_shapes or None,
-                                        self.dims or None, self.batch or None,
-                                        self.batch_dim or None, self.cores,
-                                        self.allow_hbm_weights), ctx)
+        run_passes(
+            op,
+            default_pipeline(
+                self.target,
+                self.input_shapes or None,
+                self.dims or None,
+                self.batch or None,
+                self.batch_dim or None,
+                self.cores,
+                self.allow_hbm_weights,
+            ),
+            ctx,
+        )

@@ -26,8 +26,9 @@ from neuron_ir.target.cost import ProgramPrice, price_program, stage_costs
 def estimate_program(program: nc.ProgramOp, autocast: bool = True) -> ProgramPrice:
     """Set ``est_time`` on every op of ``program``; returns the program's price."""
     profile = get_target(program.target.data)
-    price = price_program(stage_costs(program, profile, autocast), profile,
-                          program.batch.value.data)
+    price = price_program(
+        stage_costs(program, profile, autocast), profile, program.batch.value.data
+    )
     for region, stage in zip(program.stages, price.stages, strict=True):
         ops = [op for op in region.block.ops if not is_structural(op)]
         for op, seconds in zip(ops, stage.op_times, strict=True):

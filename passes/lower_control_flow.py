@@ -90,8 +90,9 @@ class LowerControlFlowPass(ModulePass):
             raise PassError("max-unroll must not be negative")
         # Regions first, so that a body is already lowered when its If/Loop is unrolled
         # or inlined; nothing the pattern creates needs lowering again.
-        PatternRewriteWalker(LowerIfAndLoop(self.max_unroll), walk_regions_first=True,
-                             apply_recursively=False).rewrite_module(op)
+        PatternRewriteWalker(
+            LowerIfAndLoop(self.max_unroll), walk_regions_first=True, apply_recursively=False
+        ).rewrite_module(op)
         # An inlined data-dependent branch may yield a less precise type than the If
         # declared (the graph output's declared shape): the signature follows the body.
         for func in op.ops:
@@ -99,8 +100,8 @@ class LowerControlFlowPass(ModulePass):
                 ret = func.body.block.last_op
                 if isinstance(ret, ReturnOp):
                     func.function_type = FunctionType.from_lists(
-                        [a.type for a in func.body.block.args], [v.type for v in ret.operands])
-
+                        [a.type for a in func.body.block.args], [v.type for v in ret.operands]
+                    )
 
 
 @dataclass
@@ -141,7 +142,8 @@ class LowerIfAndLoop(RewritePattern):
         cond = _const_value(op.cond)
         body = op.body.block
         no_early_exit = op.cond is None or (
-            cond is not None and bool(np.asarray(cond).all()) and _yields_true_or_passes(body))
+            cond is not None and bool(np.asarray(cond).all()) and _yields_true_or_passes(body)
+        )
         if op.cond is not None and cond is not None and not bool(np.asarray(cond).all()):
             # Never entered: the results are the initial values and empty scans.
             self.unroll(op, 0, rewriter)
@@ -165,16 +167,18 @@ class LowerIfAndLoop(RewritePattern):
         for i in range(count):
             index = constant_op(np.array(i, dtype=np.int64), f"{base}/iter_{i}")
             rewriter.insert(index, before)
-            mapping: dict[SSAValue, SSAValue] = {body.args[0]: index.results[0],
-                                                 body.args[1]: true_const.results[0]}
+            mapping: dict[SSAValue, SSAValue] = {
+                body.args[0]: index.results[0],
+                body.args[1]: true_const.results[0],
+            }
             for arg, value in zip(body.args[2:], carried, strict=True):
                 mapping[arg] = value
             for inner in list(body.ops)[:-1]:
                 clone = inner.clone(value_mapper=mapping)
                 rewriter.insert(clone, before)
             yielded = [mapping.get(v, v) for v in body.last_op.operands]  # type: ignore
-            carried = yielded[1:1 + n_carried]
-            for acc, value in zip(scans, yielded[1 + n_carried:], strict=True):
+            carried = yielded[1 : 1 + n_carried]
+            for acc, value in zip(scans, yielded[1 + n_carried :], strict=True):
                 acc.append(value)
         replacements: list[SSAValue] = list(carried)
         for result, acc in zip(op.results[n_carried:], scans, strict=True):
@@ -200,15 +204,18 @@ class LowerIfAndLoop(RewritePattern):
         for result in op.results[n_carried:]:
             ttype = result.type
             if not isinstance(ttype, TensorType):
-                raise PassError(f"loop '{base}': scan output of unknown rank cannot be "
-                                "lowered; run shape-inference first")
+                raise PassError(
+                    f"loop '{base}': scan output of unknown rank cannot be "
+                    "lowered; run shape-inference first"
+                )
             inner = list(ttype.get_shape())[1:]
             if any(d == DYNAMIC_INDEX for d in inner):
                 raise PassError(f"loop '{base}': scan output with dynamic per-step shape")
             from neuron_ir.ir.util import dtype_of
 
-            empty = constant_op(np.zeros([0, *inner], dtype=dtype_of(ttype.element_type)),
-                                f"{base}/scan_init")
+            empty = constant_op(
+                np.zeros([0, *inner], dtype=dtype_of(ttype.element_type)), f"{base}/scan_init"
+            )
             rewriter.insert(empty, before)
             scan_type = TensorType(ttype.element_type, [DYNAMIC_INDEX, *inner])
             # The carried accumulator grows: its type has a dynamic leading dim.
@@ -237,7 +244,7 @@ class LowerIfAndLoop(RewritePattern):
         after_block = Block(arg_types=types)
         a_args = after_block.args
         mapping: dict[SSAValue, SSAValue] = {body.args[0]: a_args[0], body.args[1]: a_args[1]}
-        for arg, value in zip(body.args[2:], a_args[2:2 + n_carried], strict=True):
+        for arg, value in zip(body.args[2:], a_args[2 : 2 + n_carried], strict=True):
             mapping[arg] = value
         for inner_op in list(body.ops)[:-1]:
             after_block.add_op(inner_op.clone(value_mapper=mapping))
@@ -250,20 +257,26 @@ class LowerIfAndLoop(RewritePattern):
             after_block.add_op(cast)
             next_cond = cast.results[0]
         grown = []
-        for acc, step_value, ttype in zip(a_args[2 + n_carried:], yielded[1 + n_carried:],
-                                          scan_types, strict=True):
+        for acc, step_value, ttype in zip(
+            a_args[2 + n_carried :], yielded[1 + n_carried :], scan_types, strict=True
+        ):
             axes = constant_op(np.array([0], np.int64))
             after_block.add_op(axes)
             step_shape = [1, *ttype.get_shape()[1:]]
-            unsq = UnsqueezeOp.build(operands=[step_value, axes.results[0]],
-                                     result_types=[TensorType(ttype.element_type, step_shape)])
+            unsq = UnsqueezeOp.build(
+                operands=[step_value, axes.results[0]],
+                result_types=[TensorType(ttype.element_type, step_shape)],
+            )
             after_block.add_op(unsq)
-            cat = ConcatOp.build(operands=[[acc, unsq.results[0]]], result_types=[ttype],
-                                 properties={"axis": IntegerAttr(0, i64)})
+            cat = ConcatOp.build(
+                operands=[[acc, unsq.results[0]]],
+                result_types=[ttype],
+                properties={"axis": IntegerAttr(0, i64)},
+            )
             after_block.add_op(cat)
             grown.append(cat.results[0])
         carried_out = []
-        for value, ttype in zip(yielded[1:1 + n_carried], types[2:2 + n_carried], strict=True):
+        for value, ttype in zip(yielded[1 : 1 + n_carried], types[2 : 2 + n_carried], strict=True):
             if value.type != ttype:
                 cast = IdentityOp.build(operands=[value], result_types=[ttype])
                 after_block.add_op(cast)
@@ -274,7 +287,7 @@ class LowerIfAndLoop(RewritePattern):
         loop = scf.WhileOp(inits, types, Region(before_block), Region(after_block))
         _keep_name(op, loop)
         rewriter.insert(loop, before)
-        results = list(loop.res[2:2 + n_carried])
+        results = list(loop.res[2 : 2 + n_carried])
         for k, result in enumerate(op.results[n_carried:]):
             grown_value = loop.res[2 + n_carried + k]
             if grown_value.type != result.type:
@@ -318,8 +331,9 @@ def _scalar_i1(value: SSAValue, op: Operation, rewriter: PatternRewriter) -> SSA
     return extract.result
 
 
-def _stack(values: list[SSAValue], ttype, base: str, rewriter: PatternRewriter,
-           where: InsertPoint) -> SSAValue:
+def _stack(
+    values: list[SSAValue], ttype, base: str, rewriter: PatternRewriter, where: InsertPoint
+) -> SSAValue:
     from neuron_ir.ir.util import dtype_of
 
     if not isinstance(ttype, TensorType):
@@ -327,8 +341,9 @@ def _stack(values: list[SSAValue], ttype, base: str, rewriter: PatternRewriter,
     if not values:
         shape = [0 if d == DYNAMIC_INDEX else d for d in ttype.get_shape()]
         shape[0] = 0
-        empty = constant_op(np.zeros(shape, dtype=dtype_of(ttype.element_type)),
-                            f"{base}/empty_scan")
+        empty = constant_op(
+            np.zeros(shape, dtype=dtype_of(ttype.element_type)), f"{base}/empty_scan"
+        )
         rewriter.insert(empty, where)
         return empty.results[0]
     axes = constant_op(np.array([0], np.int64), f"{base}/stack_axes")
@@ -336,14 +351,19 @@ def _stack(values: list[SSAValue], ttype, base: str, rewriter: PatternRewriter,
     parts = []
     for value in values:
         inner = value.type.get_shape() if isinstance(value.type, TensorType) else ()
-        unsq = UnsqueezeOp.build(operands=[value, axes.results[0]],
-                                 result_types=[TensorType(ttype.element_type, [1, *inner])])
+        unsq = UnsqueezeOp.build(
+            operands=[value, axes.results[0]],
+            result_types=[TensorType(ttype.element_type, [1, *inner])],
+        )
         rewriter.insert(unsq, where)
         parts.append(unsq.results[0])
     shape = list(ttype.get_shape())
     shape[0] = len(values)
-    cat = ConcatOp.build(operands=[parts], result_types=[TensorType(ttype.element_type, shape)],
-                         properties={"axis": IntegerAttr(0, i64)})
+    cat = ConcatOp.build(
+        operands=[parts],
+        result_types=[TensorType(ttype.element_type, shape)],
+        properties={"axis": IntegerAttr(0, i64)},
+    )
     rewriter.insert(cat, where)
     return cat.results[0]
 

@@ -58,14 +58,15 @@ from neuron_ir.ir.attrs import constant_array, onnx_attrs
 from neuron_ir.ir.util import constant_op, dense_attr, dtype_of, is_static, tensor_type
 
 # ONNX op -> nc kind, read off the dialect's own tables (defined once, in dialects/nc.py).
-_BINARY = {onnx: kind for kind, (onnx, fixed) in nc.BINARY_OPS.items()
-           if not fixed and kind != "ne"}
+_BINARY = {
+    onnx: kind for kind, (onnx, fixed) in nc.BINARY_OPS.items() if not fixed and kind != "ne"
+}
 # Ops whose scalar-constant operand may become an immediate (float results only).
 _SCALAR_OK = {"add", "sub", "mul", "div", "pow", "max", "min"}
-_ACTIVATION = {onnx: (kind, params) for kind, (onnx, params) in nc.ACTIVATIONS.items()
-               if onnx is not None}
-_REDUCE = {onnx: kind for kind, onnx in nc.REDUCE_OPS.items()
-           if kind not in ("argmax", "argmin")}
+_ACTIVATION = {
+    onnx: (kind, params) for kind, (onnx, params) in nc.ACTIVATIONS.items() if onnx is not None
+}
+_REDUCE = {onnx: kind for kind, onnx in nc.REDUCE_OPS.items() if kind not in ("argmax", "argmin")}
 _INT64_MAX = np.iinfo(np.int64).max
 
 
@@ -82,12 +83,14 @@ class LowerToNcPass(ModulePass):
         if self.batch < 1:
             raise PassError(f"lower-to-nc: batch must be positive, not {self.batch}")
         if PARTITIONED_ATTR not in op.attributes and not any(
-                isinstance(f, FuncOp) and TARGET_ATTR in f.attributes for f in op.ops):
+            isinstance(f, FuncOp) and TARGET_ATTR in f.attributes for f in op.ops
+        ):
             # Nothing would be lowered: say why rather than print the module unchanged.
             raise PassError("lower-to-nc needs a partitioned module: run 'partition' first")
         for func in list(op.ops):
-            if isinstance(func, FuncOp) and isinstance(func.attributes.get(TARGET_ATTR),
-                                                       StringAttr):
+            if isinstance(func, FuncOp) and isinstance(
+                func.attributes.get(TARGET_ATTR), StringAttr
+            ):
                 _lower_func(func, self.batch)
 
 
@@ -104,8 +107,10 @@ def _lower_func(func: FuncOp, batch: int) -> None:
         raise PassError(f"@{func.sym_name.data} is already lowered to nc")
     for arg in block.args:
         if not is_static(arg.type):
-            raise PassError(f"@{func.sym_name.data}: argument type {arg.type} is not static; "
-                            "run shape-inference with pinned input shapes first")
+            raise PassError(
+                f"@{func.sym_name.data}: argument type {arg.type} is not static; "
+                "run shape-inference with pinned input shapes first"
+            )
     stage = Block(arg_types=[a.type for a in block.args])
     lowering = _Lowering(get_target(target), stage)
     for inner in block.ops:
@@ -126,8 +131,9 @@ def _lower_func(func: FuncOp, batch: int) -> None:
         if old.name_hint:
             new.name_hint = old.name_hint
         old.replace_all_uses_with(new)
-    walker = PatternRewriteWalker(GreedyRewritePatternApplier(
-        [cls(lowering) for cls in PATTERNS]), apply_recursively=False)
+    walker = PatternRewriteWalker(
+        GreedyRewritePatternApplier([cls(lowering) for cls in PATTERNS]), apply_recursively=False
+    )
     walker.rewrite_region(func.body)
     for inner in block.ops:
         if inner is not ret and not isinstance(inner, ConstantOp):
@@ -139,9 +145,13 @@ def _lower_func(func: FuncOp, batch: int) -> None:
     program = nc.ProgramOp.build(
         operands=[list(block.args)],
         result_types=[[v.type for v in ret.operands]],
-        properties={"target": StringAttr(target), "batch": IntegerAttr(batch, i64),
-                    "cores": IntegerAttr(1, i64)},
-        regions=[[Region(stage)]])
+        properties={
+            "target": StringAttr(target),
+            "batch": IntegerAttr(batch, i64),
+            "cores": IntegerAttr(1, i64),
+        },
+        regions=[[Region(stage)]],
+    )
     for inner in reversed(list(block.ops)):
         inner.detach()
         inner.erase(safe_erase=False)
@@ -185,8 +195,11 @@ class _Lowering:
 
     def fail(self, why: str) -> PassError:
         op = self.current
-        return PassError(f"lower-to-nc: cannot lower {_describe(op)}: {why}"
-                         if op is not None else f"lower-to-nc: {why}")
+        return PassError(
+            f"lower-to-nc: cannot lower {_describe(op)}: {why}"
+            if op is not None
+            else f"lower-to-nc: {why}"
+        )
 
     def note_constant(self, value: SSAValue, array: np.ndarray | None = None) -> None:
         """Record an ``onnx.Constant`` result (read as an attribute or placed as a weight)."""
@@ -212,8 +225,9 @@ class _Lowering:
         if array.dtype == np.dtype(object):
             raise self.fail("string tensors cannot live on a NeuronCore")
         attr = attr if attr is not None else dense_attr(array)
-        op = nc.WeightOp.build(properties={"value": attr, "memory": StringAttr("hbm")},
-                               result_types=[attr.type])  # type: ignore[attr-defined]
+        op = nc.WeightOp.build(
+            properties={"value": attr, "memory": StringAttr("hbm")}, result_types=[attr.type]
+        )  # type: ignore[attr-defined]
         self.stage.add_op(op)
         return op.results[0]
 
@@ -223,17 +237,25 @@ class _Lowering:
         if new is None:
             if value not in self.constants:
                 owner = value.owner
-                lowered = (isinstance(value, BlockArgument) and value.owner is self.stage
-                           ) or (isinstance(owner, Operation) and owner.name.startswith("nc."))
+                lowered = (isinstance(value, BlockArgument) and value.owner is self.stage) or (
+                    isinstance(owner, Operation) and owner.name.startswith("nc.")
+                )
                 if not lowered:
                     raise self.fail(f"operand {value} was not lowered")
                 return value
-            new = self.values[value] = self.weight(self.constants[value],
-                                                   self.const_attrs.get(value))
+            new = self.values[value] = self.weight(
+                self.constants[value], self.const_attrs.get(value)
+            )
         return new
 
-    def emit(self, cls: type, operands: list[SSAValue], out_type: Attribute,
-             flops: float = 0.0, **props: Any) -> SSAValue:
+    def emit(
+        self,
+        cls: type,
+        operands: list[SSAValue],
+        out_type: Attribute,
+        flops: float = 0.0,
+        **props: Any,
+    ) -> SSAValue:
         properties: dict[str, Attribute] = {}
         for key, val in props.items():
             if val is None:
@@ -258,14 +280,21 @@ class _Lowering:
     def typed(self, shape: tuple[int, ...], dtype: np.dtype) -> Attribute:
         return tensor_type(dtype, shape)
 
-    def binary(self, kind: str, lhs: SSAValue, rhs: SSAValue, out_type: Attribute,
-               flops: float = 0.0) -> SSAValue:
+    def binary(
+        self, kind: str, lhs: SSAValue, rhs: SSAValue, out_type: Attribute, flops: float = 0.0
+    ) -> SSAValue:
         """lhs op rhs on nc values, a scalar weight operand as an immediate."""
         return self.emit(nc.TensorTensorOp, [lhs, rhs], out_type, flops, op=kind)
 
     def scalar_op(self, kind: str, x: SSAValue, scalar: float, reverse: bool = False) -> SSAValue:
-        return self.emit(nc.TensorScalarOp, [x], x.type, op=kind, scalar=float(scalar),
-                         reverse=1 if reverse else None)
+        return self.emit(
+            nc.TensorScalarOp,
+            [x],
+            x.type,
+            op=kind,
+            scalar=float(scalar),
+            reverse=1 if reverse else None,
+        )
 
     def reduce(self, kind: str, x: SSAValue, axes: list[int], keepdims: bool) -> SSAValue:
         shape = list(_shape(x))
@@ -274,8 +303,14 @@ class _Lowering:
         if not keepdims:
             out = [d for i, d in enumerate(shape) if i not in axes]
         dtype = np.dtype(np.int64) if kind in ("argmax", "argmin") else _dtype(x)
-        return self.emit(nc.ReduceOp, [x], self.typed(tuple(out), dtype), op=kind, axes=axes,
-                         keepdims=int(keepdims))
+        return self.emit(
+            nc.ReduceOp,
+            [x],
+            self.typed(tuple(out), dtype),
+            op=kind,
+            axes=axes,
+            keepdims=int(keepdims),
+        )
 
     def reshape(self, x: SSAValue, shape: tuple[int, ...]) -> SSAValue:
         if _shape(x) == tuple(shape):
@@ -284,8 +319,9 @@ class _Lowering:
 
     def transpose(self, x: SSAValue, perm: list[int]) -> SSAValue:
         shape = _shape(x)
-        return self.emit(nc.TransposeOp, [x],
-                         self.typed(tuple(shape[p] for p in perm), _dtype(x)), perm=perm)
+        return self.emit(
+            nc.TransposeOp, [x], self.typed(tuple(shape[p] for p in perm), _dtype(x)), perm=perm
+        )
 
     def flops(self, op: Operation) -> float:
         from neuron_ir.analysis.flops import op_flops
@@ -304,15 +340,21 @@ class _Lowering:
     def unary(self, func: str, x: SSAValue, **params: Any) -> SSAValue:
         return self.emit(nc.ActivationOp, [x], x.type, func=func, **params)
 
-    def bcast(self, kind: str, lhs: SSAValue, rhs: SSAValue,
-              dtype: np.dtype | None = None) -> SSAValue:
+    def bcast(
+        self, kind: str, lhs: SSAValue, rhs: SSAValue, dtype: np.dtype | None = None
+    ) -> SSAValue:
         """``lhs kind rhs`` with numpy broadcasting, the result type worked out."""
         shape = tuple(np.broadcast_shapes(_shape(lhs), _shape(rhs)))
         return self.binary(kind, lhs, rhs, self.typed(shape, dtype or _dtype(lhs)))
 
     def compare(self, kind: str, x: SSAValue, scalar: float) -> SSAValue:
-        return self.emit(nc.TensorScalarOp, [x], self.typed(_shape(x), np.dtype(bool)),
-                         op=kind, scalar=float(scalar))
+        return self.emit(
+            nc.TensorScalarOp,
+            [x],
+            self.typed(_shape(x), np.dtype(bool)),
+            op=kind,
+            scalar=float(scalar),
+        )
 
     def select(self, cond: SSAValue, a: SSAValue, b: SSAValue, out_type: Attribute) -> SSAValue:
         return self.emit(nc.SelectOp, [cond, a, b], out_type)
@@ -320,24 +362,31 @@ class _Lowering:
     def slice(self, x: SSAValue, axis: int, start: int, end: int, step: int = 1) -> SSAValue:
         shape = list(_shape(x))
         shape[axis] = len(range(*slice(start, end, step).indices(shape[axis])))
-        return self.emit(nc.SliceOp, [x], self.typed(tuple(shape), _dtype(x)), starts=[start],
-                         ends=[end], steps=[step], axes=[axis])
+        return self.emit(
+            nc.SliceOp,
+            [x],
+            self.typed(tuple(shape), _dtype(x)),
+            starts=[start],
+            ends=[end],
+            steps=[step],
+            axes=[axis],
+        )
 
     def concat(self, parts: list[SSAValue], axis: int) -> SSAValue:
         if len(parts) == 1:
             return parts[0]
         shape = list(_shape(parts[0]))
         shape[axis] = sum(_shape(p)[axis] for p in parts)
-        return self.emit(nc.ConcatOp, parts, self.typed(tuple(shape), _dtype(parts[0])),
-                         axis=axis)
+        return self.emit(nc.ConcatOp, parts, self.typed(tuple(shape), _dtype(parts[0])), axis=axis)
 
     def broadcast(self, x: SSAValue, shape: tuple[int, ...]) -> SSAValue:
         if _shape(x) == tuple(shape):
             return x
         return self.emit(nc.BroadcastOp, [x], self.typed(tuple(shape), _dtype(x)))
 
-    def normalize(self, x: SSAValue, axes: list[int], eps: float, center: bool = True
-                  ) -> tuple[SSAValue, SSAValue, SSAValue]:
+    def normalize(
+        self, x: SSAValue, axes: list[int], eps: float, center: bool = True
+    ) -> tuple[SSAValue, SSAValue, SSAValue]:
         """(x - mean) / sqrt(var + eps) over ``axes`` as the kernels compute it (two-pass
         variance): (normalised, mean, 1/std), the statistics with kept dims. Without
         ``center`` it is RMS normalisation (mean is then the mean square)."""
@@ -439,10 +488,13 @@ class Elementwise(OnnxLowering):
             # the other operand up (the output keeps that operand's shape).
             for const_side, other, reverse in ((rhs, lhs, False), (lhs, rhs, True)):
                 c = low.const(const_side)
-                if (c is not None and c.size == 1 and _shape(other) == _shape(out)
-                        and other not in low.constants):
-                    return low.scalar_op(name, low.tensor(other), float(c.reshape(-1)[0]),
-                                         reverse)
+                if (
+                    c is not None
+                    and c.size == 1
+                    and _shape(other) == _shape(out)
+                    and other not in low.constants
+                ):
+                    return low.scalar_op(name, low.tensor(other), float(c.reshape(-1)[0]), reverse)
         return low.binary(name, low.tensor(lhs), low.tensor(rhs), out.type, low.flops(op))
 
     def clip(self, ins, out) -> SSAValue:
@@ -496,8 +548,9 @@ class MatrixProduct(OnnxLowering):
 
     def MatMul(self, op, ins, out, attrs) -> SSAValue:  # noqa: N802
         low = self.low
-        return low.emit(nc.MatmulOp, [low.tensor(ins[0]), low.tensor(ins[1])], out.type,
-                        low.flops(op))
+        return low.emit(
+            nc.MatmulOp, [low.tensor(ins[0]), low.tensor(ins[1])], out.type, low.flops(op)
+        )
 
     def Gemm(self, op, ins, out, attrs) -> SSAValue:  # noqa: N802
         # Same order as the kernel: (A' B') * alpha, then + C * beta.
@@ -505,10 +558,14 @@ class MatrixProduct(OnnxLowering):
         a, b = ins[0], ins[1]
         c = ins[2] if len(ins) > 2 else None
         alpha, beta = float(attrs["alpha"]), float(attrs["beta"])
-        y = low.emit(nc.MatmulOp, [low.tensor(a), low.tensor(b)],
-                     low.typed(_shape(out), _dtype(out)), low.flops(op),
-                     transpose_lhs=1 if int(attrs["transA"]) else None,
-                     transpose_rhs=1 if int(attrs["transB"]) else None)
+        y = low.emit(
+            nc.MatmulOp,
+            [low.tensor(a), low.tensor(b)],
+            low.typed(_shape(out), _dtype(out)),
+            low.flops(op),
+            transpose_lhs=1 if int(attrs["transA"]) else None,
+            transpose_rhs=1 if int(attrs["transB"]) else None,
+        )
         if alpha != 1.0:
             y = low.scalar_op("mul", y, alpha)
         if c is not None and beta != 0.0:
@@ -558,9 +615,16 @@ class MatrixProduct(OnnxLowering):
         dil = [int(d) for d in attrs.get("dilations", [1] * nd)]
         dk = [(k - 1) * d + 1 for k, d in zip(ws[2:], dil, strict=True)]
         begin, end = _window_pads(attrs, list(xs[2:]), dk, strides)
-        y = low.emit(nc.ConvOp, [low.tensor(x), low.tensor(w)], out.type, low.flops(op),
-                     strides=strides, pads=[*begin, *end], dilations=dil,
-                     group=int(attrs["group"]))
+        y = low.emit(
+            nc.ConvOp,
+            [low.tensor(x), low.tensor(w)],
+            out.type,
+            low.flops(op),
+            strides=strides,
+            pads=[*begin, *end],
+            dilations=dil,
+            group=int(attrs["group"]),
+        )
         return self.bias(y, ins, ws[0], out)
 
     def bias(self, y: SSAValue, ins, channels: int, out) -> SSAValue:
@@ -568,8 +632,11 @@ class MatrixProduct(OnnxLowering):
         if len(ins) > 2 and ins[2] is not None:
             cshape = (1, channels) + (1,) * (len(_shape(out)) - 2)
             b = low.const(ins[2])
-            bias = (low.weight(b.reshape(cshape)) if b is not None
-                    else low.reshape(low.tensor(ins[2]), cshape))
+            bias = (
+                low.weight(b.reshape(cshape))
+                if b is not None
+                else low.reshape(low.tensor(ins[2]), cshape)
+            )
             y = low.binary("add", y, bias, out.type)
         return y
 
@@ -596,8 +663,9 @@ class MatrixProduct(OnnxLowering):
             pads = [0] * (2 * len(inter))
             for i, s in enumerate(strides):
                 pads[len(inter) + 3 + 2 * i] = s - 1
-            z = low.emit(nc.PadOp, [low.reshape(xv, inter)], low.typed(wide, dtype),
-                         pads=pads, value=0.0)
+            z = low.emit(
+                nc.PadOp, [low.reshape(xv, inter)], low.typed(wide, dtype), pads=pads, value=0.0
+            )
             z = low.reshape(z, (xs[0], c, *[n * s for n, s in zip(in_sp, strides, strict=True)]))
             for i, (n, s) in enumerate(zip(in_sp, strides, strict=True)):
                 if s != 1:
@@ -615,7 +683,7 @@ class MatrixProduct(OnnxLowering):
         wv = low.const(w)
         flip = (slice(None), slice(None)) + (slice(None, None, -1),) * nd
         if wv is not None:
-            wt = (wv.reshape(g, c // g, mg, *k).swapaxes(1, 2).reshape(g * mg, c // g, *k))
+            wt = wv.reshape(g, c // g, mg, *k).swapaxes(1, 2).reshape(g * mg, c // g, *k)
             wn = low.weight(np.ascontiguousarray(wt[flip]))
         else:
             wr = low.reshape(low.tensor(w), (g, c // g, mg, *k))
@@ -623,10 +691,16 @@ class MatrixProduct(OnnxLowering):
             wn = low.reshape(wr, (g * mg, c // g, *k))
             for i in range(nd):
                 wn = low.slice(wn, 2 + i, -1, -_INT64_MAX, -1)
-        y = low.emit(nc.ConvOp, [z, wn], low.typed(_shape(out), _dtype(out)), low.flops(op),
-                     strides=[1] * nd, pads=[*[max(p[0], 0) for p in cpads],
-                                             *[max(p[1], 0) for p in cpads]],
-                     dilations=dil, group=g)
+        y = low.emit(
+            nc.ConvOp,
+            [z, wn],
+            low.typed(_shape(out), _dtype(out)),
+            low.flops(op),
+            strides=[1] * nd,
+            pads=[*[max(p[0], 0) for p in cpads], *[max(p[1], 0) for p in cpads]],
+            dilations=dil,
+            group=g,
+        )
         return self.bias(y, ins, g * mg, out)
 
 
@@ -634,9 +708,18 @@ class Normalization(OnnxLowering):
     """Softmax, LogSoftmax and the normalisations, decomposed into reductions (Vector
     engine), element-wise arithmetic and exp/log/rsqrt (Scalar engine)."""
 
-    TYPES = frozenset({"Softmax", "LogSoftmax", "LayerNormalization", "RMSNormalization",
-                       "BatchNormalization", "InstanceNormalization", "GroupNormalization",
-                       "LpNormalization"})
+    TYPES = frozenset(
+        {
+            "Softmax",
+            "LogSoftmax",
+            "LayerNormalization",
+            "RMSNormalization",
+            "BatchNormalization",
+            "InstanceNormalization",
+            "GroupNormalization",
+            "LpNormalization",
+        }
+    )
 
     def lower(self, op, kind, ins, outs, attrs) -> Lowered:
         low = self.low
@@ -651,8 +734,11 @@ class Normalization(OnnxLowering):
             d = low.binary("sub", x, low.reduce("max", x, [axis], True), x.type)
             e = low.unary("exp", d)
             s = low.reduce("sum", e, [axis], True)
-            y = (low.binary("div", e, s, x.type) if kind == "Softmax"
-                 else low.binary("sub", d, low.unary("log", s), x.type))
+            y = (
+                low.binary("div", e, s, x.type)
+                if kind == "Softmax"
+                else low.binary("sub", d, low.unary("log", s), x.type)
+            )
         elif kind in ("LayerNormalization", "RMSNormalization"):
             axis = int(attrs["axis"]) % rank
             axes = list(range(axis, rank))
@@ -676,15 +762,17 @@ class Normalization(OnnxLowering):
         else:  # LpNormalization: x / ||x||_p, 0 where the norm is 0
             axis = int(attrs["axis"]) % rank
             p = int(attrs["p"])
-            norm = (low.reduce("sum", low.unary("abs", x), [axis], True) if p == 1
-                    else low.unary("sqrt", low.reduce("sum_square", x, [axis], True)))
+            norm = (
+                low.reduce("sum", low.unary("abs", x), [axis], True)
+                if p == 1
+                else low.unary("sqrt", low.reduce("sum_square", x, [axis], True))
+            )
             q = low.binary("div", x, norm, x.type)
             nonzero = low.compare("ne", norm, 0.0)
             y = low.select(nonzero, q, low.weight(np.zeros((), _dtype(x))), x.type)
         results: list[SSAValue | None] = [low.cast(y, _dtype(out))]
         for value, old in zip(stats, outs[1:], strict=False):
-            results.append(None if old is None or value is None
-                           else low.cast(value, _dtype(old)))
+            results.append(None if old is None or value is None else low.cast(value, _dtype(old)))
         return results
 
     def affine(self, y: SSAValue, ins) -> SSAValue:
@@ -718,12 +806,12 @@ class Reduction(OnnxLowering):
         low, out = self.low, outs[0]
         x = ins[0]
         if kind in ("ArgMax", "ArgMin"):
-            return low.reduce(kind.lower(), low.tensor(x), [int(attrs["axis"])],
-                              bool(attrs["keepdims"]))
+            return low.reduce(
+                kind.lower(), low.tensor(x), [int(attrs["axis"])], bool(attrs["keepdims"])
+            )
         rank = len(_shape(x))
         axes_v = low.const(ins[1]) if len(ins) > 1 and ins[1] is not None else None
-        axes = ([int(a) for a in axes_v.reshape(-1)] if axes_v is not None
-                else attrs.get("axes"))
+        axes = [int(a) for a in axes_v.reshape(-1)] if axes_v is not None else attrs.get("axes")
         if not axes:
             if int(attrs["noop_with_empty_axes"]):
                 return low.reshape(low.tensor(x), _shape(out))
@@ -735,9 +823,26 @@ class Layout(OnnxLowering):
     """Reshapes, transposes, slices, concatenation, padding, tiling, masks (Vector
     engine; reshapes are free on device)."""
 
-    TYPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout",
-                       "Transpose", "Expand", "Slice", "Concat", "Pad", "Split", "Tile",
-                       "DepthToSpace", "SpaceToDepth", "Trilu"})
+    TYPES = frozenset(
+        {
+            "Reshape",
+            "Flatten",
+            "Squeeze",
+            "Unsqueeze",
+            "Identity",
+            "Dropout",
+            "Transpose",
+            "Expand",
+            "Slice",
+            "Concat",
+            "Pad",
+            "Split",
+            "Tile",
+            "DepthToSpace",
+            "SpaceToDepth",
+            "Trilu",
+        }
+    )
 
     def lower(self, op, kind, ins, outs, attrs) -> Lowered:
         low, out = self.low, outs[0]
@@ -765,19 +870,35 @@ class Layout(OnnxLowering):
         rank = len(_shape(ins[0]))
         starts = low.need_const(ins[1], "starts").reshape(-1)
         ends = low.need_const(ins[2], "ends").reshape(-1)
-        axes = (low.need_const(ins[3], "axes").reshape(-1)
-                if len(ins) > 3 and ins[3] is not None else np.arange(len(starts)))
-        steps = (low.need_const(ins[4], "steps").reshape(-1)
-                 if len(ins) > 4 and ins[4] is not None else np.ones(len(starts), np.int64))
+        axes = (
+            low.need_const(ins[3], "axes").reshape(-1)
+            if len(ins) > 3 and ins[3] is not None
+            else np.arange(len(starts))
+        )
+        steps = (
+            low.need_const(ins[4], "steps").reshape(-1)
+            if len(ins) > 4 and ins[4] is not None
+            else np.ones(len(starts), np.int64)
+        )
         # int64 bounds (INT64_MAX for "to the end") are kept as they are.
-        return low.emit(nc.SliceOp, [low.tensor(ins[0])], outs[0].type,
-                        starts=[int(s) for s in starts], ends=[int(e) for e in ends],
-                        steps=[int(s) for s in steps], axes=[int(a) % rank for a in axes])
+        return low.emit(
+            nc.SliceOp,
+            [low.tensor(ins[0])],
+            outs[0].type,
+            starts=[int(s) for s in starts],
+            ends=[int(e) for e in ends],
+            steps=[int(s) for s in steps],
+            axes=[int(a) % rank for a in axes],
+        )
 
     def Concat(self, ins, outs, attrs) -> SSAValue:  # noqa: N802
         rank = len(_shape(outs[0]))
-        return self.low.emit(nc.ConcatOp, [self.low.tensor(v) for v in ins], outs[0].type,
-                             axis=int(attrs["axis"]) % rank)
+        return self.low.emit(
+            nc.ConcatOp,
+            [self.low.tensor(v) for v in ins],
+            outs[0].type,
+            axis=int(attrs["axis"]) % rank,
+        )
 
     def Split(self, ins, outs, attrs) -> list[SSAValue | None]:  # noqa: N802
         # The result types carry the split sizes: one slice per used result.
@@ -894,9 +1015,14 @@ class Gather(OnnxLowering):
         low = self.low
         mode = {"Gather": "take", "GatherElements": "elements", "GatherND": "nd"}[kind]
         rank = len(_shape(ins[0]))
-        return low.emit(nc.GatherOp, [low.tensor(ins[0]), low.tensor(ins[1])], outs[0].type,
-                        # GatherND has no axis; the nc op records 0.
-                        axis=int(attrs.get("axis", 0)) % max(rank, 1), mode=mode)
+        return low.emit(
+            nc.GatherOp,
+            [low.tensor(ins[0]), low.tensor(ins[1])],
+            outs[0].type,
+            # GatherND has no axis; the nc op records 0.
+            axis=int(attrs.get("axis", 0)) % max(rank, 1),
+            mode=mode,
+        )
 
 
 class Resize(OnnxLowering):
@@ -910,8 +1036,10 @@ class Resize(OnnxLowering):
 
         low, out = self.low, outs[0]
         x = low.tensor(ins[0])
-        consts = [low.const(v) if k < len(ins) else None
-                  for k, v in ((k, ins[k] if k < len(ins) else None) for k in (1, 2, 3))]
+        consts = [
+            low.const(v) if k < len(ins) else None
+            for k, v in ((k, ins[k] if k < len(ins) else None) for k in (1, 2, 3))
+        ]
         plan = resize_plan(_shape(x), attrs, *consts)
         y = x if str(attrs["mode"]) == "nearest" else low.compute(x)
         for step in plan:
@@ -923,8 +1051,9 @@ class Resize(OnnxLowering):
             acc = None
             for t in range(step.idx.shape[1]):
                 idx = low.weight(step.idx[:, t].astype(np.int64))
-                term = low.emit(nc.GatherOp, [y, idx], low.typed(tuple(shape), _dtype(y)),
-                                axis=ax, mode="take")
+                term = low.emit(
+                    nc.GatherOp, [y, idx], low.typed(tuple(shape), _dtype(y)), axis=ax, mode="take"
+                )
                 if step.w is not None:
                     w = low.weight(step.w[:, t].astype(_dtype(y)).reshape(bshape))
                     term = low.binary("mul", term, w, term.type)
@@ -949,20 +1078,32 @@ class Pool(OnnxLowering):
         nd = len(xs) - 2
         x = low.tensor(ins[0])
         if kind.startswith("Global"):
-            return low.emit(nc.PoolOp, [x], out.type,
-                            kind="avg" if kind == "GlobalAveragePool" else "max",
-                            kernel=list(xs[2:]), strides=[1] * nd, pads=[0] * (2 * nd))
+            return low.emit(
+                nc.PoolOp,
+                [x],
+                out.type,
+                kind="avg" if kind == "GlobalAveragePool" else "max",
+                kernel=list(xs[2:]),
+                strides=[1] * nd,
+                pads=[0] * (2 * nd),
+            )
         kernel = [int(k) for k in attrs["kernel_shape"]]
         strides = [int(s) for s in attrs.get("strides", [1] * nd)]
         dil = [int(d) for d in attrs.get("dilations", [1] * nd)]
         dk = [(k - 1) * d + 1 for k, d in zip(kernel, dil, strict=True)]
         begin, end = _window_pads(attrs, list(xs[2:]), dk, strides)
-        return low.emit(nc.PoolOp, [x], out.type, kind="max" if kind == "MaxPool" else "avg",
-                        kernel=kernel, strides=strides, pads=[*begin, *end],
-                        count_include_pad=(int(attrs["count_include_pad"])
-                                           if kind == "AveragePool" else None),
-                        dilations=dil if any(d != 1 for d in dil) else None,
-                        ceil_mode=1 if int(attrs["ceil_mode"]) else None)
+        return low.emit(
+            nc.PoolOp,
+            [x],
+            out.type,
+            kind="max" if kind == "MaxPool" else "avg",
+            kernel=kernel,
+            strides=strides,
+            pads=[*begin, *end],
+            count_include_pad=(int(attrs["count_include_pad"]) if kind == "AveragePool" else None),
+            dilations=dil if any(d != 1 for d in dil) else None,
+            ceil_mode=1 if int(attrs["ceil_mode"]) else None,
+        )
 
 
 class Fold(OnnxLowering):
@@ -979,16 +1120,27 @@ class Fold(OnnxLowering):
         for d in _shape(outs[0]):
             size *= d
         if size > LOWERING_FOLD_BYTES:  # checked before the kernel allocates anything
-            raise self.low.fail(f"its {size} bytes exceed the constant-folding budget "
-                                f"of {LOWERING_FOLD_BYTES} bytes")
-        args = [self.low.need_const(v, "every input") if v is not None else None
-                for v in ins]
+            raise self.low.fail(
+                f"its {size} bytes exceed the constant-folding budget "
+                f"of {LOWERING_FOLD_BYTES} bytes"
+            )
+        args = [self.low.need_const(v, "every input") if v is not None else None for v in ins]
         return np.asarray(KERNELS[kind](args, onnx_attrs(op), 1)[0])
 
 
 PATTERNS: tuple[type[OnnxLowering], ...] = (
-    Elementwise, Activation, Cast, MatrixProduct, Normalization, Reduction, Layout, Gather,
-    Resize, Pool, Fold)
+    Elementwise,
+    Activation,
+    Cast,
+    MatrixProduct,
+    Normalization,
+    Reduction,
+    Layout,
+    Gather,
+    Resize,
+    Pool,
+    Fold,
+)
 
 
 def lowered_types() -> frozenset[str]:

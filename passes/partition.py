@@ -55,10 +55,12 @@ class PartitionPass(ModulePass):
         if self.target not in TARGETS:
             raise PassError(f"unknown target '{self.target}' (targets: {', '.join(TARGETS)})")
         if PARTITIONED_ATTR in op.attributes or any(
-                isinstance(f, FuncOp) and f.attributes.get(TARGET_ATTR) for f in op.ops):
+            isinstance(f, FuncOp) and f.attributes.get(TARGET_ATTR) for f in op.ops
+        ):
             raise PassError("the module is already partitioned")
-        main = next((f for f in op.ops if isinstance(f, FuncOp) and f.sym_name.data == "main"),
-                    None)
+        main = next(
+            (f for f in op.ops if isinstance(f, FuncOp) and f.sym_name.data == "main"), None
+        )
         if main is None:
             raise PassError("partition needs a func.func @main")
         state = _State(self.target, max(self.min_subgraph_size, 1), op)
@@ -98,8 +100,10 @@ class _State:
         for cluster in clusters:
             if len(cluster) < self.min_size:
                 for node in cluster:
-                    reasons[node] = (f"in a cluster of {len(cluster)} op(s), below "
-                                     f"min-subgraph-size={self.min_size}")
+                    reasons[node] = (
+                        f"in a cluster of {len(cluster)} op(s), below "
+                        f"min-subgraph-size={self.min_size}"
+                    )
         for node, why in reasons.items():
             if why is not None:
                 node.attributes[REASON_ATTR] = StringAttr(why)
@@ -138,16 +142,18 @@ class _State:
                 arg.name_hint = value.name_hint
         # One index of the block, not get_operation_index (a walk) per constant.
         position = {op: i for i, op in enumerate(block.ops)}
-        for const in sorted(constants, key=lambda op: position[op] if op in position
-                            else _position(op)):
+        for const in sorted(
+            constants, key=lambda op: position[op] if op in position else _position(op)
+        ):
             body.add_op(const.clone(value_mapper=mapping))
         for node in cluster:
             clone = node.clone(value_mapper=mapping)
             clone.attributes.pop(REASON_ATTR, None)
             body.add_op(clone)
         body.add_op(ReturnOp(*[mapping[v] for v in outputs]))
-        func = FuncOp(name, ([v.type for v in inputs], [v.type for v in outputs]),
-                      Region(body), "private")
+        func = FuncOp(
+            name, ([v.type for v in inputs], [v.type for v in outputs]), Region(body), "private"
+        )
         func.attributes[TARGET_ATTR] = StringAttr(self.target)
         self.module.body.block.add_op(func)
         call = CallOp(SymbolRefAttr(name), inputs, [v.type for v in outputs])
@@ -184,8 +190,9 @@ def _owner_in(value: SSAValue, index: dict[Operation, int]) -> int | None:
     return None
 
 
-def _clusters(nodes: list[Operation], reasons: dict[Operation, str | None]
-              ) -> list[list[Operation]]:
+def _clusters(
+    nodes: list[Operation], reasons: dict[Operation, str | None]
+) -> list[list[Operation]]:
     """Maximal acyclic clusters of the supported nodes, in block order."""
     index = {node: k for k, node in enumerate(nodes)}
     preds: list[set[int]] = [set() for _ in nodes]
@@ -232,11 +239,12 @@ def _clusters(nodes: list[Operation], reasons: dict[Operation, str | None]
     merged = True
     while merged:
         merged = False
-        clusters = sorted((g for g in range(len(members)) if alive[g] and is_cluster[g]),
-                          key=lambda g: min(members[g]))
+        clusters = sorted(
+            (g for g in range(len(members)) if alive[g] and is_cluster[g]),
+            key=lambda g: min(members[g]),
+        )
         for a, b in itertools.combinations(clusters, 2):
-            if _joined_elsewhere(a, b, succ, reachable) or _joined_elsewhere(b, a, succ,
-                                                                              reachable):
+            if _joined_elsewhere(a, b, succ, reachable) or _joined_elsewhere(b, a, succ, reachable):
                 continue
             for k in members[b]:
                 node_group[k] = a

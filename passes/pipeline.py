@@ -53,8 +53,10 @@ def input_shapes_spec(input_shapes: InputShapes) -> str:
     if isinstance(input_shapes, str):
         return input_shapes
     if not isinstance(input_shapes, Mapping):
-        raise UsageError("input_shapes must be a mapping from input name to shape, or "
-                         f"the option text 'a:1x128,...', not {type(input_shapes).__name__}")
+        raise UsageError(
+            "input_shapes must be a mapping from input name to shape, or "
+            f"the option text 'a:1x128,...', not {type(input_shapes).__name__}"
+        )
     items = []
     for name, shape in input_shapes.items():
         name = _option_name(name, "input_shapes")
@@ -72,16 +74,25 @@ def dims_spec(dims: Dims) -> str:
     if isinstance(dims, str):
         return dims
     if not isinstance(dims, Mapping):
-        raise UsageError("dims must be a mapping from symbol to size, or the option "
-                         f"text 'batch:1,...', not {type(dims).__name__}")
-    return ",".join(f"{_option_name(name, 'dims')}:{_int_dim(size, f'dims[{name!r}]')}"
-                    for name, size in dims.items())
+        raise UsageError(
+            "dims must be a mapping from symbol to size, or the option "
+            f"text 'batch:1,...', not {type(dims).__name__}"
+        )
+    return ",".join(
+        f"{_option_name(name, 'dims')}:{_int_dim(size, f'dims[{name!r}]')}"
+        for name, size in dims.items()
+    )
 
 
-def default_pipeline(target: str = "inf1", input_shapes: InputShapes = None,
-                     dims: Dims = None, batch: int | None = None,
-                     batch_dim: str | None = None, cores: int | str = 1,
-                     allow_hbm_weights: bool = False) -> tuple[ModulePass, ...]:
+def default_pipeline(
+    target: str = "inf1",
+    input_shapes: InputShapes = None,
+    dims: Dims = None,
+    batch: int | None = None,
+    batch_dim: str | None = None,
+    cores: int | str = 1,
+    allow_hbm_weights: bool = False,
+) -> tuple[ModulePass, ...]:
     """What ``compile`` runs: shape-inference, lower-control-flow, partition, lower-to-nc,
     pipeline-shard (for more than one core), then weight placement and estimation per
     stage. With ``batch``, ``rebatch`` first (it records the batch symbol, which
@@ -121,9 +132,11 @@ def pipeline_text(passes: Sequence[ModulePass]) -> str:
     omitted."""
     parts = []
     for pass_ in passes:
-        options = [f"{f.name.replace('_', '-')}={_option_text(getattr(pass_, f.name))}"
-                   for f in dataclasses.fields(pass_)
-                   if getattr(pass_, f.name) != f.default]
+        options = [
+            f"{f.name.replace('_', '-')}={_option_text(getattr(pass_, f.name))}"
+            for f in dataclasses.fields(pass_)
+            if getattr(pass_, f.name) != f.default
+        ]
         parts.append(pass_.name + (f"{{{' '.join(options)}}}" if options else ""))
     return ",".join(parts)
 
@@ -158,17 +171,22 @@ def _verifier(verified: bool, verify_each: bool):
             if previous is None:
                 raise PassError(f"IR fails to verify before any pass: {detail}") from None
             if not verify_each:
-                raise PipelineVerifyError(f"IR fails to verify after the pipeline (last "
-                                          f"pass '{previous.name}'): {detail}") from None
-            raise PassError(f"IR fails to verify after pass '{previous.name}': "
-                            f"{detail}") from None
+                raise PipelineVerifyError(
+                    f"IR fails to verify after the pipeline (last pass '{previous.name}'): {detail}"
+                ) from None
+            raise PassError(f"IR fails to verify after pass '{previous.name}': {detail}") from None
 
     return verify
 
 
-def run_passes(module: ModuleOp, passes: Sequence[ModulePass],
-               ctx: Context | None = None, *, verified: bool = False,
-               verify_each: bool = True) -> ModuleOp:
+def run_passes(
+    module: ModuleOp,
+    passes: Sequence[ModulePass],
+    ctx: Context | None = None,
+    *,
+    verified: bool = False,
+    verify_each: bool = True,
+) -> ModuleOp:
     """Run ``passes`` on ``module`` in place, verifying the IR before and after each.
 
     ``verified``: the caller vouches for the input (a fresh import verified itself),
@@ -176,7 +194,8 @@ def run_passes(module: ModuleOp, passes: Sequence[ModulePass],
     pass: one verification of BERT-base costs about as much as one of its passes."""
     try:
         PassPipeline(tuple(passes), _verifier(verified, verify_each)).apply(
-            ctx or make_context(), module)
+            ctx or make_context(), module
+        )
     except NeuronIRError:
         raise
     except RecursionError:

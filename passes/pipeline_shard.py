@@ -138,8 +138,7 @@ def segment_cost(model: ChainModel, k: int, i: int, j: int) -> float:
 
 def fits(model: ChainModel, i: int, j: int, allow_hbm_weights: bool = False) -> bool:
     """Whether ops ``[i, j)`` may form a stage under the memory bound of ``auto``."""
-    return stage_weight_bytes(model, i, j) <= model.budget or (allow_hbm_weights
-                                                              and j == i + 1)
+    return stage_weight_bytes(model, i, j) <= model.budget or (allow_hbm_weights and j == i + 1)
 
 
 # -- the vectorised cost matrices ------------------------------------------------
@@ -156,13 +155,14 @@ def _weight_matrix(model: ChainModel) -> np.ndarray:
     for p, uses in enumerate(model.weight_uses):
         for w, nbytes in dict(uses).items():
             prev = last.get(w, -1)
-            a[prev + 1:p + 1, p + 1] += nbytes
+            a[prev + 1 : p + 1, p + 1] += nbytes
             last[w] = p
     return np.cumsum(a, axis=1)
 
 
-def _base_matrix(model: ChainModel, allow_hbm: bool, fit_only: bool
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _base_matrix(
+    model: ChainModel, allow_hbm: bool, fit_only: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Op time + HBM overflow of every segment ``[i, j)`` (inf where i >= j, or where
     the weights do not fit when ``fit_only``), and the weight matrix."""
     n = model.n
@@ -175,7 +175,7 @@ def _base_matrix(model: ChainModel, allow_hbm: bool, fit_only: bool
         live = np.asarray(model.live, dtype=float)
         working = np.zeros((n + 1, n + 1))
         for i0 in range(n):
-            working[i0, i0 + 1:] = np.maximum.accumulate(live[i0:])
+            working[i0, i0 + 1 :] = np.maximum.accumulate(live[i0:])
         traffic = np.concatenate([[0.0], np.cumsum(model.act_traffic)])
         free = model.profile.sbuf_bytes - np.minimum(w, model.budget)
         frac = np.where(working > free, 1.0 - free / np.maximum(working, 1.0), 0.0)
@@ -196,8 +196,9 @@ def _cut_vector(model: ChainModel, kind: str) -> np.ndarray:
     return np.array([_cut_time(model, c, kind) for c in range(model.n + 1)])
 
 
-def min_max_split(model: ChainModel, cores: int, fit_only: bool = False,
-                  allow_hbm_weights: bool = False) -> tuple[list[int], float]:
+def min_max_split(
+    model: ChainModel, cores: int, fit_only: bool = False, allow_hbm_weights: bool = False
+) -> tuple[list[int], float]:
     """The cut positions ``[0, b1, ..., n]`` of the ``cores``-stage split minimising
     the slowest :func:`segment_cost`, and that bottleneck (exact: a DP over cuts).
 
@@ -225,8 +226,11 @@ def min_max_split(model: ChainModel, cores: int, fit_only: bool = False,
     dp = matrix(0)[0].copy()  # dp[j]: best bottleneck of ops [0, j) in k+1 stages
     choices: list[np.ndarray] = []
     for k in range(1, cores):
-        m = np.maximum(dp[:, None], matrix(k)) if k < cores - 1 else \
-            np.maximum(dp, matrix(k)[:, n])[:, None]
+        m = (
+            np.maximum(dp[:, None], matrix(k))
+            if k < cores - 1
+            else np.maximum(dp, matrix(k)[:, n])[:, None]
+        )
         arg = np.argmin(m, axis=0)
         dp = m[arg, np.arange(m.shape[1])]
         choices.append(arg)
@@ -244,8 +248,7 @@ def min_max_split(model: ChainModel, cores: int, fit_only: bool = False,
     return cuts[::-1], best
 
 
-def fewest_fitting_stages(model: ChainModel, allow_hbm_weights: bool = False
-                          ) -> list[int]:
+def fewest_fitting_stages(model: ChainModel, allow_hbm_weights: bool = False) -> list[int]:
     """Greedy pack along the order: each stage takes ops while its whole-read weights
     fit. Minimal for the order because fitting is monotone (a sub-run of a fitting run
     fits). Returns the cut positions. Raises ``PassError`` for an op too big alone."""
@@ -261,11 +264,12 @@ def fewest_fitting_stages(model: ChainModel, allow_hbm_weights: bool = False
                 f"pipeline-shard: {name} reads {nbytes} bytes ({nbytes / _MB:.2f} MB) of "
                 f"weights but one {model.profile.name} core's SBUF weight budget is "
                 f"{int(model.budget)} bytes ({model.budget / _MB:.2f} MB); "
-                "pass allow_hbm_weights=true to stream it from HBM")
+                "pass allow_hbm_weights=true to stream it from HBM"
+            )
     _, w = _base_matrix(model, allow_hbm_weights, False)
     cuts, i = [0], 0
     while i < n:
-        row = w[i, i + 1:] <= model.budget  # row[t]: ops [i, i + 1 + t) fit
+        row = w[i, i + 1 :] <= model.budget  # row[t]: ops [i, i + 1 + t) fit
         j = i + int(np.argmin(row)) if not row.all() else n
         j = max(j, i + 1)  # an oversized op alone (allow_hbm_weights)
         cuts.append(j)
@@ -330,9 +334,23 @@ def chain_model(program: nc.ProgramOp, autocast: bool = True) -> tuple[ChainMode
     # Live bytes at each op (block arguments from the start to their last use).
     live = np.zeros(n + 2)
     position = {op: p for p, op in enumerate(order.ops)}
-    args = [(a, (0, max((position.get(u.operation, n) for u in a.uses
-                         if u.operation in position or u.operation is order.ret),
-                        default=-1))) for a in block.args]
+    args = [
+        (
+            a,
+            (
+                0,
+                max(
+                    (
+                        position.get(u.operation, n)
+                        for u in a.uses
+                        if u.operation in position or u.operation is order.ret
+                    ),
+                    default=-1,
+                ),
+            ),
+        )
+        for a in block.args
+    ]
     for v, (d, last) in [*order.spans.items(), *args]:
         live[d] += _nbytes(v)
         live[min(last, n - 1) + 1] -= _nbytes(v)
@@ -340,10 +358,17 @@ def chain_model(program: nc.ProgramOp, autocast: bool = True) -> tuple[ChainMode
     cross_c = np.cumsum(count)[: n + 1]
     cross_b[0] = cross_b[n] = 0.0
     cross_c[0] = cross_c[n] = 0
-    return ChainModel(times, uses, cross_b.tolist(), [int(c) for c in cross_c],
-                      float(profile.sbuf_weight_bytes), profile, order.ops,
-                      [op.act_in + op.act_out for op in cost.ops],
-                      np.cumsum(live)[:n].tolist()), order
+    return ChainModel(
+        times,
+        uses,
+        cross_b.tolist(),
+        [int(c) for c in cross_c],
+        float(profile.sbuf_weight_bytes),
+        profile,
+        order.ops,
+        [op.act_in + op.act_out for op in cost.ops],
+        np.cumsum(live)[:n].tolist(),
+    ), order
 
 
 # -- rewriting ------------------------------------------------------------------------
@@ -378,14 +403,17 @@ def _build_stages(program: nc.ProgramOp, order: _Order, cuts: list[int]) -> list
             new.name_hint = old.name_hint
         if k > 0:
             for v in crossing[i]:
-                recv = nc.RecvOp.build(result_types=[v.type], properties={
-                    "from_stage": _int(k - 1), "channel": _int(channel[(i, v)])})
+                recv = nc.RecvOp.build(
+                    result_types=[v.type],
+                    properties={"from_stage": _int(k - 1), "channel": _int(channel[(i, v)])},
+                )
                 recv.results[0].name_hint = v.name_hint
                 block.add_op(recv)
                 local[v] = recv.results[0]
 
-        def local_value(v: SSAValue, block: Block = block,
-                        local: dict[SSAValue, SSAValue] = local) -> SSAValue:
+        def local_value(
+            v: SSAValue, block: Block = block, local: dict[SSAValue, SSAValue] = local
+        ) -> SSAValue:
             if v in local:
                 return local[v]
             if v in order.weights:  # each stage caches its own copy of a weight
@@ -404,24 +432,30 @@ def _build_stages(program: nc.ProgramOp, order: _Order, cuts: list[int]) -> list
             block.add_op(op)
         if k < stages - 1:
             for v in crossing[j]:
-                block.add_op(nc.SendOp.build(operands=[local_value(v)], properties={
-                    "to_stage": _int(k + 1), "channel": _int(channel[(j, v)])}))
+                block.add_op(
+                    nc.SendOp.build(
+                        operands=[local_value(v)],
+                        properties={"to_stage": _int(k + 1), "channel": _int(channel[(j, v)])},
+                    )
+                )
             block.add_op(nc.ReturnOp.build(operands=[[]]))
         else:
-            block.add_op(nc.ReturnOp.build(
-                operands=[[local_value(v) for v in order.ret.operands]]))
+            block.add_op(nc.ReturnOp.build(operands=[[local_value(v) for v in order.ret.operands]]))
         blocks.append(block)
     assert cuts[-1] == n
     return blocks
 
 
-def shard_program(program: nc.ProgramOp, cores: int | str, allow_hbm_weights: bool = False,
-                  autocast: bool = True) -> nc.ProgramOp:
+def shard_program(
+    program: nc.ProgramOp, cores: int | str, allow_hbm_weights: bool = False, autocast: bool = True
+) -> nc.ProgramOp:
     """Cut ``program`` (one stage) into pipeline stages; returns the new program."""
     profile = get_target(program.target.data)
     if program.cores.value.data != 1:
-        raise PassError(f"pipeline-shard: the program already has "
-                        f"{program.cores.value.data} stages; it cuts one-stage programs")
+        raise PassError(
+            f"pipeline-shard: the program already has "
+            f"{program.cores.value.data} stages; it cuts one-stage programs"
+        )
     limit = max_cores(profile)
     model, order = chain_model(program, autocast)
     if model.n == 0:
@@ -429,20 +463,22 @@ def shard_program(program: nc.ProgramOp, cores: int | str, allow_hbm_weights: bo
     if cores == "auto":
         count = len(fewest_fitting_stages(model, allow_hbm_weights)) - 1
         if count > limit:
-            raise PassError(f"pipeline-shard: the weights need {count} cores to fit in SBUF "
-                            f"but {profile.name} has at most {limit} NeuronCores")
-        cuts, _ = min_max_split(model, count, fit_only=True,
-                                allow_hbm_weights=allow_hbm_weights)
+            raise PassError(
+                f"pipeline-shard: the weights need {count} cores to fit in SBUF "
+                f"but {profile.name} has at most {limit} NeuronCores"
+            )
+        cuts, _ = min_max_split(model, count, fit_only=True, allow_hbm_weights=allow_hbm_weights)
     else:
         if isinstance(cores, str) or cores < 1:
-            raise PassError(f"pipeline-shard: cores must be a positive integer or 'auto', "
-                            f"not {cores!r}")
+            raise PassError(
+                f"pipeline-shard: cores must be a positive integer or 'auto', not {cores!r}"
+            )
         if cores > limit:
-            raise PassError(f"pipeline-shard: cores={cores} but {profile.name} has at most "
-                            f"{limit} NeuronCores")
+            raise PassError(
+                f"pipeline-shard: cores={cores} but {profile.name} has at most {limit} NeuronCores"
+            )
         if cores > model.n:
-            raise PassError(f"pipeline-shard: cannot cut {model.n} op(s) into {cores} "
-                            "stages")
+            raise PassError(f"pipeline-shard: cannot cut {model.n} op(s) into {cores} stages")
         if cores == 1:
             return program
         cuts, _ = min_max_split(model, cores)
@@ -450,9 +486,13 @@ def shard_program(program: nc.ProgramOp, cores: int | str, allow_hbm_weights: bo
     new = nc.ProgramOp.build(
         operands=[list(program.inputs)],
         result_types=[[r.type for r in program.outputs]],
-        properties={"target": StringAttr(profile.name), "batch": program.batch,
-                    "cores": _int(len(blocks))},
-        regions=[[Region(b) for b in blocks]])
+        properties={
+            "target": StringAttr(profile.name),
+            "batch": program.batch,
+            "cores": _int(len(blocks)),
+        },
+        regions=[[Region(b) for b in blocks]],
+    )
     Rewriter.replace_op(program, new)
     for block in blocks:
         place_stage(block, profile, autocast)
@@ -484,6 +524,8 @@ class PipelineShardPass(ModulePass):
         if programs:
             profile = get_target(programs[0].target.data)
             if used > max_cores(profile):
-                raise PassError(f"pipeline-shard: {len(programs)} programs need {used} "
-                                f"cores but {profile.name} has at most "
-                                f"{max_cores(profile)} NeuronCores")
+                raise PassError(
+                    f"pipeline-shard: {len(programs)} programs need {used} "
+                    f"cores but {profile.name} has at most "
+                    f"{max_cores(profile)} NeuronCores"
+                )

@@ -51,8 +51,7 @@ def place_stage(block: Block, profile: TargetProfile, autocast: bool = True) -> 
             hbm.add(op.results[0])
     for op in block.ops:
         if isinstance(op, nc.NcOp) and op.operands:
-            op.reads = ArrayAttr([StringAttr("hbm" if v in hbm else "sbuf")
-                                  for v in op.operands])
+            op.reads = ArrayAttr([StringAttr("hbm" if v in hbm else "sbuf") for v in op.operands])
     return cached
 
 

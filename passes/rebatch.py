@@ -63,8 +63,10 @@ SYMBOL_ATTR = BATCH_SYMBOL_ATTR
 # Symbols exporters and users give the batch axis, in order of preference.
 BATCH_SYMBOLS = ("batch", "batch_size", "N", "batchsize", "bs", "B", "n", "nbatch", "Batch")
 # Names exporters generate for dims the user did not name (they carry no meaning).
-_GENERATED = re.compile(r"^(|-1|\?|unk__\d+|s\d+|dim_?\d*|.*_dynamic_axes_\d+|"
-                        r"DynamicDimension\.\d+)$")
+_GENERATED = re.compile(
+    r"^(|-1|\?|unk__\d+|s\d+|dim_?\d*|.*_dynamic_axes_\d+|"
+    r"DynamicDimension\.\d+)$"
+)
 _INT64_MAX = np.iinfo(np.int64).max
 
 
@@ -101,8 +103,15 @@ def io_symbols(func: FuncOp, results: bool = False) -> list[tuple[str, list[str]
         symbols = [s.data for s in params.data] if isinstance(params, ArrayAttr) else []
         rank = len(ttype.get_shape()) if isinstance(ttype, TensorType) else 0
         symbols = (symbols + [""] * rank)[:rank]
-        out.append((name.data if isinstance(name, StringAttr) else
-                    f"{'result' if results else 'arg'}{k}", symbols, ttype))
+        out.append(
+            (
+                name.data
+                if isinstance(name, StringAttr)
+                else f"{'result' if results else 'arg'}{k}",
+                symbols,
+                ttype,
+            )
+        )
     return out
 
 
@@ -123,36 +132,46 @@ def plan_batch(func: FuncOp, batch_dim: str | None = None) -> BatchPlan:
         if batch_dim in used:
             return BatchPlan("symbolic", batch_dim)
         if used or not _static_leading_one(inputs):
-            raise RebatchError(f"batch_dim '{batch_dim}' is not a symbolic dim of any input "
-                               f"(symbols: {', '.join(used) or 'none'})")
+            raise RebatchError(
+                f"batch_dim '{batch_dim}' is not a symbolic dim of any input "
+                f"(symbols: {', '.join(used) or 'none'})"
+            )
         return BatchPlan("static", batch_dim)
     for symbol in BATCH_SYMBOLS:
         if symbol in used:
             return BatchPlan("symbolic", symbol)
-    leading = [syms[0] for _, syms, t in inputs if syms and isinstance(t, TensorType)
-               and t.get_shape()[0] == DYNAMIC_INDEX]
+    leading = [
+        syms[0]
+        for _, syms, t in inputs
+        if syms and isinstance(t, TensorType) and t.get_shape()[0] == DYNAMIC_INDEX
+    ]
     if leading and all(_GENERATED.match(s) for s in leading):
         return BatchPlan("unnamed", "batch")
     if _static_leading_one(inputs):
         return BatchPlan("static", "batch")
     names = ", ".join(f"{n}[{_dims_text(syms, t)}]" for n, syms, t in inputs)
-    raise RebatchError("cannot find the batch axis: no input has a batch symbol "
-                       f"({', '.join(BATCH_SYMBOLS[:3])}, ...), an unnamed leading dim or a "
-                       f"static leading dim of 1 (inputs: {names}); name it with "
-                       "batch_dim=")
+    raise RebatchError(
+        "cannot find the batch axis: no input has a batch symbol "
+        f"({', '.join(BATCH_SYMBOLS[:3])}, ...), an unnamed leading dim or a "
+        f"static leading dim of 1 (inputs: {names}); name it with "
+        "batch_dim="
+    )
 
 
 def _dims_text(symbols: list[str], ttype: Attribute) -> str:
     if not isinstance(ttype, TensorType):
         return "unranked"
-    dims = [s or ("?" if d == DYNAMIC_INDEX else str(d))
-            for s, d in zip(symbols, ttype.get_shape(), strict=True)]
+    dims = [
+        s or ("?" if d == DYNAMIC_INDEX else str(d))
+        for s, d in zip(symbols, ttype.get_shape(), strict=True)
+    ]
     return ",".join(dims) or "scalar"
 
 
 def _static_leading_one(inputs: list[tuple[str, list[str], Attribute]]) -> bool:
-    return any(isinstance(t, TensorType) and t.get_shape() and t.get_shape()[0] == 1
-               for _, _, t in inputs)
+    return any(
+        isinstance(t, TensorType) and t.get_shape() and t.get_shape()[0] == 1 for _, _, t in inputs
+    )
 
 
 def _set_dim_params(func: FuncOp, results: bool, k: int, symbols: list[str]) -> None:
@@ -176,8 +195,12 @@ def _rename_unnamed(func: FuncOp) -> None:
     """Name every dynamic leading dim with a generated name ``batch``."""
     for results in (False, True):
         for k, (_, symbols, ttype) in enumerate(io_symbols(func, results)):
-            if (symbols and isinstance(ttype, TensorType) and ttype.get_shape()[0] ==
-                    DYNAMIC_INDEX and _GENERATED.match(symbols[0])):
+            if (
+                symbols
+                and isinstance(ttype, TensorType)
+                and ttype.get_shape()[0] == DYNAMIC_INDEX
+                and _GENERATED.match(symbols[0])
+            ):
                 _set_dim_params(func, results, k, ["batch", *symbols[1:]])
 
 
@@ -227,8 +250,9 @@ def trace(module: ModuleOp, inputs: list[np.ndarray]) -> dict[SSAValue, np.ndarr
     return values
 
 
-def trace_partial(module: ModuleOp, inputs: list[np.ndarray]
-                  ) -> tuple[dict[SSAValue, np.ndarray], InterpreterError | None]:
+def trace_partial(
+    module: ModuleOp, inputs: list[np.ndarray]
+) -> tuple[dict[SSAValue, np.ndarray], InterpreterError | None]:
     """Like :func:`trace`, but a failing op ends the run: the values computed before
     it, and the error.
 
@@ -258,8 +282,7 @@ def trace_partial(module: ModuleOp, inputs: list[np.ndarray]
         except InterpreterError as exc:
             return values, exc
         except Exception as exc:  # a kernel's own complaint: the op does not run
-            return values, InterpreterError(f"{_label(op)} failed: {type(exc).__name__}: "
-                                            f"{exc}")
+            return values, InterpreterError(f"{_label(op)} failed: {type(exc).__name__}: {exc}")
     return values, None
 
 
@@ -276,14 +299,20 @@ def _evaluate(op: OnnxOp, args: list, attrs: dict, n_out: int) -> list:
     from dialects.onnx import CANONICAL_OPSET
 
     names = [f"i{k}" if a is not None else "" for k, a in enumerate(args)]
-    node_attrs = {k: numpy_helper.from_array(v) if isinstance(v, np.ndarray) else v
-                  for k, v in attrs.items()}
-    node = helper.make_node(op.ONNX_TYPE, names, [f"o{k}" for k in range(n_out)],
-                            **node_attrs)
+    node_attrs = {
+        k: numpy_helper.from_array(v) if isinstance(v, np.ndarray) else v for k, v in attrs.items()
+    }
+    node = helper.make_node(op.ONNX_TYPE, names, [f"o{k}" for k in range(n_out)], **node_attrs)
     graph = helper.make_graph(
-        [node], "one", [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(
-            a.dtype), None) for n, a in zip(names, args, strict=True) if a is not None],
-        [helper.make_tensor_value_info(f"o{k}", 0, None) for k in range(n_out)])
+        [node],
+        "one",
+        [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), None)
+            for n, a in zip(names, args, strict=True)
+            if a is not None
+        ],
+        [helper.make_tensor_value_info(f"o{k}", 0, None) for k in range(n_out)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", CANONICAL_OPSET)])
     feeds = {n: a for n, a in zip(names, args, strict=True) if a is not None}
     return ReferenceEvaluator(model).run(None, feeds)
@@ -308,27 +337,109 @@ def random_input(ttype: Attribute, shape: tuple[int, ...], rng: np.random.Genera
 
 
 _UNARY = {
-    "Abs", "Acos", "Acosh", "Asin", "Asinh", "Atan", "Atanh", "Cast", "CastLike", "Ceil",
-    "Celu", "Clip", "Cos", "Cosh", "Dropout", "Elu", "Erf", "Exp", "Floor", "Gelu",
-    "HardSigmoid", "HardSwish", "Identity", "IsInf", "IsNaN", "LeakyRelu", "Log", "Mish",
-    "Neg", "Not", "Reciprocal", "Relu", "Round", "Selu", "Shrink", "Sigmoid", "Sign", "Sin",
-    "Sinh", "Softplus", "Softsign", "Sqrt", "Tan", "Tanh", "ThresholdedRelu",
+    "Abs",
+    "Acos",
+    "Acosh",
+    "Asin",
+    "Asinh",
+    "Atan",
+    "Atanh",
+    "Cast",
+    "CastLike",
+    "Ceil",
+    "Celu",
+    "Clip",
+    "Cos",
+    "Cosh",
+    "Dropout",
+    "Elu",
+    "Erf",
+    "Exp",
+    "Floor",
+    "Gelu",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "IsInf",
+    "IsNaN",
+    "LeakyRelu",
+    "Log",
+    "Mish",
+    "Neg",
+    "Not",
+    "Reciprocal",
+    "Relu",
+    "Round",
+    "Selu",
+    "Shrink",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "Sinh",
+    "Softplus",
+    "Softsign",
+    "Sqrt",
+    "Tan",
+    "Tanh",
+    "ThresholdedRelu",
 }
 _BROADCAST = {
-    "Add", "And", "BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "Div", "Equal",
-    "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Max", "Mean", "Min", "Mod", "Mul",
-    "Or", "Pow", "PRelu", "Sub", "Sum", "Where", "Xor",
+    "Add",
+    "And",
+    "BitShift",
+    "BitwiseAnd",
+    "BitwiseOr",
+    "BitwiseXor",
+    "Div",
+    "Equal",
+    "Greater",
+    "GreaterOrEqual",
+    "Less",
+    "LessOrEqual",
+    "Max",
+    "Mean",
+    "Min",
+    "Mod",
+    "Mul",
+    "Or",
+    "Pow",
+    "PRelu",
+    "Sub",
+    "Sum",
+    "Where",
+    "Xor",
 }
 # Ops whose first input is [N, C, ...] and whose other inputs are parameters.
 _IMAGE = {
-    "AveragePool", "BatchNormalization", "Conv", "ConvTranspose", "DepthToSpace",
-    "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool", "InstanceNormalization", "LpPool",
-    "LRN", "MaxPool", "SpaceToDepth", "GroupNormalization",
+    "AveragePool",
+    "BatchNormalization",
+    "Conv",
+    "ConvTranspose",
+    "DepthToSpace",
+    "GlobalAveragePool",
+    "GlobalLpPool",
+    "GlobalMaxPool",
+    "InstanceNormalization",
+    "LpPool",
+    "LRN",
+    "MaxPool",
+    "SpaceToDepth",
+    "GroupNormalization",
 }
 # Ops normalising or ranking along one axis (``axis`` attribute, default).
 _ALONG_AXIS = {"Softmax": -1, "LogSoftmax": -1, "Hardmax": -1, "LpNormalization": -1}
-_REDUCE = {"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
-           "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare"}
+_REDUCE = {
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+}
 
 
 class _Rebatcher:
@@ -350,11 +461,14 @@ class _Rebatcher:
         inputs = io_symbols(func)
         batched_args = []
         for arg, (name, symbols, ttype) in zip(block.args, inputs, strict=True):
-            if not isinstance(ttype, TensorType) or any(d == DYNAMIC_INDEX
-                                                        for d in ttype.get_shape()):
-                raise RebatchError(f"rebatch: input '{name}' has a dynamic shape; rebatching "
-                                   "a model without a batch symbol traces it at batch 1, "
-                                   "so every input must be static")
+            if not isinstance(ttype, TensorType) or any(
+                d == DYNAMIC_INDEX for d in ttype.get_shape()
+            ):
+                raise RebatchError(
+                    f"rebatch: input '{name}' has a dynamic shape; rebatching "
+                    "a model without a batch symbol traces it at batch 1, "
+                    "so every input must be static"
+                )
             self.shape[arg] = tuple(ttype.get_shape())
             lead = bool(ttype.get_shape()) and ttype.get_shape()[0] == 1
             self.axis[arg] = 0 if lead else None
@@ -374,7 +488,8 @@ class _Rebatcher:
                 shape = list(self.shape[value])
                 shape[axis] = DYNAMIC_INDEX
                 Rewriter.replace_value_with_new_type(
-                    value, TensorType(value.type.element_type, shape))
+                    value, TensorType(value.type.element_type, shape)
+                )
         for index, _name, symbols in batched_args:
             _set_dim_params(func, False, index, [self.symbol, *symbols[1:]])
         outputs = io_symbols(func, results=True)
@@ -383,8 +498,9 @@ class _Rebatcher:
                 symbols = list(outputs[k][1]) or [""] * len(value.type.get_shape())
                 symbols[axis] = self.symbol
                 _set_dim_params(func, True, k, symbols)
-        func.function_type = FunctionType.from_lists([a.type for a in block.args],
-                                                     [v.type for v in ret.operands])
+        func.function_type = FunctionType.from_lists(
+            [a.type for a in block.args], [v.type for v in ret.operands]
+        )
 
     def _shapes_from_trace(self) -> None:
         module = self.func.parent_op()
@@ -476,8 +592,9 @@ class _Rebatcher:
 
     def broadcast(self, op: Operation, inputs, axes, result: SSAValue) -> int:
         out_rank = self.rank(result)
-        found = {out_rank - self.rank(v) + a for v, a in zip(inputs, axes, strict=True)
-                 if a is not None}
+        found = {
+            out_rank - self.rank(v) + a for v, a in zip(inputs, axes, strict=True) if a is not None
+        }
         if len(found) != 1:
             raise self.fail(op, "combines values whose batch axes do not line up")
         return found.pop()
@@ -561,16 +678,14 @@ class _Rebatcher:
         a = axes[0]
         shape = self.shape[inputs[0]]
         if len(inputs) > 1 and inputs[1] is not None:
-            squeezed = [int(x) % len(shape) for x in
-                        self.const(op, inputs[1], "axes").reshape(-1)]
+            squeezed = [int(x) % len(shape) for x in self.const(op, inputs[1], "axes").reshape(-1)]
             if a in squeezed:
                 raise self.fail(op, f"squeezes away the batch axis {a}")
         else:
             # At batch 1 an axis-less Squeeze drops the batch axis too: name the others.
             squeezed = [k for k, d in enumerate(shape) if d == 1 and k != a]
             self._add_squeeze_axes(op, squeezed)
-            self.shape[op.results[0]] = tuple(d for k, d in enumerate(shape)
-                                              if k not in squeezed)
+            self.shape[op.results[0]] = tuple(d for k, d in enumerate(shape) if k not in squeezed)
         return a - sum(1 for k in squeezed if k < a)
 
     def _add_squeeze_axes(self, op: Operation, squeezed: list[int]) -> None:
@@ -600,17 +715,22 @@ class _Rebatcher:
         in_shape, out_shape = self.shape[inputs[0]], self.shape[op.results[0]]
         target = self.const(op, inputs[1], "shape").astype(np.int64).reshape(-1)
         before = int(np.prod(in_shape[:a]))
-        candidates = [b for b in range(len(out_shape))
-                      if int(np.prod(out_shape[:b])) == before]
+        candidates = [b for b in range(len(out_shape)) if int(np.prod(out_shape[:b])) == before]
         if not candidates:
             raise self.fail(op, "moves the batch axis inside another dim")
         b = a if a in candidates else candidates[0]
         allowzero = int(onnx_attrs(op).get("allowzero", 0))
-        if target[b] == -1 or (target[b] == 0 and not allowzero and b == a
-                               and out_shape[b] == in_shape[a]):
+        if target[b] == -1 or (
+            target[b] == 0 and not allowzero and b == a and out_shape[b] == in_shape[a]
+        ):
             return b
-        new = np.array([out_shape[k] if (t == -1 or (t == 0 and not allowzero)) else t
-                        for k, t in enumerate(target)], dtype=np.int64)
+        new = np.array(
+            [
+                out_shape[k] if (t == -1 or (t == 0 and not allowzero)) else t
+                for k, t in enumerate(target)
+            ],
+            dtype=np.int64,
+        )
         new[b] = -1
         self.replace_input(op, 1, new)
         return b
@@ -695,12 +815,16 @@ class _Rebatcher:
                 self._expand_to_batch(op, j, value, peer, a)
         return a
 
-    def _expand_to_batch(self, op: Operation, index: int, value: SSAValue, peer: SSAValue,
-                         a: int) -> None:
+    def _expand_to_batch(
+        self, op: Operation, index: int, value: SSAValue, peer: SSAValue, a: int
+    ) -> None:
         shape = self.shape[value]
         if len(shape) != self.rank(peer) or shape[a] != 1:
-            raise self.fail(op, "concatenates batched values with an unbatched one that "
-                                "cannot be broadcast along the batch axis")
+            raise self.fail(
+                op,
+                "concatenates batched values with an unbatched one that "
+                "cannot be broadcast along the batch axis",
+            )
         from dialects.onnx import ExpandOp, ShapeOp, WhereOp
 
         rank = len(shape)
@@ -708,15 +832,19 @@ class _Rebatcher:
         shape_of = ShapeOp.build(operands=[peer], result_types=[vector])
         mask = constant_op(np.arange(rank) == a)
         fixed = constant_op(np.array(shape, np.int64))
-        target = WhereOp.build(operands=[mask.results[0], shape_of.results[0],
-                                         fixed.results[0]], result_types=[vector])
-        expand = ExpandOp.build(operands=[value, target.results[0]],
-                                result_types=[value.type])
+        target = WhereOp.build(
+            operands=[mask.results[0], shape_of.results[0], fixed.results[0]], result_types=[vector]
+        )
+        expand = ExpandOp.build(operands=[value, target.results[0]], result_types=[value.type])
         node = op.attributes.get("onnx.name")
         prefix = f"{node.data}/" if isinstance(node, StringAttr) else ""
-        for suffix, new in (("batch_shape", shape_of), ("batch_mask", mask),
-                            ("shape", fixed), ("batch_target", target),
-                            ("batch_expand", expand)):
+        for suffix, new in (
+            ("batch_shape", shape_of),
+            ("batch_mask", mask),
+            ("shape", fixed),
+            ("batch_target", target),
+            ("batch_expand", expand),
+        ):
             new.attributes["onnx.name"] = StringAttr(f"{prefix}rebatch_{index}_{suffix}")
         Rewriter.insert_op([shape_of, mask, fixed, target, expand], InsertPoint.before(op))
         for helper_op in (shape_of, mask, fixed, target):
@@ -807,8 +935,10 @@ def _label(op: Operation) -> str:
 
 def batch_axes(func: FuncOp, symbol: str, results: bool = False) -> list[int | None]:
     """The axis carrying ``symbol`` on each argument (or result) of ``func``."""
-    return [symbols.index(symbol) if symbol in symbols else None
-            for _, symbols, _ in io_symbols(func, results)]
+    return [
+        symbols.index(symbol) if symbol in symbols else None
+        for _, symbols, _ in io_symbols(func, results)
+    ]
 
 
 def prove(original: ModuleOp, rebatched: ModuleOp, n: int, symbol: str, seed: int = 0) -> None:
@@ -832,8 +962,10 @@ def prove(original: ModuleOp, rebatched: ModuleOp, n: int, symbol: str, seed: in
             else:
                 row.append(random_input(arg.type, shape, rng))
         samples.append(row)
-    batched = [np.concatenate([s[k] for s in samples], axis=ax) if ax is not None
-               else samples[0][k] for k, ax in enumerate(in_axes)]
+    batched = [
+        np.concatenate([s[k] for s in samples], axis=ax) if ax is not None else samples[0][k]
+        for k, ax in enumerate(in_axes)
+    ]
     try:
         per_sample = [_results(original, s) for s in samples]
     except NeuronIRError as exc:
@@ -842,10 +974,14 @@ def prove(original: ModuleOp, rebatched: ModuleOp, n: int, symbol: str, seed: in
         got = _results(rebatched, batched)
         bad = None
         for k, ax in enumerate(out_axes):
-            want = (np.concatenate([np.asarray(p[k]) for p in per_sample], axis=ax)
-                    if ax is not None else np.asarray(per_sample[0][k]))
-            if not _close(np.asarray(got[k]), want) or (ax is None and not all(
-                    _close(np.asarray(p[k]), want) for p in per_sample)):
+            want = (
+                np.concatenate([np.asarray(p[k]) for p in per_sample], axis=ax)
+                if ax is not None
+                else np.asarray(per_sample[0][k])
+            )
+            if not _close(np.asarray(got[k]), want) or (
+                ax is None and not all(_close(np.asarray(p[k]), want) for p in per_sample)
+            ):
                 bad = k
                 break
     except InterpreterError:
@@ -854,10 +990,11 @@ def prove(original: ModuleOp, rebatched: ModuleOp, n: int, symbol: str, seed: in
         return
     where = _first_difference(original, rebatched, samples, batched)
     outputs = io_symbols(func, results=True)
-    what = (f"output '{outputs[bad][0]}' differs" if bad >= 0
-            else "the batched program fails to run")
-    raise RebatchError(f"rebatch: the batch-{n} program is not {n} batch-1 runs stacked "
-                       f"({what}; first difference at {where}); the model cannot be rebatched")
+    what = f"output '{outputs[bad][0]}' differs" if bad >= 0 else "the batched program fails to run"
+    raise RebatchError(
+        f"rebatch: the batch-{n} program is not {n} batch-1 runs stacked "
+        f"({what}; first difference at {where}); the model cannot be rebatched"
+    )
 
 
 def _results(module: ModuleOp, inputs: list[np.ndarray]) -> list[np.ndarray]:

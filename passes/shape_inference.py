@@ -56,8 +56,15 @@ FOLD_LIMIT = 65536
 LOWERING_FOLD_BYTES = 1 << 28
 # Largest dim an option may pin: beyond it numpy's int64 element counts overflow.
 MAX_DIM = 2**31 - 1
-_NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-               "Bernoulli", "Multinomial", "Dropout"}
+_NEVER_FOLD = {
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Bernoulli",
+    "Multinomial",
+    "Dropout",
+}
 
 
 def _parse_shapes(spec: str) -> dict[str, tuple[int, ...]]:
@@ -71,15 +78,15 @@ def _parse_shapes(spec: str) -> dict[str, tuple[int, ...]]:
         try:
             out[name] = tuple(int(d) for d in dims.split("x")) if dims else ()
         except ValueError:
-            raise PassError(f"input-shapes entry '{item}': dims must be integers "
-                            "joined by 'x'") from None
+            raise PassError(
+                f"input-shapes entry '{item}': dims must be integers joined by 'x'"
+            ) from None
         if name in seen:
             raise PassError(f"input-shapes names '{name}' twice")
         seen.add(name)
         if any(not 0 < d <= MAX_DIM for d in out[name]):
             # A zero-size input has no work in it: almost surely a typo for a size.
-            raise PassError(f"input-shapes entry '{item}': dims must be between 1 "
-                            f"and {MAX_DIM}")
+            raise PassError(f"input-shapes entry '{item}': dims must be between 1 and {MAX_DIM}")
     return out
 
 
@@ -152,8 +159,10 @@ def _pin_recorded_batch(func: FuncOp, dims: dict[str, int]) -> None:
         return
     n = batch.value.data
     if symbol.data in dims and dims[symbol.data] != n:
-        raise PassError(f"dims pins the batch symbol '{symbol.data}' to {dims[symbol.data]}, "
-                        f"but the model is compiled for batch {n}")
+        raise PassError(
+            f"dims pins the batch symbol '{symbol.data}' to {dims[symbol.data]}, "
+            f"but the model is compiled for batch {n}"
+        )
     dims[symbol.data] = n
 
 
@@ -176,32 +185,40 @@ def _pin_inputs(func: FuncOp, shapes: dict[str, tuple[int, ...]], dims: dict[str
     known = {n for n, _ in names}
     for name in shapes:
         if name not in known:
-            raise PassError(f"input-shapes names '{name}', which is not a graph input "
-                            f"(inputs: {', '.join(sorted(known))})")
+            raise PassError(
+                f"input-shapes names '{name}', which is not a graph input "
+                f"(inputs: {', '.join(sorted(known))})"
+            )
     used_symbols = {s for _, symbols in names for s in symbols if s}
     for symbol in dims:
         if symbol not in used_symbols:
-            raise PassError(f"dims names '{symbol}', which no graph input uses "
-                            f"(symbols: {', '.join(sorted(used_symbols)) or 'none'})")
+            raise PassError(
+                f"dims names '{symbol}', which no graph input uses "
+                f"(symbols: {', '.join(sorted(used_symbols)) or 'none'})"
+            )
     for arg, (name, symbols) in zip(func.body.block.args, names, strict=True):
         ttype = arg.type
         if not isinstance(ttype, TensorType):
             if name in shapes:
                 _retype(arg, TensorType(ttype.element_type, list(shapes[name])))  # type: ignore
                 continue
-            raise PassError(f"input '{name}' has unknown rank: pin it with "
-                            f"input-shapes=\"{name}:DxD...\"")
+            raise PassError(
+                f"input '{name}' has unknown rank: pin it with input-shapes=\"{name}:DxD...\""
+            )
         current = list(ttype.get_shape())
         symbols = symbols + [""] * (len(current) - len(symbols))
         if name in shapes:
             pinned = list(shapes[name])
             if len(pinned) != len(current):
-                raise PassError(f"input-shapes gives '{name}' rank {len(pinned)}, but the "
-                                f"input has rank {len(current)}")
+                raise PassError(
+                    f"input-shapes gives '{name}' rank {len(pinned)}, but the "
+                    f"input has rank {len(current)}"
+                )
             for k, (old, new) in enumerate(zip(current, pinned, strict=True)):
                 if old != DYNAMIC_INDEX and old != new:
-                    raise PassError(f"input-shapes gives '{name}' dim {k} = {new}, but it is "
-                                    f"fixed at {old}")
+                    raise PassError(
+                        f"input-shapes gives '{name}' dim {k} = {new}, but it is fixed at {old}"
+                    )
             current = pinned
         for k, d in enumerate(current):
             if d == DYNAMIC_INDEX and symbols[k] in dims:
@@ -209,11 +226,16 @@ def _pin_inputs(func: FuncOp, shapes: dict[str, tuple[int, ...]], dims: dict[str
         for k, d in enumerate(current):
             if d == DYNAMIC_INDEX:
                 symbol = symbols[k]
-                hint = (f"dims=\"{symbol}:N\" or input-shapes=\"{name}:...\"" if symbol
-                        else f"input-shapes=\"{name}:...\"")
+                hint = (
+                    f'dims="{symbol}:N" or input-shapes="{name}:..."'
+                    if symbol
+                    else f'input-shapes="{name}:..."'
+                )
                 what = f"dim {k} ('{symbol}')" if symbol else f"dim {k}"
-                raise PassError(f"input '{name}' {what} is dynamic; the NeuronCore needs "
-                                f"static shapes: pin it with {hint}")
+                raise PassError(
+                    f"input '{name}' {what} is dynamic; the NeuronCore needs "
+                    f"static shapes: pin it with {hint}"
+                )
         _retype(arg, TensorType(ttype.element_type, current))
 
 
@@ -286,14 +308,19 @@ class _Inference:
         if any(r.data_dependent for r in results):
             op.attributes["onnx.data_dependent"] = UnitAttr()
 
-    def fold(self, op: OnnxOp, inputs: list[TensorInfo | None], attrs: dict,
-             outputs: list[SSAValue | None], results: list[TensorInfo]) -> bool:
+    def fold(
+        self,
+        op: OnnxOp,
+        inputs: list[TensorInfo | None],
+        attrs: dict,
+        outputs: list[SSAValue | None],
+        results: list[TensorInfo],
+    ) -> bool:
         """Replace ``op`` by constants when its results are known at compile time."""
         if op.ONNX_TYPE in _NEVER_FOLD or op.regions:
             return False
         values: list[np.ndarray | None] = []
-        if all(r.value is not None for r, v in zip(results, outputs, strict=True)
-               if v is not None):
+        if all(r.value is not None for r, v in zip(results, outputs, strict=True) if v is not None):
             values = [r.value for r in results]
         else:
             kernel = KERNELS.get(op.ONNX_TYPE)
@@ -302,12 +329,15 @@ class _Inference:
             # The budget is checked before the kernel runs: a shape rule that cannot
             # bound a result (or bounds it over FOLD_LIMIT) leaves the op to run time,
             # so folding never allocates more than FOLD_LIMIT elements a result.
-            if any(v is not None and not _within_budget(r)
-                   for r, v in zip(results, outputs, strict=True)):
+            if any(
+                v is not None and not _within_budget(r)
+                for r, v in zip(results, outputs, strict=True)
+            ):
                 return False
             try:
-                values = kernel([None if i is None else i.value for i in inputs], attrs,
-                                len(outputs))
+                values = kernel(
+                    [None if i is None else i.value for i in inputs], attrs, len(outputs)
+                )
             except NotImplementedError:
                 return False
             except Exception as exc:
@@ -365,17 +395,18 @@ class _Inference:
         state = [TensorInfo(c.dtype, c.shape) for c in carried]  # type: ignore[union-attr]
         for _ in range(3):  # until the carried shapes reach a fixed point
             outs = self.region_results(body, arg_infos + state)
-            new_state = [_join(s, o) for s, o in zip(state, outs[1:1 + len(state)],
-                                                     strict=True)]
+            new_state = [_join(s, o) for s, o in zip(state, outs[1 : 1 + len(state)], strict=True)]
             if new_state == state:
                 break
             state = new_state
         n_carried = len(state)
-        scan_infos = outs[1 + n_carried:]
+        scan_infos = outs[1 + n_carried :]
         cond_out = outs[0]
         stops_early = cond is not None and not (
-            cond_out.value is not None and bool(np.asarray(cond_out.value).all())
-            or _passes_through(body, 1))
+            cond_out.value is not None
+            and bool(np.asarray(cond_out.value).all())
+            or _passes_through(body, 1)
+        )
         count: int | None = None
         if trip is not None and trip.value is not None and not stops_early:
             count = int(np.asarray(trip.value).reshape(-1)[0])
@@ -403,7 +434,7 @@ class _Inference:
                 continue
             axis = in_axes[k] % len(info.shape)
             length = info.shape[axis] if length is None else length
-            slices.append(TensorInfo(info.dtype, info.shape[:axis] + info.shape[axis + 1:]))
+            slices.append(TensorInfo(info.dtype, info.shape[:axis] + info.shape[axis + 1 :]))
         state = [TensorInfo(i.dtype, i.shape) for i in inputs[:n_state]]  # type: ignore
         outs = self.region_results(op.body.block, state + slices)
         n_scan_out = len(op.results) - n_state
@@ -411,8 +442,7 @@ class _Inference:
         results = list(op.results)
         for value, info in zip(results[:n_state], outs[:n_state], strict=True):
             self.set(value, TensorInfo(info.dtype, info.shape), op)
-        for k, (value, info) in enumerate(zip(results[n_state:], outs[n_state:],
-                                              strict=True)):
+        for k, (value, info) in enumerate(zip(results[n_state:], outs[n_state:], strict=True)):
             if info.shape is None:
                 self.set(value, TensorInfo(info.dtype, None), op)
                 continue
@@ -461,26 +491,28 @@ def _join(a: TensorInfo, b: TensorInfo) -> TensorInfo:
     if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
         return TensorInfo(dtype, None, None, True)
     shape = tuple(x if x == y else None for x, y in zip(a.shape, b.shape, strict=True))
-    return TensorInfo(dtype, shape, None,
-                      a.data_dependent or b.data_dependent or shape != a.shape)
+    return TensorInfo(dtype, shape, None, a.data_dependent or b.data_dependent or shape != a.shape)
 
 
 def _merge(rule: TensorInfo, declared: TensorInfo, op: Operation) -> TensorInfo:
     """Combine the rule's result with the type the IR already had."""
     dtype = rule.dtype if rule.dtype is not None else declared.dtype
     if rule.dtype is not None and declared.dtype is not None and rule.dtype != declared.dtype:
-        raise PassError(f"{_label(op)}: inferred element type {rule.dtype} contradicts the "
-                        f"declared {declared.dtype}")
+        raise PassError(
+            f"{_label(op)}: inferred element type {rule.dtype} contradicts the "
+            f"declared {declared.dtype}"
+        )
     shape = rule.shape
     if shape is None:
         shape = declared.shape
     elif declared.shape is not None and len(declared.shape) == len(shape):
         # A dim the rule leaves open may still be known from the import.
-        shape = tuple(r if r is not None else d for r, d in zip(shape, declared.shape,
-                                                                strict=True))
+        shape = tuple(r if r is not None else d for r, d in zip(shape, declared.shape, strict=True))
     elif declared.shape is not None and not rule.data_dependent:
-        raise PassError(f"{_label(op)}: inferred rank {len(shape)} contradicts the declared "
-                        f"rank {len(declared.shape)}")
+        raise PassError(
+            f"{_label(op)}: inferred rank {len(shape)} contradicts the declared "
+            f"rank {len(declared.shape)}"
+        )
     return TensorInfo(dtype, shape, rule.value, rule.data_dependent)
 
 
@@ -497,14 +529,15 @@ def _check_static(func: FuncOp) -> None:
             continue
         for k, result in enumerate(op.results):
             ttype = result.type
-            if isinstance(ttype, TensorType) and all(d != DYNAMIC_INDEX for d in
-                                                      ttype.get_shape()):
+            if isinstance(ttype, TensorType) and all(d != DYNAMIC_INDEX for d in ttype.get_shape()):
                 continue
             if _behind_data_dependent(op) or _reads_runtime_values(op):
                 op.attributes["onnx.data_dependent"] = UnitAttr()
                 break
-            raise PassError(f"{_label(op)}: cannot infer a static shape for result {k} "
-                            f"(got {_type_text(ttype)})")
+            raise PassError(
+                f"{_label(op)}: cannot infer a static shape for result {k} "
+                f"(got {_type_text(ttype)})"
+            )
 
 
 def _inside_custom(op: Operation) -> bool:

@@ -19,8 +19,12 @@ from hypothesis import Phase, settings
 #   (tools/mutation.md): a killed mutant needs one failure, not a minimal one.
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.register_profile("random", derandomize=False, print_blob=True)
-settings.register_profile("mutation", derandomize=True, database=None,
-                          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+settings.register_profile(
+    "mutation",
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
 settings.load_profile(os.environ.get("NEURON_IR_HYPOTHESIS", "ci"))
 
 
@@ -33,8 +37,12 @@ def examples(n: int) -> int:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--run-slow", action="store_true", default=False,
-                     help="also run tests marked slow (or select them with -m slow)")
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run tests marked slow (or select them with -m slow)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -67,5 +75,6 @@ def assert_same(before: dict, after: dict) -> None:
 
 def run_tool(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a neuron-ir command-line tool in a subprocess, capturing its output."""
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )

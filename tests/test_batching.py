@@ -25,8 +25,11 @@ CLIENT_BATCHES = [1, 3, 4, 7, 16]
 
 
 def _ort(path_or_model) -> ort.InferenceSession:
-    data = path_or_model.SerializeToString() if isinstance(
-        path_or_model, onnx.ModelProto) else str(path_or_model)
+    data = (
+        path_or_model.SerializeToString()
+        if isinstance(path_or_model, onnx.ModelProto)
+        else str(path_or_model)
+    )
     return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
 
 
@@ -37,7 +40,7 @@ def _ort_run(sess: ort.InferenceSession, feeds: dict) -> dict[str, np.ndarray]:
 
 def _ort_per_sample(sess: ort.InferenceSession, feeds: dict, batch: int) -> dict:
     """onnxruntime run on each sample alone, outputs stacked (a batch-1 model)."""
-    runs = [_ort_run(sess, {k: v[i:i + 1] for k, v in feeds.items()}) for i in range(batch)]
+    runs = [_ort_run(sess, {k: v[i : i + 1] for k, v in feeds.items()}) for i in range(batch)]
     return {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
 
 
@@ -49,8 +52,9 @@ def _assert_close(got: dict, want: dict) -> None:
 
 
 def _bert_feeds(rng, batch: int, seq: int, vocab: int = 1000) -> dict[str, np.ndarray]:
-    return zoo.bert.example_inputs(dataclasses.replace(zoo.bert.TINY_BERT, vocab_size=vocab),
-                                   rng, batch, seq)
+    return zoo.bert.example_inputs(
+        dataclasses.replace(zoo.bert.TINY_BERT, vocab_size=vocab), rng, batch, seq
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -70,8 +74,7 @@ def test_exported_dynamic_bert_runs_any_client_batch(hf_bert, batch):
 
 def test_compiled_batch_is_recorded_everywhere(hf_bert, tmp_path):
     assert hf_bert.batch == 4
-    assert hf_bert.batching.inputs == {"input_ids": 0, "attention_mask": 0,
-                                       "token_type_ids": 0}
+    assert hf_bert.batching.inputs == {"input_ids": 0, "attention_mask": 0, "token_type_ids": 0}
     assert hf_bert.batching.outputs == {"last_hidden_state": 0, "pooler_output": 0}
     programs = [op for op in hf_bert.module.walk() if op.name == "nc.program"]
     assert programs and all(p.batch.value.data == 4 for p in programs)
@@ -94,8 +97,9 @@ STATIC = {
 
 @pytest.fixture(scope="module")
 def static_models():
-    return {name: neuron_ir.compile(str(MODELS / "static" / f"{name}.onnx"), batch=4)
-            for name in STATIC}
+    return {
+        name: neuron_ir.compile(str(MODELS / "static" / f"{name}.onnx"), batch=4) for name in STATIC
+    }
 
 
 @pytest.mark.parametrize("batch", CLIENT_BATCHES)
@@ -167,12 +171,18 @@ def _cpu_between_model(static: bool = False) -> onnx.ModelProto:
         helper.make_node("Mul", ["scale", "two"], ["s2"], name="double_scale"),
     ]
     graph = helper.make_graph(
-        nodes, "cpu_between",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 8]),
-         helper.make_tensor_value_info("scale", TensorProto.FLOAT, [8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 8]),
-         helper.make_tensor_value_info("s2", TensorProto.FLOAT, [8])],
-        [w1, w2, three, two])
+        nodes,
+        "cpu_between",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 8]),
+            helper.make_tensor_value_info("scale", TensorProto.FLOAT, [8]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 8]),
+            helper.make_tensor_value_info("s2", TensorProto.FLOAT, [8]),
+        ],
+        [w1, w2, three, two],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -188,28 +198,37 @@ def test_cpu_op_between_subgraphs_and_input_without_batch_axis(static):
     sess = _ort(_cpu_between_model(False))
     rng = np.random.default_rng(1)
     for batch in (1, 3, 5, 7):
-        feeds = {"x": rng.standard_normal((batch, 8)).astype(np.float32),
-                 "scale": rng.standard_normal(8).astype(np.float32)}
+        feeds = {
+            "x": rng.standard_normal((batch, 8)).astype(np.float32),
+            "scale": rng.standard_normal(8).astype(np.float32),
+        }
         _assert_close(cm.run(feeds), _ort_run(sess, feeds))
 
 
 def test_output_without_batch_axis_that_depends_on_samples_is_named():
     """An output reduced over the batch is per chunk, not per client batch."""
-    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["total"], name="sum_batch",
-                              keepdims=0),
-             helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    nodes = [
+        helper.make_node("ReduceSum", ["x", "axes"], ["total"], name="sum_batch", keepdims=0),
+        helper.make_node("Relu", ["x"], ["y"], name="relu"),
+    ]
     graph = helper.make_graph(
-        nodes, "reduce_batch",
+        nodes,
+        "reduce_batch",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4]),
-         helper.make_tensor_value_info("total", TensorProto.FLOAT, [4])],
-        [helper.make_tensor("axes", TensorProto.INT64, [1], [0])])
-    cm = neuron_ir.compile(helper.make_model(graph, opset_imports=[
-        helper.make_opsetid("", 17)]), batch=2)
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, [4]),
+        ],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [0])],
+    )
+    cm = neuron_ir.compile(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), batch=2
+    )
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_array_equal(cm.run({"x": x[:2]})["total"], x[:2].sum(0))
-    with pytest.raises(BatchError, match="output 'total' has no batch axis but differs "
-                                         "between chunk 0 and chunk 1"):
+    with pytest.raises(
+        BatchError, match="output 'total' has no batch axis but differs between chunk 0 and chunk 1"
+    ):
         cm.run({"x": x})
 
 
@@ -218,8 +237,13 @@ def test_output_without_batch_axis_that_depends_on_samples_is_named():
 
 
 def _spec(**kw) -> BatchSpec:
-    options = {"size": 4, "symbol": "batch", "inputs": {"a": 0, "b": 1, "c": None},
-               "outputs": {"y": 0, "z": None}, "dynamic": True}
+    options = {
+        "size": 4,
+        "symbol": "batch",
+        "inputs": {"a": 0, "b": 1, "c": None},
+        "outputs": {"y": 0, "z": None},
+        "dynamic": True,
+    }
     options.update(kw)
     return BatchSpec(**options)
 
@@ -253,8 +277,11 @@ def test_exact_batch_runs_once_unchanged():
     spec = _spec()
     calls = []
     a = np.arange(4)
-    out = run_batched(spec, lambda f: calls.append(f) or {"y": f["a"], "z": f["c"]},
-                      {"a": a, "b": np.zeros((1, 4)), "c": np.zeros(1)})
+    out = run_batched(
+        spec,
+        lambda f: calls.append(f) or {"y": f["a"], "z": f["c"]},
+        {"a": a, "b": np.zeros((1, 4)), "c": np.zeros(1)},
+    )
     assert len(calls) == 1 and calls[0]["a"] is a
     np.testing.assert_array_equal(out["y"], a)
 
@@ -270,13 +297,18 @@ def test_bad_batch_size_is_one_clear_error(batch):
 
 
 def test_bad_batch_dim_names_it_and_the_symbols():
-    with pytest.raises(RebatchError, match="batch_dim 'batchh' is not a symbolic dim of any "
-                                           r"input \(symbols: batch, sequence\)"):
+    with pytest.raises(
+        RebatchError,
+        match="batch_dim 'batchh' is not a symbolic dim of any "
+        r"input \(symbols: batch, sequence\)",
+    ):
         neuron_ir.compile(str(HF_BERT), dims={"sequence": 8}, batch=2, batch_dim="batchh")
     with pytest.raises(BatchError, match="batch_dim='batch' needs batch=N"):
         neuron_ir.compile(str(HF_BERT), dims={"sequence": 8}, batch_dim="batch")
-    with pytest.raises(PassError, match="dims pins the batch symbol 'batch' to 2, but the "
-                                        "model is compiled for batch 4"):
+    with pytest.raises(
+        PassError,
+        match="dims pins the batch symbol 'batch' to 2, but the model is compiled for batch 4",
+    ):
         neuron_ir.compile(str(HF_BERT), dims={"sequence": 8, "batch": 2}, batch=4)
 
 
@@ -290,19 +322,22 @@ def test_batch_dim_names_a_non_leading_symbol():
 def test_mismatched_client_batches_name_the_inputs(hf_bert):
     feeds = _bert_feeds(np.random.default_rng(0), 3, 8)
     feeds["attention_mask"] = feeds["attention_mask"][:2]
-    with pytest.raises(BatchError, match="inputs disagree on the batch size .*'input_ids' "
-                                         "has 3, 'attention_mask' has 2"):
+    with pytest.raises(
+        BatchError,
+        match="inputs disagree on the batch size .*'input_ids' has 3, 'attention_mask' has 2",
+    ):
         hf_bert.run(feeds)
 
 
 def test_without_dynamic_batching_another_batch_names_input_size_and_n(tmp_path):
-    cm = neuron_ir.compile(str(HF_BERT), dims={"sequence": 8}, batch=2,
-                           dynamic_batching=False)
+    cm = neuron_ir.compile(str(HF_BERT), dims={"sequence": 8}, batch=2, dynamic_batching=False)
     ok = _bert_feeds(np.random.default_rng(0), 2, 8)
     _assert_close(cm.run(ok), _ort_run(_ort(HF_BERT), ok))
     bad = _bert_feeds(np.random.default_rng(0), 3, 8)
-    message = ("input 'input_ids' has batch size 3, but the model was compiled for batch 2 "
-               "and dynamic batching is off")
+    message = (
+        "input 'input_ids' has batch size 3, but the model was compiled for batch 2 "
+        "and dynamic batching is off"
+    )
     with pytest.raises(BatchError, match=message):
         cm.run(bad)
     cm.save(tmp_path / "m.nir")
@@ -321,11 +356,17 @@ def test_empty_and_rank_deficient_client_batches(hf_bert):
 def test_unrebatchable_static_model_names_the_node():
     nodes = [helper.make_node("Concat", ["x", "x"], ["y"], name="pair_up", axis=0)]
     graph = helper.make_graph(
-        nodes, "concat_batch", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+        nodes,
+        "concat_batch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(RebatchError, match="node 'pair_up' \\(Concat\\) concatenates along "
-                                           "the batch axis; the model cannot be rebatched"):
+    with pytest.raises(
+        RebatchError,
+        match="node 'pair_up' \\(Concat\\) concatenates along "
+        "the batch axis; the model cannot be rebatched",
+    ):
         neuron_ir.compile(model, batch=2)
     # Batch 1 needs no rewrite of a static model... but still follows its batch axis.
     with pytest.raises(RebatchError, match="pair_up"):
@@ -358,11 +399,12 @@ def test_rebatch_differential(name):
     for key in want1:
         np.testing.assert_allclose(got1[key], want1[key], rtol=1e-5, atol=1e-6)
     # Batch 3: the three batch-1 runs stacked.
-    per = [neuron_ir.run(before, {k: v[i:i + 1] for k, v in feeds.items()}) for i in range(3)]
+    per = [neuron_ir.run(before, {k: v[i : i + 1] for k, v in feeds.items()}) for i in range(3)]
     got = neuron_ir.run(after, feeds)
     for key in got:
-        np.testing.assert_allclose(got[key], np.concatenate([p[key] for p in per]),
-                                   rtol=1e-4, atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(
+            got[key], np.concatenate([p[key] for p in per]), rtol=1e-4, atol=1e-5, err_msg=key
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -405,13 +447,14 @@ def test_sweep_command_line(tmp_path):
 
     path = tmp_path / "m.onnx"
     onnx.save(_cpu_between_model(False), path)
-    proc = run_tool("neuron_ir.cli.sweep_batch", str(path), "--batches", "1,2",
-                    "--target", "inf1")
+    proc = run_tool("neuron_ir.cli.sweep_batch", str(path), "--batches", "1,2", "--target", "inf1")
     assert proc.returncode == 0, proc.stderr
     assert "batch sweep (inf1)" in proc.stdout and proc.stdout.count("<- best") == 1
-    for args, message in [(["--batches", "1,x"], "--batches must be integers"),
-                          (["--batches", "0"], "batch must be a positive integer, not 0"),
-                          (["--batch-dim", "seq"], "batch_dim 'seq' is not a symbolic dim")]:
+    for args, message in [
+        (["--batches", "1,x"], "--batches must be integers"),
+        (["--batches", "0"], "batch must be a positive integer, not 0"),
+        (["--batch-dim", "seq"], "batch_dim 'seq' is not a symbolic dim"),
+    ]:
         proc = run_tool("neuron_ir.cli.sweep_batch", str(path), *args)
         assert proc.returncode == 1 and proc.stdout == ""
         lines = proc.stderr.strip().splitlines()
@@ -436,13 +479,19 @@ def test_batch_too_big_for_device_memory_is_one_clear_error():
 def test_model_too_big_even_at_batch_1():
     rows = 2**30  # 4 GiB a tensor: the Add holds 12 GiB, an inf1 chip has 8
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["h"], name="r1"),
-         helper.make_node("Add", ["h", "x"], ["y"], name="a1")], "huge",
+        [
+            helper.make_node("Relu", ["x"], ["h"], name="r1"),
+            helper.make_node("Add", ["h", "x"], ["y"], name="a1"),
+        ],
+        "huge",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", rows])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", rows])])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", rows])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(BatchError, match="batch 1 does not fit the device memory: .* it "
-                                         "does not fit even at batch 1"):
+    with pytest.raises(
+        BatchError,
+        match="batch 1 does not fit the device memory: .* it does not fit even at batch 1",
+    ):
         neuron_ir.compile(model, batch=1)
 
 
@@ -451,6 +500,7 @@ def test_static_model_takes_the_batch_symbol_the_user_names():
     cm = neuron_ir.compile(model, batch=2, batch_dim="samples")
     assert cm.batching.symbol == "samples" and cm.batching.inputs == {"input": 0}
     x = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
-    _assert_close(cm.run({"input": x}),
-                  _ort_per_sample(_ort(MODELS / "static" / "tiny_resnet_b1.onnx"),
-                                  {"input": x}, 3))
+    _assert_close(
+        cm.run({"input": x}),
+        _ort_per_sample(_ort(MODELS / "static" / "tiny_resnet_b1.onnx"), {"input": x}, 3),
+    )

@@ -37,13 +37,23 @@ class _Graph:
 
     def op(self, op_type: str, inputs: list[str], **attrs) -> str:
         out = self.name("v")
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out + "_" + op_type,
-                                           **attrs))
+        self.nodes.append(
+            helper.make_node(op_type, inputs, [out], name=out + "_" + op_type, **attrs)
+        )
         return out
 
 
-_DYNAMIC_OPS = ["matmul", "add_other", "mul_scale", "relu", "tanh", "softmax", "center",
-                "split_merge", "sigmoid"]
+_DYNAMIC_OPS = [
+    "matmul",
+    "add_other",
+    "mul_scale",
+    "relu",
+    "tanh",
+    "softmax",
+    "center",
+    "split_merge",
+    "sigmoid",
+]
 
 
 def _dynamic_graph(seed: int, ops: list[str], second_output: bool) -> onnx.ModelProto:
@@ -77,32 +87,44 @@ def _dynamic_graph(seed: int, ops: list[str], second_output: bool) -> onnx.Model
         pool.append(v)
     outputs = [helper.make_tensor_value_info(v, TensorProto.FLOAT, ["batch", F])]
     if second_output:
-        outputs.append(helper.make_tensor_value_info(pool[len(pool) // 2], TensorProto.FLOAT,
-                                                     ["batch", F]))
+        outputs.append(
+            helper.make_tensor_value_info(pool[len(pool) // 2], TensorProto.FLOAT, ["batch", F])
+        )
     # An output without the batch axis: it must come out once, the same in every chunk.
     two = g.op("Mul", ["scale", g.const(np.array(2.0, np.float32))])
     outputs.append(helper.make_tensor_value_info(two, TensorProto.FLOAT, [F]))
     graph = helper.make_graph(
-        g.nodes, "random_batched",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", F]),
-         helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", F]),
-         helper.make_tensor_value_info("scale", TensorProto.FLOAT, [F])],
-        outputs, g.inits)
+        g.nodes,
+        "random_batched",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", F]),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", F]),
+            helper.make_tensor_value_info("scale", TensorProto.FLOAT, [F]),
+        ],
+        outputs,
+        g.inits,
+    )
     # Opset 18: ReduceMean takes its axes as an input from 18 on (the onnx checker,
     # run on import, refuses the input at 17).
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**16), ops=st.lists(st.sampled_from(_DYNAMIC_OPS), min_size=1,
-                                                 max_size=6),
-       second=st.booleans(), n=st.integers(1, 5), b=st.integers(1, 12))
+@given(
+    seed=st.integers(0, 2**16),
+    ops=st.lists(st.sampled_from(_DYNAMIC_OPS), min_size=1, max_size=6),
+    second=st.booleans(),
+    n=st.integers(1, 5),
+    b=st.integers(1, 12),
+)
 def test_batched_run_equals_unbatched_run(seed, ops, second, n, b):
     model = _dynamic_graph(seed, ops, second)
     rng = np.random.default_rng(seed + 1)
-    feeds = {"x": rng.standard_normal((b, F)).astype(np.float32),
-             "y": rng.standard_normal((b, F)).astype(np.float32),
-             "scale": rng.standard_normal(F).astype(np.float32)}
+    feeds = {
+        "x": rng.standard_normal((b, F)).astype(np.float32),
+        "y": rng.standard_normal((b, F)).astype(np.float32),
+        "scale": rng.standard_normal(F).astype(np.float32),
+    }
     want = neuron_ir.run(neuron_ir.import_model(model), feeds)
     cm = neuron_ir.compile(model, batch=n)
     got = cm.run(feeds)
@@ -114,8 +136,18 @@ def test_batched_run_equals_unbatched_run(seed, ops, second, n, b):
 
 S = 4  # sequence length of the static graphs
 
-_STATIC_OPS = ["rows_gemm", "heads", "softmax", "positions", "relu", "unsqueeze_squeeze",
-               "flatten_back", "slice_all", "reduce_last", "transpose_back"]
+_STATIC_OPS = [
+    "rows_gemm",
+    "heads",
+    "softmax",
+    "positions",
+    "relu",
+    "unsqueeze_squeeze",
+    "flatten_back",
+    "slice_all",
+    "reduce_last",
+    "transpose_back",
+]
 
 
 def _static_graph(seed: int, ops: list[str], cls: bool = False) -> onnx.ModelProto:
@@ -151,9 +183,15 @@ def _static_graph(seed: int, ops: list[str], cls: bool = False) -> onnx.ModelPro
             flat = g.op("Flatten", [v], axis=1)
             v = g.op("Reshape", [flat, shape(1, S, F)])
         elif kind == "slice_all":  # x[0:1] of the batch, as traced at batch 1
-            v = g.op("Slice", [v, g.const(np.array([0], np.int64)),
-                               g.const(np.array([1], np.int64)),
-                               g.const(np.array([0], np.int64))])
+            v = g.op(
+                "Slice",
+                [
+                    v,
+                    g.const(np.array([0], np.int64)),
+                    g.const(np.array([1], np.int64)),
+                    g.const(np.array([0], np.int64)),
+                ],
+            )
         elif kind == "reduce_last":
             mean = g.op("ReduceMean", [v, g.const(np.array([-1], np.int64))], keepdims=1)
             v = g.op("Sub", [v, mean])
@@ -164,24 +202,31 @@ def _static_graph(seed: int, ops: list[str], cls: bool = False) -> onnx.ModelPro
         token = g.const(g.rng.standard_normal((1, 1, F)).astype(np.float32))
         v = g.op("Concat", [token, v], axis=1)
     graph = helper.make_graph(
-        g.nodes, "random_static",
+        g.nodes,
+        "random_static",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, S, F])],
-        [helper.make_tensor_value_info(v, TensorProto.FLOAT, [1, S + cls, F])], g.inits)
+        [helper.make_tensor_value_info(v, TensorProto.FLOAT, [1, S + cls, F])],
+        g.inits,
+    )
     # Opset 18: ReduceMean takes its axes as an input from 18 on (the onnx checker,
     # run on import, refuses the input at 17).
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**16), ops=st.lists(st.sampled_from(_STATIC_OPS), min_size=1,
-                                                 max_size=6),
-       cls=st.booleans(), n=st.integers(1, 4), b=st.integers(1, 9))
+@given(
+    seed=st.integers(0, 2**16),
+    ops=st.lists(st.sampled_from(_STATIC_OPS), min_size=1, max_size=6),
+    cls=st.booleans(),
+    n=st.integers(1, 4),
+    b=st.integers(1, 9),
+)
 def test_rebatched_static_graph_equals_stacked_batch1_runs(seed, ops, cls, n, b):
     model = _static_graph(seed, ops, cls)
     original = neuron_ir.import_model(model)
     rng = np.random.default_rng(seed + 1)
     x = rng.standard_normal((b, S, F)).astype(np.float32)
-    per_sample = [neuron_ir.run(original, {"x": x[i:i + 1]}) for i in range(b)]
+    per_sample = [neuron_ir.run(original, {"x": x[i : i + 1]}) for i in range(b)]
     cm = neuron_ir.compile(model, batch=n)
     got = cm.run({"x": x})
     for key in per_sample[0]:

@@ -23,16 +23,28 @@ from neuron_ir.runtime.buckets import (
 
 def test_select_bucket_takes_the_smallest_that_fits():
     buckets = [16, 32, 64]
-    assert [select_bucket("s", n, buckets) for n in (1, 16, 17, 32, 33, 64)] == \
-        [16, 16, 32, 32, 64, 64]
+    assert [select_bucket("s", n, buckets) for n in (1, 16, 17, 32, 33, 64)] == [
+        16,
+        16,
+        32,
+        32,
+        64,
+        64,
+    ]
     with pytest.raises(BucketError, match="size 65 along 's' is above the largest bucket 64"):
         select_bucket("s", 65, buckets, where="input 'ids'")
 
 
-@pytest.mark.parametrize("bad, message", [
-    ([32, 16], "not strictly increasing"), ([16, 16], "not strictly increasing"),
-    ([], "empty"), ([0, 8], "not a positive whole number"), ([2.5], "not a positive"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ([32, 16], "not strictly increasing"),
+        ([16, 16], "not strictly increasing"),
+        ([], "empty"),
+        ([0, 8], "not a positive whole number"),
+        ([2.5], "not a positive"),
+    ],
+)
 def test_bad_bucket_lists_are_refused(bad, message):
     with pytest.raises(BucketError, match=message):
         check_boundaries("sequence", bad)
@@ -65,8 +77,11 @@ COSTS = {
 }
 
 
-@given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=30),
-       k=st.integers(1, 4), cost=st.sampled_from(sorted(COSTS)))
+@given(
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=30),
+    k=st.integers(1, 4),
+    cost=st.sampled_from(sorted(COSTS)),
+)
 def test_dp_equals_brute_force_over_all_boundary_sets(sizes, k, cost):
     fn = COSTS[cost]
     choice = choose_boundaries(sizes, k, fn)
@@ -104,7 +119,7 @@ def _text_feeds(sess, batch, size, rng):
     for inp in sess.get_inputs():
         if "mask" in inp.name:
             mask = np.ones((batch, size), np.int64)
-            mask[0, size - size // 3:] = 0  # a padded sentence inside the client batch
+            mask[0, size - size // 3 :] = 0  # a padded sentence inside the client batch
             feeds[inp.name] = mask
         elif "type" in inp.name:
             feeds[inp.name] = np.zeros((batch, size), np.int64)
@@ -113,9 +128,14 @@ def _text_feeds(sess, batch, size, rng):
     return feeds
 
 
-@pytest.mark.parametrize("path, symbol", [("dynamo/hf_bert.onnx", "sequence"),
-                                          ("torchscript/hf_marian_encoder.onnx", "src_len"),
-                                          ("dynamo/hf_bart_encoder.onnx", "src_len")])
+@pytest.mark.parametrize(
+    "path, symbol",
+    [
+        ("dynamo/hf_bert.onnx", "sequence"),
+        ("torchscript/hf_marian_encoder.onnx", "src_len"),
+        ("dynamo/hf_bart_encoder.onnx", "src_len"),
+    ],
+)
 def test_bucketed_text_models_match_onnxruntime_at_the_exact_size(path, symbol):
     src = str(HF / path)
     sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
@@ -134,24 +154,31 @@ def test_bucketed_text_models_match_onnxruntime_at_the_exact_size(path, symbol):
 def _pooling_model(masked: bool) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
-             helper.make_node("Relu", ["h"], ["r"])]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["r"])]
     if masked:  # sum(r * mask) / sum(mask): padding-proof
-        nodes += [helper.make_node("Unsqueeze", ["mask", "ax"], ["m3"]),
-                  helper.make_node("Mul", ["r", "m3"], ["rm"]),
-                  helper.make_node("ReduceSum", ["rm", "one"], ["s"], keepdims=0),
-                  helper.make_node("ReduceSum", ["m3", "one"], ["n"], keepdims=0),
-                  helper.make_node("Div", ["s", "n"], ["pooled"])]
+        nodes += [
+            helper.make_node("Unsqueeze", ["mask", "ax"], ["m3"]),
+            helper.make_node("Mul", ["r", "m3"], ["rm"]),
+            helper.make_node("ReduceSum", ["rm", "one"], ["s"], keepdims=0),
+            helper.make_node("ReduceSum", ["m3", "one"], ["n"], keepdims=0),
+            helper.make_node("Div", ["s", "n"], ["pooled"]),
+        ]
     else:
         nodes += [helper.make_node("ReduceMean", ["r", "one"], ["pooled"], keepdims=0)]
-    inits = [w, numpy_helper.from_array(np.array([1], np.int64), "one"),
-             numpy_helper.from_array(np.array([2], np.int64), "ax")]
+    inits = [
+        w,
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.array([2], np.int64), "ax"),
+    ]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 8])]
     if masked:
-        inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT,
-                                                    ["batch", "sequence"]))
-    outputs = [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 8]),
-               helper.make_tensor_value_info("r", TensorProto.FLOAT, ["batch", "sequence", 8])]
+        inputs.append(
+            helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", "sequence"])
+        )
+    outputs = [
+        helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 8]),
+        helper.make_tensor_value_info("r", TensorProto.FLOAT, ["batch", "sequence", 8]),
+    ]
     graph = helper.make_graph(nodes, "pool", inputs, outputs, inits)
     # opset 18: ReduceMean takes its axes as an input
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -159,42 +186,55 @@ def _pooling_model(masked: bool) -> onnx.ModelProto:
 
 def test_padding_check_refuses_a_mean_over_the_sequence_without_the_mask():
     with pytest.raises(neuron_ir.NeuronIRError, match="output 'pooled' in bucket sequence=8"):
-        neuron_ir.compile(_pooling_model(False), dims={"batch": 1},
-                          buckets={"sequence": [4, 8]})
+        neuron_ir.compile(_pooling_model(False), dims={"batch": 1}, buckets={"sequence": [4, 8]})
     # Accepted on request, and the masked model passes the check.
-    loose = neuron_ir.compile(_pooling_model(False), dims={"batch": 1},
-                              buckets={"sequence": [4, 8]}, check_padding=False)
+    loose = neuron_ir.compile(
+        _pooling_model(False), dims={"batch": 1}, buckets={"sequence": [4, 8]}, check_padding=False
+    )
     assert "NOT checked" in loose.describe_deployment()
-    masked = neuron_ir.compile(_pooling_model(True), dims={"batch": 1},
-                               buckets={"sequence": [4, 8]})
+    masked = neuron_ir.compile(
+        _pooling_model(True), dims={"batch": 1}, buckets={"sequence": [4, 8]}
+    )
     x = np.random.default_rng(0).standard_normal((1, 5, 8)).astype(np.float32)
     got = masked.run({"x": x, "mask": np.ones((1, 5), np.float32)})
     assert got["r"].shape == (1, 5, 8) and masked.last_bucket == (8,)
 
 
 def test_bucket_errors_name_what_and_where():
-    model = neuron_ir.compile(_pooling_model(True), dims={"batch": 1},
-                              buckets={"sequence": [4, 8]}, pad_values={"mask": 0})
+    model = neuron_ir.compile(
+        _pooling_model(True),
+        dims={"batch": 1},
+        buckets={"sequence": [4, 8]},
+        pad_values={"mask": 0},
+    )
     x = np.zeros((1, 9, 8), np.float32)
-    with pytest.raises(neuron_ir.NeuronIRError,
-                       match="input 'x': size 9 along 'sequence' is above the largest bucket 8"):
+    with pytest.raises(
+        neuron_ir.NeuronIRError,
+        match="input 'x': size 9 along 'sequence' is above the largest bucket 8",
+    ):
         model.run({"x": x, "mask": np.ones((1, 9), np.float32)})
-    with pytest.raises(neuron_ir.NeuronIRError, match="inputs 'x' and 'mask' disagree on "
-                                                      "'sequence': 3 vs 4"):
+    with pytest.raises(
+        neuron_ir.NeuronIRError, match="inputs 'x' and 'mask' disagree on 'sequence': 3 vs 4"
+    ):
         model.run({"x": np.zeros((1, 3, 8), np.float32), "mask": np.ones((1, 4), np.float32)})
     with pytest.raises(neuron_ir.NeuronIRError, match="no input has the symbol 'seq'"):
         neuron_ir.compile(_pooling_model(True), dims={"batch": 1}, buckets={"seq": [4]})
     with pytest.raises(neuron_ir.NeuronIRError, match="not strictly increasing"):
         neuron_ir.compile(_pooling_model(True), dims={"batch": 1}, buckets={"sequence": [8, 4]})
     with pytest.raises(neuron_ir.NeuronIRError, match="pad value for unknown input 'ids'"):
-        neuron_ir.compile(_pooling_model(True), dims={"batch": 1},
-                          buckets={"sequence": [4]}, pad_values={"ids": 0})
+        neuron_ir.compile(
+            _pooling_model(True),
+            dims={"batch": 1},
+            buckets={"sequence": [4]},
+            pad_values={"ids": 0},
+        )
 
 
 def test_pad_value_is_what_padded_positions_hold():
     # An identity-like model shows the padded positions before they are sliced away.
-    model = neuron_ir.compile(_pooling_model(True), dims={"batch": 1},
-                              buckets={"sequence": [8]}, pad_values={"mask": 0})
+    model = neuron_ir.compile(
+        _pooling_model(True), dims={"batch": 1}, buckets={"sequence": [8]}, pad_values={"mask": 0}
+    )
     seen = {}
     inner = model.variants[(8,)].run
 
@@ -211,16 +251,22 @@ def test_pad_value_is_what_padded_positions_hold():
 def _wide_model(hidden: int = 128) -> onnx.ModelProto:
     """Work that grows with the sequence: two matmuls over every position."""
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((hidden, hidden)).astype(np.float32),
-                                     n) for n in ("w1", "w2")]
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]),
-             helper.make_node("Relu", ["h"], ["r"]),
-             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((hidden, hidden)).astype(np.float32), n)
+        for n in ("w1", "w2")
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
     graph = helper.make_graph(
-        nodes, "wide",
+        nodes,
+        "wide",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", hidden])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "sequence", hidden])],
-        inits)
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -228,12 +274,12 @@ def test_auto_buckets_beat_padding_to_max_and_powers_of_two():
     rng = np.random.default_rng(0)
     # Sentence lengths: most short, a long tail to 512.
     samples = np.minimum(rng.lognormal(3.0, 0.7, 10_000).astype(int) + 1, 512).tolist()
-    model = neuron_ir.compile(_wide_model(), dims={"batch": 4},
-                              buckets={"sequence": "auto:4"}, size_samples=samples)
+    model = neuron_ir.compile(
+        _wide_model(), dims={"batch": 4}, buckets={"sequence": "auto:4"}, size_samples=samples
+    )
     chosen = model.boundaries["sequence"]
     assert len(chosen) <= 4 and chosen[-1] == max(samples)
-    figures = {label: seconds for label, (_, seconds, _) in
-               model.auto_choices["sequence"].items()}
+    figures = {label: seconds for label, (_, seconds, _) in model.auto_choices["sequence"].items()}
     assert figures["chosen"] < figures["pad to max"]
     assert figures["chosen"] < figures["4 powers of two"]
     assert "chosen from 10000 sizes (auto:4)" in model.describe_deployment()
@@ -242,8 +288,9 @@ def test_auto_buckets_beat_padding_to_max_and_powers_of_two():
 def test_bucketed_artifact_stores_weights_once_and_runs(tmp_path):
     src = str(HF / "dynamo" / "hf_bert.onnx")
     one = neuron_ir.compile(src, "inf1", dims={"batch": 1}, buckets={"sequence": [64]})
-    four = neuron_ir.compile(src, "inf1", dims={"batch": 1},
-                             buckets={"sequence": [16, 32, 64, 128]})
+    four = neuron_ir.compile(
+        src, "inf1", dims={"batch": 1}, buckets={"sequence": [16, 32, 64, 128]}
+    )
     one.save(tmp_path / "one.nir")
     four.save(tmp_path / "four.nir")
     size_one = (tmp_path / "one.nir").stat().st_size
@@ -251,9 +298,11 @@ def test_bucketed_artifact_stores_weights_once_and_runs(tmp_path):
     assert size_four <= 1.3 * size_one, (size_one, size_four)
     loaded = neuron_ir.load(str(tmp_path / "four.nir"))
     assert loaded.boundaries == {"sequence": [16, 32, 64, 128]}
-    feeds = {"input_ids": np.arange(20, dtype=np.int64).reshape(1, 20) % 50,
-             "attention_mask": np.ones((1, 20), np.int64),
-             "token_type_ids": np.zeros((1, 20), np.int64)}
+    feeds = {
+        "input_ids": np.arange(20, dtype=np.int64).reshape(1, 20) % 50,
+        "attention_mask": np.ones((1, 20), np.int64),
+        "token_type_ids": np.zeros((1, 20), np.int64),
+    }
     want, got = four.run(feeds), loaded.run(feeds)
     assert loaded.last_bucket == (32,)
     for name in want:

@@ -34,8 +34,19 @@ def _run(capsys, *argv):
 
 def test_compile_writes_an_artifact_that_runs(model_path, tmp_path, capsys):
     out = tmp_path / "m.nir"
-    code, stdout, err = _run(capsys, model_path, "-o", out, "--dims", "batch:2,sequence:16",
-                             "--cores", "2", "--replicas", "3", "--quiet")
+    code, stdout, err = _run(
+        capsys,
+        model_path,
+        "-o",
+        out,
+        "--dims",
+        "batch:2,sequence:16",
+        "--cores",
+        "2",
+        "--replicas",
+        "3",
+        "--quiet",
+    )
     assert code == 0, err
     assert "NeuronCore" in stdout and "simulated latency" in stdout and "3 copies" in stdout
     loaded = neuron_ir.load(str(out))
@@ -48,8 +59,9 @@ def test_compile_writes_an_artifact_that_runs(model_path, tmp_path, capsys):
 
 def test_batch_flag_compiles_for_that_batch(model_path, tmp_path, capsys):
     out = tmp_path / "b.nir"
-    code, stdout, err = _run(capsys, model_path, "-o", out, "--dims", "sequence:16",
-                             "--batch", "4", "--quiet")
+    code, stdout, err = _run(
+        capsys, model_path, "-o", out, "--dims", "sequence:16", "--batch", "4", "--quiet"
+    )
     assert code == 0, err
     assert neuron_ir.load(str(out)).batch == 4
     assert "batch of 4" in stdout
@@ -57,30 +69,44 @@ def test_batch_flag_compiles_for_that_batch(model_path, tmp_path, capsys):
 
 def test_inf2_target_and_auto_cores(model_path, tmp_path, capsys):
     out = tmp_path / "a.nir"
-    code, _, err = _run(capsys, model_path, "-o", out, "--target", "inf2",
-                        "--dims", "batch:1,sequence:16", "--cores", "auto", "--quiet")
+    code, _, err = _run(
+        capsys,
+        model_path,
+        "-o",
+        out,
+        "--target",
+        "inf2",
+        "--dims",
+        "batch:1,sequence:16",
+        "--cores",
+        "auto",
+        "--quiet",
+    )
     assert code == 0, err
     model = neuron_ir.load(str(out))
     assert model.target == "inf2" and model.cores >= 1
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--cores", "0"], "--cores must be a positive integer"),
-    (["--cores", "65"], "inf1 has at most 64 NeuronCores"),
-    (["--cores", "x"], "--cores must be a positive integer"),
-    (["--replicas", "0"], "--replicas must be a positive integer"),
-    (["--batch", "-1"], "--batch must be a positive integer"),
-    (["--bucket", "sequence=32,16"], "strictly increasing"),
-    (["--bucket", "sequence"], "expected SYMBOL=16,32,64"),
-    (["--bucket", "sequence=auto:4"], "needs --size-samples"),
-    (["--pad-value", "ids"], "expected INPUT=NUMBER"),
-])
-def test_bad_values_are_one_error_line_and_nothing_written(model_path, tmp_path, capsys,
-                                                          argv, message):
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--cores", "0"], "--cores must be a positive integer"),
+        (["--cores", "65"], "inf1 has at most 64 NeuronCores"),
+        (["--cores", "x"], "--cores must be a positive integer"),
+        (["--replicas", "0"], "--replicas must be a positive integer"),
+        (["--batch", "-1"], "--batch must be a positive integer"),
+        (["--bucket", "sequence=32,16"], "strictly increasing"),
+        (["--bucket", "sequence"], "expected SYMBOL=16,32,64"),
+        (["--bucket", "sequence=auto:4"], "needs --size-samples"),
+        (["--pad-value", "ids"], "expected INPUT=NUMBER"),
+    ],
+)
+def test_bad_values_are_one_error_line_and_nothing_written(
+    model_path, tmp_path, capsys, argv, message
+):
     out = tmp_path / "never.nir"
     before = _digest(model_path)
-    code, stdout, err = _run(capsys, model_path, "-o", out, "--dims", "batch:1,sequence:16",
-                             *argv)
+    code, stdout, err = _run(capsys, model_path, "-o", out, "--dims", "batch:1,sequence:16", *argv)
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
@@ -93,10 +119,14 @@ def test_plan_errors(model_path, tmp_path, capsys):
         (["--plan"], "--plan needs --instance"),
         (["--plan", "--instance", "inf9.huge"], "unknown instance 'inf9.huge'"),
         (["--plan", "--instance", "inf1.xlarge", "--target", "inf2"], "does not match"),
-        (["--plan", "--instance", "inf1.xlarge", "--latency-budget", "soon"],
-         "--latency-budget must look like"),
-        (["--plan", "--instance", "inf1.xlarge", "--plot", str(model_path)],
-         "refusing to overwrite"),
+        (
+            ["--plan", "--instance", "inf1.xlarge", "--latency-budget", "soon"],
+            "--latency-budget must look like",
+        ),
+        (
+            ["--plan", "--instance", "inf1.xlarge", "--plot", str(model_path)],
+            "refusing to overwrite",
+        ),
     ]:
         code, _, err = _run(capsys, model_path, *argv)
         assert code == 1 and err.count("\n") == 1 and message in err, (argv, err)
@@ -111,9 +141,22 @@ def test_refuses_to_overwrite_the_model(model_path, capsys):
 
 def test_plan_prints_table_frontier_choice_and_draws(model_path, tmp_path, capsys):
     png = tmp_path / "plan.png"
-    code, stdout, err = _run(capsys, model_path, "--plan", "--instance", "inf1.xlarge",
-                             "--dims", "batch:1,sequence:16", "--latency-budget", "5ms",
-                             "--batches", "1,4,16", "--plot", png, "--quiet")
+    code, stdout, err = _run(
+        capsys,
+        model_path,
+        "--plan",
+        "--instance",
+        "inf1.xlarge",
+        "--dims",
+        "batch:1,sequence:16",
+        "--latency-budget",
+        "5ms",
+        "--batches",
+        "1,4,16",
+        "--plot",
+        png,
+        "--quiet",
+    )
     assert code == 0, err
     assert "Pareto frontier" in stdout and "* chosen" in stdout
     assert "compile it with: neuron-compile" in stdout and "--replicas" in stdout
@@ -121,8 +164,13 @@ def test_plan_prints_table_frontier_choice_and_draws(model_path, tmp_path, capsy
 
 
 def test_plan_choice_is_the_best_under_the_budget(model_path):
-    result = plan(str(model_path), "inf1.xlarge", dims={"batch": 1, "sequence": 16},
-                  batches=[1, 2, 8, 32], latency_budget=None)
+    result = plan(
+        str(model_path),
+        "inf1.xlarge",
+        dims={"batch": 1, "sequence": 16},
+        batches=[1, 2, 8, 32],
+        latency_budget=None,
+    )
     assert {p.total_cores for p in result.points} <= set(range(1, 5))
     best = max(p.throughput for p in result.points)
     assert result.choice.throughput == best
@@ -134,12 +182,18 @@ def test_plan_choice_is_the_best_under_the_budget(model_path):
     # The frontier: nothing beats a frontier point on both axes, and every point that is
     # not dominated is on it.
     for p in result.points:
-        dominated = any(q.latency <= p.latency and q.throughput > p.throughput or
-                        q.latency < p.latency and q.throughput >= p.throughput
-                        for q in result.points)
+        dominated = any(
+            q.latency <= p.latency
+            and q.throughput > p.throughput
+            or q.latency < p.latency
+            and q.throughput >= p.throughput
+            for q in result.points
+        )
         assert (p in result.frontier) == (not dominated) or any(
             q.latency == p.latency and q.throughput == p.throughput and q in result.frontier
-            for q in result.points if q is not p)
+            for q in result.points
+            if q is not p
+        )
     # Copies scale throughput and leave latency alone.
     one = {(p.batch, p.cores): p for p in result.points if p.replicas == 1}
     for p in result.points:

@@ -76,9 +76,9 @@ def test_default_pipeline_pass_is_what_compile_runs():
     before = neuron_ir.run(neuron_ir.import_model(model), feeds)
     compiled = neuron_ir.compile(model, dims="batch:2,sequence:16")
     module = neuron_ir.import_model(model)
-    PassPipeline.parse_spec(available_passes(),
-                            'default-pipeline{target=inf1 dims="batch:2,sequence:16"}').apply(
-        neuron_ir.make_context(), module)
+    PassPipeline.parse_spec(
+        available_passes(), 'default-pipeline{target=inf1 dims="batch:2,sequence:16"}'
+    ).apply(neuron_ir.make_context(), module)
     assert neuron_ir.print_ir(module) == neuron_ir.print_ir(compiled.module)
     after = neuron_ir.run(module, feeds)
     for name, value in before.items():

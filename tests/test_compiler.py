@@ -45,13 +45,18 @@ def compiled(tmp_path_factory):
 def test_default_pipeline_is_a_flat_pass_string():
     spec = DEFAULT_PIPELINE("inf1", {"a": (1, 128), "b": (1, 128)}, {"batch": 1})
     # Options left at their defaults are omitted (partition's target defaults to inf1).
-    assert spec == ('shape-inference{input-shapes="a:1x128,b:1x128" dims="batch:1"},'
-                    "lower-control-flow,partition,lower-to-nc,nc-place-weights,nc-estimate")
-    assert DEFAULT_PIPELINE("inf2", "a:1x2") == ('shape-inference{input-shapes="a:1x2"},'
-                                                 'lower-control-flow,partition{target="inf2"},'
-                                                 "lower-to-nc,nc-place-weights,nc-estimate")
+    assert spec == (
+        'shape-inference{input-shapes="a:1x128,b:1x128" dims="batch:1"},'
+        "lower-control-flow,partition,lower-to-nc,nc-place-weights,nc-estimate"
+    )
+    assert DEFAULT_PIPELINE("inf2", "a:1x2") == (
+        'shape-inference{input-shapes="a:1x2"},'
+        'lower-control-flow,partition{target="inf2"},'
+        "lower-to-nc,nc-place-weights,nc-estimate"
+    )
     assert DEFAULT_PIPELINE("inf2", "a:1x2", batch=4, cores="auto").endswith(
-        'lower-to-nc{batch=4},pipeline-shard{cores="auto"},nc-place-weights,nc-estimate')
+        'lower-to-nc{batch=4},pipeline-shard{cores="auto"},nc-place-weights,nc-estimate'
+    )
 
 
 def test_pipeline_text_parses_back_to_the_same_passes():
@@ -147,8 +152,16 @@ def test_neuron_run_artifact_with_npz(compiled, tmp_path):
     out, trace = tmp_path / "y.npz", tmp_path / "t.json"
     model.save(artifact)
     np.savez(inputs, **feeds)
-    proc = run_tool("neuron_ir.cli.run", str(artifact), "--inputs", str(inputs),
-                    "--output", str(out), "--trace", str(trace))
+    proc = run_tool(
+        "neuron_ir.cli.run",
+        str(artifact),
+        "--inputs",
+        str(inputs),
+        "--output",
+        str(out),
+        "--trace",
+        str(trace),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "simulated latency" in proc.stdout and "logits" in proc.stdout
     expected = model.run(feeds)
@@ -157,8 +170,11 @@ def test_neuron_run_artifact_with_npz(compiled, tmp_path):
         for k in expected:
             assert got[k].tobytes() == expected[k].tobytes()
     events = json.loads(trace.read_text())["traceEvents"]
-    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
-               if e["ph"] == "M" and e["name"] == "thread_name"}
+    threads = {
+        (e["pid"], e["tid"]): e["args"]["name"]
+        for e in events
+        if e["ph"] == "M" and e["name"] == "thread_name"
+    }
     xs = [e for e in events if e["ph"] == "X"]
     assert xs
     named = {threads[(e["pid"], e["tid"])] for e in xs}
@@ -181,8 +197,9 @@ def test_neuron_run_wrong_shape_is_one_error_line(compiled, tmp_path):
     artifact, x, out = tmp_path / "r.nir", tmp_path / "x.npy", tmp_path / "y.npz"
     compiled["tiny_resnet"][2].save(artifact)
     np.save(x, np.zeros((1, 2), np.float32))
-    proc = run_tool("neuron_ir.cli.run", str(artifact), "--input", f"input={x}",
-                    "--output", str(out))
+    proc = run_tool(
+        "neuron_ir.cli.run", str(artifact), "--input", f"input={x}", "--output", str(out)
+    )
     assert proc.returncode == 1 and not out.exists()
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "expected shape" in lines[0], proc.stderr
@@ -217,6 +234,8 @@ def test_compile_verifies_once_and_still_names_the_pass_that_broke_the_ir(monkey
     with pytest.raises(PassError, match="after pass 'break-ir'"):
         compile(zoo.build("tiny_bert"), pipeline="break-ir,partition")
     assert calls == ["break-ir", "break-ir"]  # the first run verified only at the end
+
+
 def test_verifier_names_the_pass_that_broke_the_ir(monkeypatch):
     # xDSL calls the callback as (previous_pass, module, next_pass): blame the first.
     from dataclasses import dataclass
@@ -241,8 +260,10 @@ def test_verifier_names_the_pass_that_broke_the_ir(monkeypatch):
     monkeypatch.setitem(passes.PASSES, "break-return-type", lambda: BreakReturnType)
     module = import_model(zoo.build("tiny_resnet"))
     with pytest.raises(PassError, match="after pass 'break-return-type'"):
-        run_pipeline(module, 'shape-inference{input-shapes="input:1x3x64x64"},break-return-type,'
-                             "lower-control-flow")
+        run_pipeline(
+            module,
+            'shape-inference{input-shapes="input:1x3x64x64"},break-return-type,lower-control-flow',
+        )
 
 
 def test_data_dependent_results_run_on_the_cpu_not_an_error():
@@ -250,12 +271,19 @@ def test_data_dependent_results_run_on_the_cpu_not_an_error():
     # shape depends on data, so ReduceSum stays on the CPU with that reason.
     from onnx import TensorProto, helper
 
-    nodes = [helper.make_node("Relu", ["x"], ["r"]),
-             helper.make_node("ReduceSum", ["r", "axes"], ["y"], keepdims=0)]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("ReduceSum", ["r", "axes"], ["y"], keepdims=0),
+    ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
-                     helper.make_tensor_value_info("axes", TensorProto.INT64, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+            helper.make_tensor_value_info("axes", TensorProto.INT64, [1]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     compiled = compile(model, "inf1", {"x": (2, 3, 4), "axes": (1,)})
     (cpu,) = compiled.report.cpu_ops

@@ -35,15 +35,18 @@ def test_all_node_cases_round_trip():
 
 
 DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
-BACKEND_MODELS = sorted(glob.glob(os.path.join(DATA, "light", "*.onnx"))
-                        + glob.glob(os.path.join(DATA, "*", "*", "model.onnx")))
+BACKEND_MODELS = sorted(
+    glob.glob(os.path.join(DATA, "light", "*.onnx"))
+    + glob.glob(os.path.join(DATA, "*", "*", "model.onnx"))
+)
 
 # The only backend models that are refused: they use ONNX sequences.
 SEQUENCE_MODELS = {f"test_sequence_model{i}" for i in range(1, 9)}
 
 
-@pytest.mark.parametrize("path", BACKEND_MODELS[::3] if BACKEND_MODELS else [],
-                         ids=lambda p: os.path.relpath(p, DATA))
+@pytest.mark.parametrize(
+    "path", BACKEND_MODELS[::3] if BACKEND_MODELS else [], ids=lambda p: os.path.relpath(p, DATA)
+)
 def test_backend_model_imports_or_fails_clearly(path):
     name = os.path.basename(os.path.dirname(path))
     if name in SEQUENCE_MODELS:

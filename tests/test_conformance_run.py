@@ -40,8 +40,9 @@ def check_case(case) -> None:
     why, expect = XFAILS[case.name]
     assert reason is not None, f"listed as failing ({why}) but passes: remove it from the list"
     reason = " ".join(reason.split())[:300]
-    assert reason == expect, (f"fails for another reason than the listed one:\n"
-                              f"  listed: {expect}\n  now:    {reason}")
+    assert reason == expect, (
+        f"fails for another reason than the listed one:\n  listed: {expect}\n  now:    {reason}"
+    )
     pytest.xfail(why)
 
 
@@ -61,8 +62,10 @@ def test_node_case(case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", [c for i, c in enumerate(CASES)
-                                  if not (i % 4 == 0 or c.name in XFAILS)],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "case",
+    [c for i, c in enumerate(CASES) if not (i % 4 == 0 or c.name in XFAILS)],
+    ids=lambda c: c.name,
+)
 def test_node_case_full(case):
     check_case(case)

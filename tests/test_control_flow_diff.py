@@ -25,13 +25,13 @@ def _vi(name, dtype=TensorProto.FLOAT, shape=None):
 
 
 def _const(name, array):
-    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(
-        np.asarray(array), name + "_v"))
+    return helper.make_node(
+        "Constant", [], [name], value=numpy_helper.from_array(np.asarray(array), name + "_v")
+    )
 
 
 def _ort(model, feeds):
-    session = ort.InferenceSession(model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, feeds), strict=True))
 
@@ -55,8 +55,10 @@ def check(model, feeds, max_unroll=64):
     computes what onnxruntime computes. Returns the lowered module's text."""
     want = _ort(model, feeds)
     _same(neuron_ir.run(neuron_ir.import_model(model), feeds), want)
-    spec = f'shape-inference{{input-shapes="{pins(feeds)}"}},lower-control-flow' \
-           f"{{max-unroll={max_unroll}}}"
+    spec = (
+        f'shape-inference{{input-shapes="{pins(feeds)}"}},lower-control-flow'
+        f"{{max-unroll={max_unroll}}}"
+    )
     lowered = _apply(model, feeds, spec)
     _same(neuron_ir.run(lowered, feeds), want)
     compiled = neuron_ir.compile(model, input_shapes={k: v.shape for k, v in feeds.items()})
@@ -66,25 +68,32 @@ def check(model, feeds, max_unroll=64):
 
 # -- If ----------------------------------------------------------------------------------
 
+
 def _if_model(cond_value=None):
     """y = If(cond) then x*2+1 else (x-3)*x; cond constant, or x's sum > 0."""
-    then_nodes = [_const("two", np.float32(2.0)), _const("one", np.float32(1.0)),
-                  helper.make_node("Mul", ["x", "two"], ["t0"]),
-                  helper.make_node("Add", ["t0", "one"], ["t_out"])]
-    else_nodes = [_const("three", np.float32(3.0)),
-                  helper.make_node("Sub", ["x", "three"], ["e0"]),
-                  helper.make_node("Mul", ["e0", "x"], ["e_out"])]
+    then_nodes = [
+        _const("two", np.float32(2.0)),
+        _const("one", np.float32(1.0)),
+        helper.make_node("Mul", ["x", "two"], ["t0"]),
+        helper.make_node("Add", ["t0", "one"], ["t_out"]),
+    ]
+    else_nodes = [
+        _const("three", np.float32(3.0)),
+        helper.make_node("Sub", ["x", "three"], ["e0"]),
+        helper.make_node("Mul", ["e0", "x"], ["e_out"]),
+    ]
     then_g = helper.make_graph(then_nodes, "then", [], [_vi("t_out", shape=SHAPE)])
     else_g = helper.make_graph(else_nodes, "else", [], [_vi("e_out", shape=SHAPE)])
     nodes = []
     if cond_value is None:
-        nodes += [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
-                  _const("zero", np.float32(0.0)),
-                  helper.make_node("Greater", ["s", "zero"], ["cond"])]
+        nodes += [
+            helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+            _const("zero", np.float32(0.0)),
+            helper.make_node("Greater", ["s", "zero"], ["cond"]),
+        ]
     else:
         nodes.append(_const("cond", np.array(cond_value)))
-    nodes.append(helper.make_node("If", ["cond"], ["y"], then_branch=then_g,
-                                  else_branch=else_g))
+    nodes.append(helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g))
     graph = helper.make_graph(nodes, "if", [_vi("x", shape=SHAPE)], [_vi("y", shape=SHAPE)])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
@@ -107,6 +116,7 @@ def test_data_dependent_if_takes_either_branch(sign):
 
 # -- Loop ----------------------------------------------------------------------------------
 
+
 def _loop_model(trip, with_cond_input=True, early_exit_at=None):
     """acc' = acc * 0.5 + x * i (i the iteration number); scans i*i and acc'."""
     body_nodes = [
@@ -121,32 +131,48 @@ def _loop_model(trip, with_cond_input=True, early_exit_at=None):
     if early_exit_at is None:
         body_nodes.append(helper.make_node("Identity", ["cond_in"], ["cond_out"]))
     else:
-        body_nodes += [_const("stop", np.array(early_exit_at, np.int64)),
-                       helper.make_node("Less", ["i", "stop"], ["cond_out"])]
+        body_nodes += [
+            _const("stop", np.array(early_exit_at, np.int64)),
+            helper.make_node("Less", ["i", "stop"], ["cond_out"]),
+        ]
     body = helper.make_graph(
-        body_nodes, "body",
-        [_vi("i", TensorProto.INT64, []), _vi("cond_in", TensorProto.BOOL, []),
-         _vi("acc", shape=SHAPE)],
-        [_vi("cond_out", TensorProto.BOOL, []), _vi("acc_out", shape=SHAPE),
-         _vi("sq", shape=[]), _vi("acc_scan", shape=SHAPE)])
+        body_nodes,
+        "body",
+        [
+            _vi("i", TensorProto.INT64, []),
+            _vi("cond_in", TensorProto.BOOL, []),
+            _vi("acc", shape=SHAPE),
+        ],
+        [
+            _vi("cond_out", TensorProto.BOOL, []),
+            _vi("acc_out", shape=SHAPE),
+            _vi("sq", shape=[]),
+            _vi("acc_scan", shape=SHAPE),
+        ],
+    )
     nodes = [_const("M", np.array(trip, np.int64))]
     ins = ["M", ""]
     if with_cond_input:
         nodes.append(_const("c0", np.array(True)))
         ins[1] = "c0"
-    nodes.append(helper.make_node("Loop", [*ins, "a0"], ["acc_final", "squares", "accs"],
-                                  body=body))
+    nodes.append(
+        helper.make_node("Loop", [*ins, "a0"], ["acc_final", "squares", "accs"], body=body)
+    )
     graph = helper.make_graph(
-        nodes, "loop", [_vi("x", shape=SHAPE), _vi("a0", shape=SHAPE)],
-        [_vi("acc_final", shape=SHAPE), _vi("squares", shape=None),
-         _vi("accs", shape=None)])
+        nodes,
+        "loop",
+        [_vi("x", shape=SHAPE), _vi("a0", shape=SHAPE)],
+        [_vi("acc_final", shape=SHAPE), _vi("squares", shape=None), _vi("accs", shape=None)],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
 def _loop_feeds(seed=2):
     rng = np.random.default_rng(seed)
-    return {"x": rng.standard_normal(SHAPE).astype(np.float32),
-            "a0": rng.standard_normal(SHAPE).astype(np.float32)}
+    return {
+        "x": rng.standard_normal(SHAPE).astype(np.float32),
+        "a0": rng.standard_normal(SHAPE).astype(np.float32),
+    }
 
 
 @pytest.mark.parametrize("trip", [0, 1, 4])
@@ -193,8 +219,7 @@ def _cf_graphs(draw):
         op = draw(st.sampled_from(_ELEMENTWISE))
         c = const(rng.uniform(-2.0, 2.0, SHAPE).astype(np.float32))
         out = fresh("e")
-        into.append(helper.make_node(op, [src, c] if draw(st.booleans()) else [c, src],
-                                     [out]))
+        into.append(helper.make_node(op, [src, c] if draw(st.booleans()) else [c, src], [out]))
         return out
 
     for _ in range(draw(st.integers(1, 5))):
@@ -206,8 +231,10 @@ def _cf_graphs(draw):
                 cond = const(np.array(draw(st.booleans())))
             else:
                 s, zero, cond = fresh("s"), const(np.float32(0.0)), fresh("cond")
-                nodes += [helper.make_node("ReduceMean", [cur], [s], keepdims=0),
-                          helper.make_node("Greater", [s, zero], [cond])]
+                nodes += [
+                    helper.make_node("ReduceMean", [cur], [s], keepdims=0),
+                    helper.make_node("Greater", [s, zero], [cond]),
+                ]
             branches = []
             for tag in ("then", "else"):
                 inner: list = []
@@ -215,12 +242,16 @@ def _cf_graphs(draw):
                 kname = fresh("k")
                 inner.append(_const(kname, np.float32(k if tag == "then" else -k)))
                 out = fresh(tag)
-                inner.append(helper.make_node("Mul" if tag == "then" else "Add",
-                                              [cur, kname], [out]))
+                inner.append(
+                    helper.make_node("Mul" if tag == "then" else "Add", [cur, kname], [out])
+                )
                 branches.append(helper.make_graph(inner, tag, [], [_vi(out, shape=SHAPE)]))
             out = fresh("if")
-            nodes.append(helper.make_node("If", [cond], [out], then_branch=branches[0],
-                                          else_branch=branches[1]))
+            nodes.append(
+                helper.make_node(
+                    "If", [cond], [out], then_branch=branches[0], else_branch=branches[1]
+                )
+            )
             cur = out
         else:
             trip = draw(st.integers(0, 4))
@@ -229,23 +260,28 @@ def _cf_graphs(draw):
             fi, step, acc_out, c_out = fresh("fi"), fresh("step"), fresh("ao"), fresh("co")
             w = fresh("w")
             body = helper.make_graph(
-                [helper.make_node("Cast", [i], [fi], to=TensorProto.FLOAT),
-                 _const(w, rng.uniform(-1, 1, SHAPE).astype(np.float32)),
-                 helper.make_node("Mul", [w, fi], [step]),
-                 helper.make_node("Add", [acc, step], [acc_out]),
-                 helper.make_node("Identity", [c_in], [c_out])],
+                [
+                    helper.make_node("Cast", [i], [fi], to=TensorProto.FLOAT),
+                    _const(w, rng.uniform(-1, 1, SHAPE).astype(np.float32)),
+                    helper.make_node("Mul", [w, fi], [step]),
+                    helper.make_node("Add", [acc, step], [acc_out]),
+                    helper.make_node("Identity", [c_in], [c_out]),
+                ],
                 "body",
-                [_vi(i, TensorProto.INT64, []), _vi(c_in, TensorProto.BOOL, []),
-                 _vi(acc, shape=SHAPE)],
-                [_vi(c_out, TensorProto.BOOL, []), _vi(acc_out, shape=SHAPE)])
+                [
+                    _vi(i, TensorProto.INT64, []),
+                    _vi(c_in, TensorProto.BOOL, []),
+                    _vi(acc, shape=SHAPE),
+                ],
+                [_vi(c_out, TensorProto.BOOL, []), _vi(acc_out, shape=SHAPE)],
+            )
             out = fresh("loop")
             nodes.append(helper.make_node("Loop", [m, "", cur], [out], body=body))
             cur = out
         if draw(st.booleans()):
             cur = elementwise(nodes, cur)
     nodes.append(helper.make_node("Identity", [cur], ["y"]))
-    graph = helper.make_graph(nodes, "random_cf", [_vi("x", shape=SHAPE)],
-                              [_vi("y", shape=SHAPE)])
+    graph = helper.make_graph(nodes, "random_cf", [_vi("x", shape=SHAPE)], [_vi("y", shape=SHAPE)])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 

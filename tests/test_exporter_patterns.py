@@ -56,7 +56,8 @@ def test_dlrm_embedding_bag_loop_compiles_and_matches(seed):
     report = compiled.report
     # The bag lookups are data-dependent and stay on the CPU; the MLPs do not.
     assert report.cpu_ops and all(
-        "data-dependent" in op.reason or "dynamic shape" in op.reason for op in report.cpu_ops)
+        "data-dependent" in op.reason or "dynamic shape" in op.reason for op in report.cpu_ops
+    )
     assert {op.op for op in report.cpu_ops} == {"Slice", "Gather", "ReduceSum"}
     assert _nc_ops(compiled, "nc.matmul")
     # Same shapes, other bag boundaries: the compiled model follows the offsets.

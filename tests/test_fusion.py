@@ -22,7 +22,9 @@ def _bn_stats(prefix: str, c: int) -> list[onnx.TensorProto]:
     """Non-trivial inference statistics: scales around +-1, means and shifts off zero,
     variances from 0.05 to 3 (so 1/sqrt(var + eps) is far from 1)."""
     return [
-        _init(f"{prefix}_s", (RNG.uniform(0.5, 1.5, c) * RNG.choice([-1, 1], c)).astype(np.float32)),
+        _init(
+            f"{prefix}_s", (RNG.uniform(0.5, 1.5, c) * RNG.choice([-1, 1], c)).astype(np.float32)
+        ),
         _init(f"{prefix}_b", RNG.normal(0, 0.5, c).astype(np.float32)),
         _init(f"{prefix}_m", RNG.normal(0, 1.0, c).astype(np.float32)),
         _init(f"{prefix}_v", RNG.uniform(0.05, 3.0, c).astype(np.float32)),
@@ -30,9 +32,13 @@ def _bn_stats(prefix: str, c: int) -> list[onnx.TensorProto]:
 
 
 def _bn(prefix: str, x: str, y: str, **attrs) -> onnx.NodeProto:
-    return helper.make_node("BatchNormalization",
-                            [x, f"{prefix}_s", f"{prefix}_b", f"{prefix}_m", f"{prefix}_v"],
-                            [y], epsilon=1e-3, **attrs)
+    return helper.make_node(
+        "BatchNormalization",
+        [x, f"{prefix}_s", f"{prefix}_b", f"{prefix}_m", f"{prefix}_v"],
+        [y],
+        epsilon=1e-3,
+        **attrs,
+    )
 
 
 def _residual_model() -> onnx.ModelProto:
@@ -49,7 +55,9 @@ def _residual_model() -> onnx.ModelProto:
         _init("mask", np.where(RNG.random((1, 6)) < 0.3, -1e4, 0.0).astype(np.float32)),
         _init("gw", RNG.normal(0, 0.5, (6, 5)).astype(np.float32)),
         _init("gb", RNG.normal(0, 0.5, 5).astype(np.float32)),
-        *_bn_stats("bn1", c), *_bn_stats("bn2", c), *_bn_stats("bnp", c),
+        *_bn_stats("bn1", c),
+        *_bn_stats("bn2", c),
+        *_bn_stats("bnp", c),
     ]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
@@ -68,19 +76,27 @@ def _residual_model() -> onnx.ModelProto:
         helper.make_node("Relu", ["g"], ["head"]),
     ]
     graph = helper.make_graph(
-        nodes, "fusion",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c_in, 9, 9]),
-         helper.make_tensor_value_info("t", TensorProto.FLOAT, [4, 10])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, c, 9, 9]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [4, 6]),
-         helper.make_tensor_value_info("head", TensorProto.FLOAT, [4, 5])],
-        inits)
+        nodes,
+        "fusion",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c_in, 9, 9]),
+            helper.make_tensor_value_info("t", TensorProto.FLOAT, [4, 10]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, c, 9, 9]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [4, 6]),
+            helper.make_tensor_value_info("head", TensorProto.FLOAT, [4, 5]),
+        ],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def _feeds() -> dict[str, np.ndarray]:
-    return {"x": RNG.normal(0, 1, (2, 8, 9, 9)).astype(np.float32),
-            "t": RNG.normal(0, 1, (4, 10)).astype(np.float32)}
+    return {
+        "x": RNG.normal(0, 1, (2, 8, 9, 9)).astype(np.float32),
+        "t": RNG.normal(0, 1, (4, 10)).astype(np.float32),
+    }
 
 
 def _groups(module) -> list[list[str]]:
@@ -141,11 +157,14 @@ def _chain_model(bn_attrs: dict, shared: bool, stats_from_input: bool) -> onnx.M
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
 
 
-@pytest.mark.parametrize("bn_attrs,shared,stats_from_input", [
-    ({"training_mode": 1}, False, False),
-    ({}, True, False),
-    ({}, False, True),
-])
+@pytest.mark.parametrize(
+    "bn_attrs,shared,stats_from_input",
+    [
+        ({"training_mode": 1}, False, False),
+        ({}, True, False),
+        ({}, False, True),
+    ],
+)
 def test_not_fused_when_unsafe(bn_attrs, shared, stats_from_input):
     module = neuron_ir.import_model(_chain_model(bn_attrs, shared, stats_from_input))
     assert _groups(module) == []
@@ -154,18 +173,26 @@ def test_not_fused_when_unsafe(bn_attrs, shared, stats_from_input):
 def test_epilogue_that_would_broadcast_runs_unfused():
     # y is (?, 4); at run time (1, 4) + (3, 4) broadcasts to (3, 4): not in place.
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "w"], ["m"]),
-         helper.make_node("Add", ["m", "bias"], ["y"])],
+        [
+            helper.make_node("MatMul", ["a", "w"], ["m"]),
+            helper.make_node("Add", ["m", "bias"], ["y"]),
+        ],
         "broadcast",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 2]),
-         helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["k", 4])],
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 2]),
+            helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["k", 4]),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [_init("w", RNG.normal(0, 1, (2, 4)).astype(np.float32))])
+        [_init("w", RNG.normal(0, 1, (2, 4)).astype(np.float32))],
+    )
     module = neuron_ir.import_model(
-        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    )
     assert _groups(module) == [["MatMul", "Add"]]
-    feeds = {"a": RNG.normal(0, 1, (1, 2)).astype(np.float32),
-             "bias": RNG.normal(0, 1, (3, 4)).astype(np.float32)}
+    feeds = {
+        "a": RNG.normal(0, 1, (1, 2)).astype(np.float32),
+        "bias": RNG.normal(0, 1, (3, 4)).astype(np.float32),
+    }
     got = neuron_ir.Interpreter(module).run(feeds)["y"]
     np.testing.assert_array_equal(got, feeds["a"] @ module_weight(module) + feeds["bias"])
 

@@ -149,8 +149,12 @@ def assert_same(got, want, rtol, atol, what=""):
     assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
     if got.dtype.kind in "fc" or got.dtype.kind == "V":
         np.testing.assert_allclose(
-            got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol,
-            equal_nan=True, err_msg=what,
+            got.astype(np.float64),
+            want.astype(np.float64),
+            rtol=rtol,
+            atol=atol,
+            equal_nan=True,
+            err_msg=what,
         )
     elif atol >= 1:  # integer results of float math (e.g. uint8 Resize)
         np.testing.assert_allclose(
@@ -178,8 +182,12 @@ def _randn(rng, shape, dtype=np.float32):
 
 # ------------------------------------------------------------- backend node test cases
 
-_TRAINING = ("training-mode Dropout is random: the kernel raises NotImplementedError and the "
-             "interpreter falls back", NotImplementedError, "Dropout in training mode is random")
+_TRAINING = (
+    "training-mode Dropout is random: the kernel raises NotImplementedError and the "
+    "interpreter falls back",
+    NotImplementedError,
+    "Dropout in training mode is random",
+)
 # name -> (why, the exception the case must raise, a pattern its message must match):
 # the case runs, and only that failure counts as the expected one.
 XFAIL: dict[str, tuple[str, type[BaseException], str]] = {
@@ -539,10 +547,16 @@ def test_maxpool_int8_and_indices_3d():
     "attrs, in_len, want",
     [
         # dilated kernel (extent 3), stride 2, length 5: SAME pads 1 + 1 -> 3 outputs
-        ({"kernel_shape": [2], "dilations": [2], "strides": [2], "auto_pad": "SAME_UPPER"}, 5,
-         [1.0, 3.0, 3.0]),
-        ({"kernel_shape": [2], "dilations": [2], "strides": [2], "auto_pad": "SAME_LOWER"}, 5,
-         [1.0, 3.0, 3.0]),
+        (
+            {"kernel_shape": [2], "dilations": [2], "strides": [2], "auto_pad": "SAME_UPPER"},
+            5,
+            [1.0, 3.0, 3.0],
+        ),
+        (
+            {"kernel_shape": [2], "dilations": [2], "strides": [2], "auto_pad": "SAME_LOWER"},
+            5,
+            [1.0, 3.0, 3.0],
+        ),
         # kernel 1 < stride 3: SAME needs no padding (never negative)
         ({"kernel_shape": [1], "strides": [3], "auto_pad": "SAME_UPPER"}, 4, [0.0, 3.0]),
     ],
@@ -637,9 +651,9 @@ def _resize_case(draw):
     if (mode == "cubic" or "antialias" in attrs) and ctm == "pytorch_half_pixel":
         # For an output length of 1 the reference samples at -0.5; the spec says 0
         # (the same pixel for nearest and plain linear, not for wider filters).
-        out_len = sizes if sizes is not None else [
-            int(scales[i] * shape[axes[i]]) for i in range(n)
-        ]
+        out_len = (
+            sizes if sizes is not None else [int(scales[i] * shape[axes[i]]) for i in range(n)]
+        )
         assume(all(v > 1 for v in np.asarray(out_len)))
     dtype = draw(st.sampled_from([np.float32, np.float32, np.float32, np.uint8]))
     rng = _rng(draw(st.integers(0, 2**31)))
@@ -720,8 +734,15 @@ def test_pad_negative_crops(mode):
 
 @pytest.mark.parametrize(
     "sa, sb",
-    [((3, 4), (4, 5)), ((4,), (4, 2)), ((3, 4), (4,)), ((4,), (4,)), ((2, 1, 3, 4), (5, 4, 2)),
-     ((2, 3, 4), (4, 5)), ((4,), (2, 4, 3))],
+    [
+        ((3, 4), (4, 5)),
+        ((4,), (4, 2)),
+        ((3, 4), (4,)),
+        ((4,), (4,)),
+        ((2, 1, 3, 4), (5, 4, 2)),
+        ((2, 3, 4), (4, 5)),
+        ((4,), (2, 4, 3)),
+    ],
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.int32, np.float16])
 def test_matmul(sa, sb, dtype):
@@ -784,8 +805,16 @@ def test_qlinear_matmul(dtype):
     b = rng.integers(info.min, info.max, (6, 4)).astype(dtype)
     f = np.float32
     b_zp = np.array(-2 if dtype == np.int8 else 7, dtype)
-    inputs = [a, np.array(0.02, f), np.array(3, dtype), b, np.array(0.03, f), b_zp,
-              np.array(0.5, f), np.array(1, dtype)]
+    inputs = [
+        a,
+        np.array(0.02, f),
+        np.array(3, dtype),
+        b,
+        np.array(0.03, f),
+        b_zp,
+        np.array(0.5, f),
+        np.array(1, dtype),
+    ]
     check("QLinearMatMul", inputs, {})
 
 
@@ -797,8 +826,13 @@ def test_qlinear_matmul(dtype):
 def test_batch_normalization(shape, eps):
     rng = _rng(9)
     c = shape[1]
-    inputs = [_randn(rng, shape), _randn(rng, (c,)), _randn(rng, (c,)), _randn(rng, (c,)),
-              rng.random(c).astype(np.float32) + 0.5]
+    inputs = [
+        _randn(rng, shape),
+        _randn(rng, (c,)),
+        _randn(rng, (c,)),
+        _randn(rng, (c,)),
+        rng.random(c).astype(np.float32) + 0.5,
+    ]
     attrs = {} if eps is None else {"epsilon": eps}
     check("BatchNormalization", inputs, attrs)
 
@@ -808,8 +842,13 @@ def test_batch_normalization(shape, eps):
 def test_batch_normalization_training(n_out, shape):
     rng = _rng(26)
     c = shape[1]
-    inputs = [_randn(rng, shape) * 2 + 1, _randn(rng, (c,)), _randn(rng, (c,)), _randn(rng, (c,)),
-              rng.random(c).astype(np.float32) + 0.5]
+    inputs = [
+        _randn(rng, shape) * 2 + 1,
+        _randn(rng, (c,)),
+        _randn(rng, (c,)),
+        _randn(rng, (c,)),
+        rng.random(c).astype(np.float32) + 0.5,
+    ]
     check("BatchNormalization", inputs, {"training_mode": 1, "momentum": 0.8}, n_out=n_out)
 
 
@@ -930,8 +969,11 @@ def test_softmax_extreme_values():
 @pytest.mark.parametrize("ratio, training", [(None, None), (0.3, None), (0.3, False), (0.0, True)])
 def test_dropout(n_out, ratio, training):
     x = _randn(_rng(17), (3, 4))
-    inputs = [x, None if ratio is None else np.array(ratio, np.float32),
-              None if training is None else np.array(training)]
+    inputs = [
+        x,
+        None if ratio is None else np.array(ratio, np.float32),
+        None if training is None else np.array(training),
+    ]
     while inputs[-1] is None:
         inputs.pop()
     check("Dropout", inputs, {}, n_out=n_out)
@@ -1021,10 +1063,13 @@ def test_non_max_suppression(center_point_box, score_threshold, max_out, iou):
         p2 = p1 + (rng.random((b, n, 2)) - 0.2) * 3  # some corners flipped
         boxes = np.concatenate([p1, p2], -1).astype(np.float32)
     scores = np.round(rng.random((b, c, n)), 1).astype(np.float32)  # ties
-    inputs = [boxes, scores,
-              None if max_out is None else np.array([max_out], np.int64),
-              None if iou is None else np.array([iou], np.float32),
-              None if score_threshold is None else np.array([score_threshold], np.float32)]
+    inputs = [
+        boxes,
+        scores,
+        None if max_out is None else np.array([max_out], np.int64),
+        None if iou is None else np.array([iou], np.float32),
+        None if score_threshold is None else np.array([score_threshold], np.float32),
+    ]
     while inputs[-1] is None:
         inputs.pop()
     attrs = {"center_point_box": center_point_box} if center_point_box else {}
@@ -1047,8 +1092,10 @@ def test_non_max_suppression(center_point_box, score_threshold, max_out, iou):
 def test_roi_align(mode, ctm, sampling_ratio):
     rng = _rng(22)
     x = _randn(rng, (2, 3, 7, 8))
-    rois = np.array([[0, 0, 7, 6], [1.5, 2.2, 6.3, 5.1], [-1, -2, 3, 4], [6, 5, 9, 9.5],
-                     [2, 2, 2, 2]], np.float32)
+    rois = np.array(
+        [[0, 0, 7, 6], [1.5, 2.2, 6.3, 5.1], [-1, -2, 3, 4], [6, 5, 9, 9.5], [2, 2, 2, 2]],
+        np.float32,
+    )
     batch = np.array([0, 1, 1, 0, 1], np.int64)
     attrs = {"output_height": 3, "output_width": 2, "spatial_scale": 0.9}
     if mode:

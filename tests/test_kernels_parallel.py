@@ -10,15 +10,18 @@ from neuron_ir.kernels import parallel
 RNG = np.random.default_rng(3)
 
 
-@pytest.mark.parametrize("a_shape,b_shape", [
-    ((256, 96), (96, 200)),          # split by rows
-    ((3, 512), (512, 2000)),         # too few rows: split by columns
-    ((12, 64, 48), (12, 48, 64)),    # a stack: split by matrices
-    ((1, 300, 128), (1, 128, 96)),   # a stack of one: split by rows
-    ((2, 3, 40, 64), (2, 3, 64, 50)),
-    ((8, 8), (8, 8)),                # too small to split
-    ((5, 64, 32), (32, 70)),         # broadcast stack: numpy's own matmul
-])
+@pytest.mark.parametrize(
+    "a_shape,b_shape",
+    [
+        ((256, 96), (96, 200)),  # split by rows
+        ((3, 512), (512, 2000)),  # too few rows: split by columns
+        ((12, 64, 48), (12, 48, 64)),  # a stack: split by matrices
+        ((1, 300, 128), (1, 128, 96)),  # a stack of one: split by rows
+        ((2, 3, 40, 64), (2, 3, 64, 50)),
+        ((8, 8), (8, 8)),  # too small to split
+        ((5, 64, 32), (32, 70)),  # broadcast stack: numpy's own matmul
+    ],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matmul_matches_numpy(a_shape, b_shape, dtype, monkeypatch):
     monkeypatch.setattr(parallel, "MIN_FLOPS", 1e4)  # make the small cases split too

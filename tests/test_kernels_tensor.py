@@ -72,9 +72,9 @@ def run_kernel(node: onnx.NodeProto, feeds: dict[str, np.ndarray]) -> list[np.nd
     assert isinstance(outs, list) and len(outs) == len(node.output)
     for o in outs:
         # Identity also passes sequences (lists) and empty optionals (None) through.
-        assert isinstance(o, np.ndarray) or (node.op_type == "Identity" and not isinstance(
-            o, np.generic
-        )), type(o)
+        assert isinstance(o, np.ndarray) or (
+            node.op_type == "Identity" and not isinstance(o, np.generic)
+        ), type(o)
     return outs
 
 
@@ -86,8 +86,10 @@ def run_reference(node: onnx.NodeProto, feeds: dict[str, np.ndarray]) -> list[np
             helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(feeds[n].dtype), None)
             for n in node.input
         ]
-        outs = [helper.make_tensor_value_info(n, ins[0].type.tensor_type.elem_type, None)
-                for n in node.output]
+        outs = [
+            helper.make_tensor_value_info(n, ins[0].type.tensor_type.elem_type, None)
+            for n in node.output
+        ]
         proto = helper.make_model(
             helper.make_graph([node], "g", ins, outs),
             opset_imports=[helper.make_opsetid("", OPSET)],
@@ -397,9 +399,7 @@ def _unary_case(draw):
         attrs["detect_positive"] = draw(st.integers(0, 1))
     if op == "Clip":
         for _ in range(2):
-            extra.append(
-                _values(rng, (), dtype, -scale, scale) if draw(st.booleans()) else None
-            )
+            extra.append(_values(rng, (), dtype, -scale, scale) if draw(st.booleans()) else None)
     return op, x, extra, attrs
 
 
@@ -438,7 +438,12 @@ _REDUCE_OPS = (
 def _reduce_case(draw):
     op = draw(st.sampled_from(_REDUCE_OPS))
     int_ok = op in (
-        "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceSumSquare"
+        "ReduceSum",
+        "ReduceMax",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceL1",
+        "ReduceSumSquare",
     )
     dtype = np.dtype(draw(st.sampled_from(_FLOATS + ([np.int32, np.int64] if int_ok else []))))
     shape = draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4))
@@ -772,9 +777,14 @@ def test_misc_shape_ops_match_reference(shape, data, seed):
         to = data.draw(
             st.sampled_from(
                 [
-                    TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.INT32,
-                    TensorProto.INT8, TensorProto.UINT8, TensorProto.BOOL,
-                    TensorProto.BFLOAT16, TensorProto.FLOAT8E4M3FN,
+                    TensorProto.FLOAT16,
+                    TensorProto.DOUBLE,
+                    TensorProto.INT32,
+                    TensorProto.INT8,
+                    TensorProto.UINT8,
+                    TensorProto.BOOL,
+                    TensorProto.BFLOAT16,
+                    TensorProto.FLOAT8E4M3FN,
                 ]
             )
         )
@@ -789,8 +799,15 @@ def test_dtype_preservation():
     """Half precision and narrow ints keep their dtype through attribute arithmetic."""
     for dt in (np.float16, ml_dtypes.bfloat16):
         x = np.array([-2.0, -0.5, 0.0, 0.5, 2.0], dtype=dt)
-        for op, attrs in (("LeakyRelu", {"alpha": 0.1}), ("Elu", {}), ("Gelu", {}),
-                          ("Sigmoid", {}), ("HardSwish", {}), ("Erf", {}), ("Mish", {})):
+        for op, attrs in (
+            ("LeakyRelu", {"alpha": 0.1}),
+            ("Elu", {}),
+            ("Gelu", {}),
+            ("Sigmoid", {}),
+            ("HardSwish", {}),
+            ("Erf", {}),
+            ("Mish", {}),
+        ):
             (y,) = KERNELS[op]([x], attrs, 1)
             assert y.dtype == x.dtype, (op, dt)
         for op in ("ReduceSum", "ReduceMean", "ReduceLogSumExp", "ReduceL2"):
@@ -826,9 +843,17 @@ def test_integer_div_mod_semantics():
 def test_empty_reductions_follow_spec():
     x = np.zeros((0, 3), dtype=np.float32)
     ax = np.array([0], dtype=np.int64)
-    expect = {"ReduceMax": -np.inf, "ReduceMin": np.inf, "ReduceSum": 0, "ReduceProd": 1,
-              "ReduceLogSum": -np.inf, "ReduceLogSumExp": -np.inf, "ReduceL1": 0, "ReduceL2": 0,
-              "ReduceSumSquare": 0}
+    expect = {
+        "ReduceMax": -np.inf,
+        "ReduceMin": np.inf,
+        "ReduceSum": 0,
+        "ReduceProd": 1,
+        "ReduceLogSum": -np.inf,
+        "ReduceLogSumExp": -np.inf,
+        "ReduceL1": 0,
+        "ReduceL2": 0,
+        "ReduceSumSquare": 0,
+    }
     for op, v in expect.items():
         (y,) = KERNELS[op]([x, ax], {}, 1)
         assert y.shape == (1, 3) and y.dtype == np.float32
@@ -839,12 +864,14 @@ def test_empty_reductions_follow_spec():
 
 def test_erf_accuracy():
     rng = np.random.default_rng(0)
-    x = np.concatenate([
-        rng.standard_normal(200_000).astype(np.float32) * 3,
-        np.linspace(-6, 6, 50_001, dtype=np.float32),
-        np.float32(10.0) ** np.linspace(-30, 1, 2000, dtype=np.float32),
-        np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype=np.float32),
-    ])
+    x = np.concatenate(
+        [
+            rng.standard_normal(200_000).astype(np.float32) * 3,
+            np.linspace(-6, 6, 50_001, dtype=np.float32),
+            np.float32(10.0) ** np.linspace(-30, 1, 2000, dtype=np.float32),
+            np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype=np.float32),
+        ]
+    )
     (y,) = KERNELS["Erf"]([x], {}, 1)
     want = np.array([math.erf(v) for v in x.astype(np.float64).tolist()])
     assert y.dtype == np.float32

@@ -159,8 +159,10 @@ def test_no_module_imports_a_layer_above_its_own():
 
 
 def test_the_checks_see_a_planted_cycle_and_an_upward_import():
-    edges = {"neuron_ir.ir.util": {"neuron_ir.runtime.compiled"},
-             "neuron_ir.runtime.compiled": {"neuron_ir.ir.util"}}
+    edges = {
+        "neuron_ir.ir.util": {"neuron_ir.runtime.compiled"},
+        "neuron_ir.runtime.compiled": {"neuron_ir.ir.util"},
+    }
     assert _cycles(edges) == [["neuron_ir.ir.util", "neuron_ir.runtime.compiled"]]
     assert _layer("neuron_ir.ir.util")[1] < _layer("neuron_ir.runtime.compiled")[1]
 

@@ -26,14 +26,16 @@ from passes.lower_to_nc import PATTERNS, LowerToNcPass, lowered_types
 
 # Goes wherever its users go; never placed on its own.
 _NOT_PLACED = {"Constant"}
-LOWERED = sorted(n for n, e in TABLE.items() if e.lowers and (e.inf1 or e.inf2)
-                 and n not in _NOT_PLACED)
+LOWERED = sorted(
+    n for n, e in TABLE.items() if e.lowers and (e.inf1 or e.inf2) and n not in _NOT_PLACED
+)
 
 
 def test_table_and_patterns_agree():
     assert set(LOWERED) == set(lowered_types()), (
         f"table only: {sorted(set(LOWERED) - lowered_types())}; "
-        f"patterns only: {sorted(lowered_types() - set(LOWERED))}")
+        f"patterns only: {sorted(lowered_types() - set(LOWERED))}"
+    )
     # Every pattern lowers ops that exist, and no two patterns claim one op type.
     seen: set[str] = set()
     for pattern in PATTERNS:
@@ -68,8 +70,10 @@ def _corpus(op_type: str, limit: int):
             out.append((name, model, pins(feeds)))
     snake = re.sub(r"(?<!^)(?=[A-Z])", "_", op_type).lower()
     # The op's own tests first (not the function expansions of other ops).
-    cases = sorted(_cases_by_type().get(op_type, []),
-                   key=lambda c: (snake not in c.name, "expanded" in c.name, c.name))
+    cases = sorted(
+        _cases_by_type().get(op_type, []),
+        key=lambda c: (snake not in c.name, "expanded" in c.name, c.name),
+    )
     for case in cases[:limit]:
         out.append((case.name, case.model, case_input_shapes(case)))
     return out
@@ -80,14 +84,17 @@ def _placed_on_nc(model, shapes, target: str, op_type: str) -> bool | None:
     compile for reasons before partitioning). Lowering failures propagate."""
     from neuron_ir.compiler import input_shapes_spec
 
-    spec = (f'shape-inference{{input-shapes="{input_shapes_spec(shapes)}"}},'
-            f"lower-control-flow,partition{{target={target}}}")
+    spec = (
+        f'shape-inference{{input-shapes="{input_shapes_spec(shapes)}"}},'
+        f"lower-control-flow,partition{{target={target}}}"
+    )
     try:
         module = neuron_ir.import_model(model)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             PassPipeline.parse_spec(available_passes(), spec).apply(
-                neuron_ir.make_context(), module)
+                neuron_ir.make_context(), module
+            )
     except NeuronIRError:
         return None
     placed = False
@@ -145,17 +152,28 @@ def test_lowering_limits_send_the_op_to_the_cpu_with_the_reason():
     assert all("stash_type" in r for r in stash.values())
     assert reasons(_model("LayerNormalization", x, inits=scale)) == {"inf1": None, "inf2": None}
     # The Indices output of MaxPool has no lowering: used, it keeps MaxPool on the CPU.
-    pool = reasons(_model("MaxPool", [("x", F32, [1, 1, 4, 4])], n_outputs=2,
-                          out_type=TensorProto.UNDEFINED,
-                          kernel_shape=[2, 2]))
+    pool = reasons(
+        _model(
+            "MaxPool",
+            [("x", F32, [1, 1, 4, 4])],
+            n_outputs=2,
+            out_type=TensorProto.UNDEFINED,
+            kernel_shape=[2, 2],
+        )
+    )
     assert all("output 'Indices' is used" in r for r in pool.values())
     # inf2 supports select_last_index, the lowering does not.
-    last = reasons(_model("ArgMax", [("x", F32, [2, 5])], out_type=TensorProto.INT64, axis=1,
-                          select_last_index=1))
+    last = reasons(
+        _model(
+            "ArgMax", [("x", F32, [2, 5])], out_type=TensorProto.INT64, axis=1, select_last_index=1
+        )
+    )
     assert "select_last_index=1 has no lowering" in last["inf2"]
-    nd = reasons(_model("GatherND", [("d", F32, [2, 3, 4]), ("i", TensorProto.INT64, [2, 1])],
-                        batch_dims=1))
+    nd = reasons(
+        _model("GatherND", [("d", F32, [2, 3, 4]), ("i", TensorProto.INT64, [2, 1])], batch_dims=1)
+    )
     assert all("batch_dims" in r for r in nd.values())
-    einsum = reasons(_model("Einsum", [("a", F32, [2, 3]), ("b", F32, [3, 4])],
-                            equation="ij,jk->ik"))
+    einsum = reasons(
+        _model("Einsum", [("a", F32, [2, 3]), ("b", F32, [3, 4])], equation="ij,jk->ik")
+    )
     assert all("lower-to-nc has no lowering" in r for r in einsum.values())

@@ -36,30 +36,41 @@ def test_memory_time_is_hbm_bytes_over_the_core_share_of_dram_bandwidth(p):
     sbuf = OpWork("tensor", flops=1.0, weight_bytes=3e6, weight_location="sbuf")
     assert memory_time(sbuf, p) == 0.0
     # spilled activations add to the streamed weights
-    spill = OpWork("vector", elements=1.0, bytes_in=2e5, bytes_out=7e4, weight_bytes=3e6,
-                   weight_location="hbm", spills=True)
+    spill = OpWork(
+        "vector",
+        elements=1.0,
+        bytes_in=2e5,
+        bytes_out=7e4,
+        weight_bytes=3e6,
+        weight_location="hbm",
+        spills=True,
+    )
     assert memory_time(spill, p) == pytest.approx((3e6 + 2e5 + 7e4) / share, rel=1e-12)
     # a DMA op moves max(in, out) on the core's share of the DMA bandwidth
     dma = OpWork("dma", bytes_in=5e5, bytes_out=9e5)
     assert memory_time(dma, p) == pytest.approx(
-        9e5 / (p.dma_bandwidth / p.cores_per_chip), rel=1e-12)
+        9e5 / (p.dma_bandwidth / p.cores_per_chip), rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("p", PROFILES, ids=lambda p: p.name)
 def test_op_time_is_the_roofline_plus_dispatch(p):
     share = p.dram_bandwidth / p.cores_per_chip
-    memory_bound = OpWork("tensor", flops=10.0, weight_bytes=4e6, weight_location="hbm",
-                          dtype="bf16")
-    assert op_time(memory_bound, p) == pytest.approx(4e6 / share + p.dispatch_overhead_s,
-                                                     rel=1e-12)
-    compute_bound = OpWork("tensor", flops=4e12, weight_bytes=1e3, weight_location="hbm",
-                           dtype="bf16")
+    memory_bound = OpWork(
+        "tensor", flops=10.0, weight_bytes=4e6, weight_location="hbm", dtype="bf16"
+    )
+    assert op_time(memory_bound, p) == pytest.approx(4e6 / share + p.dispatch_overhead_s, rel=1e-12)
+    compute_bound = OpWork(
+        "tensor", flops=4e12, weight_bytes=1e3, weight_location="hbm", dtype="bf16"
+    )
     assert compute_time(compute_bound, p) == pytest.approx(4e12 / p.peak_flops["bf16"])
     assert op_time(compute_bound, p) == pytest.approx(
-        4e12 / p.peak_flops["bf16"] + p.dispatch_overhead_s, rel=1e-12)
+        4e12 / p.peak_flops["bf16"] + p.dispatch_overhead_s, rel=1e-12
+    )
     vector = OpWork("vector", elements=1e7)
     assert op_time(vector, p) == pytest.approx(
-        1e7 / p.engine_throughput["vector"] + p.dispatch_overhead_s, rel=1e-12)
+        1e7 / p.engine_throughput["vector"] + p.dispatch_overhead_s, rel=1e-12
+    )
 
 
 def test_transfer_time_defaults_to_dma():
@@ -78,14 +89,19 @@ def test_cost_model_errors_name_the_bad_value_and_the_choices():
         weights_fit(1.0, p, 0)
     with pytest.raises(ValueError, match=r"^weight_bytes must be >= 0, not -1$"):
         weights_fit(-1, p, 1)
-    with pytest.raises(ValueError,
-                       match=r"^unknown dtype 'fp64'; dtypes: bf16, fp16, fp32, int8"):
+    with pytest.raises(ValueError, match=r"^unknown dtype 'fp64'; dtypes: bf16, fp16, fp32, int8"):
         dtype_bytes("fp64")
-    with pytest.raises(ValueError, match=r"^unknown engine 'warp'; engines: tensor, vector, "
-                                         r"scalar, gpsimd, dma$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^unknown engine 'warp'; engines: tensor, vector, "
+        r"scalar, gpsimd, dma$",
+    ):
         OpWork(engine="warp")
-    with pytest.raises(ValueError, match=r"^unknown dtype 'fp64'; dtypes: bf16, fp16, fp32, "
-                                         r"int8"):
+    with pytest.raises(
+        ValueError,
+        match=r"^unknown dtype 'fp64'; dtypes: bf16, fp16, fp32, "
+        r"int8",
+    ):
         OpWork(engine="tensor", dtype="fp64")
 
 
@@ -93,20 +109,32 @@ def test_outlined_subgraph_keeps_constants_in_source_order():
     # The cluster reads c1 before c0, but the outlined function lists the constants it
     # copies in the order they had in @main, so that the output is stable and readable.
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((2, 3)).astype(np.float32), n)
-             for n in ("c0", "c1", "c2")]
-    nodes = [helper.make_node("Add", ["x", "c2"], ["a"], name="a"),
-             helper.make_node("Mul", ["a", "c1"], ["b"], name="b"),
-             helper.make_node("Sub", ["b", "c0"], ["y"], name="y")]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((2, 3)).astype(np.float32), n)
+        for n in ("c0", "c1", "c2")
+    ]
+    nodes = [
+        helper.make_node("Add", ["x", "c2"], ["a"], name="a"),
+        helper.make_node("Mul", ["a", "c1"], ["b"], name="b"),
+        helper.make_node("Sub", ["b", "c0"], ["y"], name="y"),
+    ]
     graph = helper.make_graph(
-        nodes, "order", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], inits)
+        nodes,
+        "order",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     compiled = neuron_ir.compile(model, pipeline="shape-inference,partition{target=inf1}")
-    (sub,) = [f for f in compiled.module.ops
-              if isinstance(f, FuncOp) and f.sym_name.data.startswith("neuron_subgraph")]
-    names = [op.attributes["onnx.name"].data for op in sub.body.block.ops
-             if op.name == "onnx.Constant"]
+    (sub,) = [
+        f
+        for f in compiled.module.ops
+        if isinstance(f, FuncOp) and f.sym_name.data.startswith("neuron_subgraph")
+    ]
+    names = [
+        op.attributes["onnx.name"].data for op in sub.body.block.ops if op.name == "onnx.Constant"
+    ]
     assert names == ["c0", "c1", "c2"]
     x = rng.standard_normal((2, 3)).astype(np.float32)
     want = neuron_ir.run(neuron_ir.import_model(model), {"x": x})
@@ -119,18 +147,26 @@ def test_outlined_subgraph_is_private_keeps_names_and_returns_only_what_leaves()
     # the call's results keep a's and y's.
     rng = np.random.default_rng(1)
     c = numpy_helper.from_array(rng.standard_normal((2, 3)).astype(np.float32), "c")
-    nodes = [helper.make_node("Add", ["x", "c"], ["a"], name="na"),
-             helper.make_node("Mul", ["a", "a"], ["b"], name="nb"),
-             helper.make_node("Sub", ["b", "c"], ["y"], name="ny"),
-             helper.make_node("Atan", ["a"], ["z"], name="nz")]
+    nodes = [
+        helper.make_node("Add", ["x", "c"], ["a"], name="na"),
+        helper.make_node("Mul", ["a", "a"], ["b"], name="nb"),
+        helper.make_node("Sub", ["b", "c"], ["y"], name="ny"),
+        helper.make_node("Atan", ["a"], ["z"], name="nz"),
+    ]
     graph = helper.make_graph(
-        nodes, "outline", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        nodes,
+        "outline",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
         [helper.make_tensor_value_info(v, TensorProto.FLOAT, [2, 3]) for v in ("y", "z")],
-        [c])
+        [c],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     compiled = neuron_ir.compile(model, pipeline="shape-inference,partition{target=inf1}")
-    (sub,) = [f for f in compiled.module.ops
-              if isinstance(f, FuncOp) and f.sym_name.data.startswith("neuron_subgraph")]
+    (sub,) = [
+        f
+        for f in compiled.module.ops
+        if isinstance(f, FuncOp) and f.sym_name.data.startswith("neuron_subgraph")
+    ]
     assert sub.sym_visibility is not None and sub.sym_visibility.data == "private"
     assert [a.name_hint for a in sub.body.block.args] == ["x"]
     assert len(sub.function_type.outputs.data) == 2
@@ -147,8 +183,11 @@ def test_outlined_subgraph_is_private_keeps_names_and_returns_only_what_leaves()
 def _tiny_model():
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="r")]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
@@ -179,18 +218,30 @@ func.func @other(%x : tensor<2xf32>) -> tensor<2xf32> {
 
 def test_control_flow_left_on_the_cpu_says_which_op():
     # A data-dependent If becomes scf.if; partition keeps it on the CPU and names it.
-    then_g = helper.make_graph([helper.make_node("Neg", ["x"], ["t"])], "then", [],
-                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
-    else_g = helper.make_graph([helper.make_node("Abs", ["x"], ["e"])], "else", [],
-                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
-    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
-             helper.make_node("Greater", ["s", "zero"], ["c"]),
-             helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g,
-                              name="branch")]
+    then_g = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])],
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Abs", ["x"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])],
+    )
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["c"]),
+        helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g, name="branch"),
+    ]
     graph = helper.make_graph(
-        nodes, "if", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        nodes,
+        "if",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
-        [numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+        [numpy_helper.from_array(np.array(0.0, np.float32), "zero")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     compiled = neuron_ir.compile(model, input_shapes={"x": (2,)})
     cpu = compiled.report.cpu_ops

@@ -38,9 +38,11 @@ def dags(draw):
     used = {i for node in nodes for i in node.input}
     outs = [v for v in values[2:] if v not in used] or [values[-1]]
     graph = helper.make_graph(
-        nodes, "dag",
+        nodes,
+        "dag",
         [helper.make_tensor_value_info(v, TensorProto.FLOAT, [2, 3]) for v in ("x", "y")],
-        [helper.make_tensor_value_info(v, TensorProto.FLOAT, [2, 3]) for v in outs])
+        [helper.make_tensor_value_info(v, TensorProto.FLOAT, [2, 3]) for v in outs],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     unsupported = draw(st.sets(st.sampled_from([f"n{k}" for k in range(n)])))
     return model, unsupported
@@ -52,13 +54,13 @@ def _mask(unsupported):
         if name is not None and name.data in unsupported:
             return "masked out by the test"
         return None
+
     return reason
 
 
 def _nodes(module):
     main = next(op for op in module.ops if isinstance(op, FuncOp))
-    return [op for op in main.body.block.ops if op.name not in ("func.return",
-                                                                 "onnx.Constant")]
+    return [op for op in main.body.block.ops if op.name not in ("func.return", "onnx.Constant")]
 
 
 def _reaches(nodes, groups) -> dict[int, set[int]]:
@@ -105,8 +107,11 @@ def test_clusters_are_exact_acyclic_maximal_and_deterministic(case):
     assert all(g not in closure[g] for g in closure)
     # ...and maximal: merging any two clusters would create a cycle.
     for a, b in itertools.combinations(range(len(clusters)), 2):
-        merged = [clusters[a] + clusters[b]] + [c for k, c in enumerate(clusters)
-                                                if k not in (a, b)] + singles
+        merged = (
+            [clusters[a] + clusters[b]]
+            + [c for k, c in enumerate(clusters) if k not in (a, b)]
+            + singles
+        )
         merged_closure = _reaches(nodes, merged)
         assert any(g in merged_closure[g] for g in merged_closure), (a, b)
 
@@ -136,13 +141,18 @@ def test_partitioned_module_computes_the_same_and_prints_the_same(case):
 
 
 def test_min_subgraph_size_keeps_small_islands_on_the_cpu(monkeypatch):
-    nodes = [helper.make_node("Relu", ["x"], ["a"], name="a"),
-             helper.make_node("Neg", ["a"], ["b"], name="b"),
-             helper.make_node("Abs", ["b"], ["c"], name="c"),
-             helper.make_node("Relu", ["c"], ["d"], name="d")]
-    graph = helper.make_graph(nodes, "chain",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("d", TensorProto.FLOAT, [2])])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="a"),
+        helper.make_node("Neg", ["a"], ["b"], name="b"),
+        helper.make_node("Abs", ["b"], ["c"], name="c"),
+        helper.make_node("Relu", ["c"], ["d"], name="d"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("d", TensorProto.FLOAT, [2])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     monkeypatch.setattr(neuron_ir.target.legality, "unsupported_reason", _mask({"b"}))
     module = neuron_ir.import_model(model)

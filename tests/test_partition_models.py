@@ -21,14 +21,16 @@ HF = sorted((Path(__file__).resolve().parent / "models" / "hf").glob("*/*.onnx")
 
 
 def _partitioned(source, feeds) -> tuple[str, object]:
-    spec = (f'shape-inference{{input-shapes="{pins(feeds)}"}},lower-control-flow,'
-            "partition{target=inf1}")
+    spec = (
+        f'shape-inference{{input-shapes="{pins(feeds)}"}},lower-control-flow,'
+        "partition{target=inf1}"
+    )
     texts = []
     for _ in range(2):
         module = neuron_ir.import_model(source)
-        PassPipeline.parse_spec(available_passes(), spec,
-                                lambda _a, m, _b: m.verify()).apply(neuron_ir.make_context(),
-                                                                   module)
+        PassPipeline.parse_spec(available_passes(), spec, lambda _a, m, _b: m.verify()).apply(
+            neuron_ir.make_context(), module
+        )
         texts.append(neuron_ir.print_ir(module))
     assert texts[0] == texts[1], "partitioning is not deterministic"
     return texts[0], module
@@ -42,14 +44,32 @@ def test_zoo_model_partitions_and_matches_onnxruntime(name):
     _compare(model, neuron_ir.run(module, feeds), _ort(model, feeds))
     report = partition_report(module)
     assert report.subgraphs, "nothing went to the NeuronCore"
-    if name in ("tiny_resnet", "tiny_resnext", "tiny_vgg", "tiny_bert", "tiny_yolo",
-                "tiny_dlrm", "tiny_seq2seq_encoder", "tiny_seq2seq_decoder_step",
-                "yolov5_detect", "ssd_vgg"):
+    if name in (
+        "tiny_resnet",
+        "tiny_resnext",
+        "tiny_vgg",
+        "tiny_bert",
+        "tiny_yolo",
+        "tiny_dlrm",
+        "tiny_seq2seq_encoder",
+        "tiny_seq2seq_decoder_step",
+        "yolov5_detect",
+        "ssd_vgg",
+    ):
         assert report.cpu_ops == [] and len(report.subgraphs) == 1
     # The seed's promise for detection/classification/transformer models: the
     # NeuronCore does (nearly) all the arithmetic, whatever falls back to the CPU.
-    if name in ("tiny_resnet", "tiny_resnext", "tiny_vgg", "tiny_bert", "tiny_yolo",
-                "tiny_ssd", "yolov5_detect", "ssd_vgg", "dlrm_bag"):
+    if name in (
+        "tiny_resnet",
+        "tiny_resnext",
+        "tiny_vgg",
+        "tiny_bert",
+        "tiny_yolo",
+        "tiny_ssd",
+        "yolov5_detect",
+        "ssd_vgg",
+        "dlrm_bag",
+    ):
         assert report.flop_share >= 0.99, report.text()
     if name == "tiny_ssd":
         cpu = {c.op for c in report.cpu_ops}
@@ -77,9 +97,20 @@ def test_report_and_dot_from_neuron_opt(tmp_path):
     onnx.save(zoo.build("tiny_ssd"), src)
     dot = tmp_path / "g.dot"
     proc = subprocess.run(
-        [sys.executable, "-m", "neuron_ir.cli.opt", str(src), "--elide-constants", "--dot", str(dot),
-         "-p", "shape-inference,partition{target=inf1 report=true}"],
-        capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "neuron_ir.cli.opt",
+            str(src),
+            "--elide-constants",
+            "--dot",
+            str(dot),
+            "-p",
+            "shape-inference,partition{target=inf1 report=true}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "partition report (target inf1)" in proc.stderr
     assert "NonMaxSuppression '/postprocess/NonMaxSuppression': data-dependent" in proc.stderr

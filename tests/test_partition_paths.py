@@ -90,11 +90,15 @@ def cpu_path_graphs(draw):
     def graph_input() -> str:
         return draw(st.sampled_from(["x", "y"]))
 
-    nodes.append(helper.make_node("Constant", [], ["c15"], value=helper.make_tensor(
-        "c15v", TensorProto.FLOAT, [], [1.5])))
+    nodes.append(
+        helper.make_node(
+            "Constant", [], ["c15"], value=helper.make_tensor("c15v", TensorProto.FLOAT, [], [1.5])
+        )
+    )
     for _ in range(draw(st.integers(2, 7))):
-        motif = draw(st.sampled_from(["op", "cpu_path", "detour", "cpu", "deep_first",
-                                      "late_root"]))
+        motif = draw(
+            st.sampled_from(["op", "cpu_path", "detour", "cpu", "deep_first", "late_root"])
+        )
         if motif == "deep_first":
             # A supported op behind a CPU op, early in block order: its group is deep
             # but comes first, so a later shallow group may reach it through a CPU op.
@@ -122,9 +126,11 @@ def cpu_path_graphs(draw):
     used = {i for n in nodes for i in n.input}
     outputs = [v for v in values[2:] if v not in used] or [values[-1]]
     graph = helper.make_graph(
-        nodes, "cpu_paths",
+        nodes,
+        "cpu_paths",
         [helper.make_tensor_value_info(v, TensorProto.FLOAT, SHAPE) for v in ("x", "y")],
-        [helper.make_tensor_value_info(v, TensorProto.FLOAT, SHAPE) for v in outputs])
+        [helper.make_tensor_value_info(v, TensorProto.FLOAT, SHAPE) for v in outputs],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     return model, cpu_nodes
 
@@ -136,8 +142,11 @@ def _main(module):
 def _contracted(module):
     """@main's nodes (subgraph calls and CPU ops, constants and return left out) and,
     for each, the set of earlier nodes it reads; raises if a node reads a later one."""
-    ops = [op for op in _main(module).body.block.ops
-           if op.name not in ("func.return", "onnx.Constant", "arith.constant")]
+    ops = [
+        op
+        for op in _main(module).body.block.ops
+        if op.name not in ("func.return", "onnx.Constant", "arith.constant")
+    ]
     position = {op: k for k, op in enumerate(ops)}
     preds: list[set[int]] = []
     for k, op in enumerate(ops):
@@ -169,10 +178,8 @@ def test_partition_through_cpu_paths_is_acyclic_maximal_and_exact(case, seed):
     model, cpu_nodes = case
     rng = np.random.default_rng(seed)
     feeds = {v: rng.standard_normal(SHAPE).astype(np.float32) for v in ("x", "y")}
-    session = ort.InferenceSession(model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    want = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds),
-                    strict=True))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
     compiled = neuron_ir.compile(model, input_shapes={v: SHAPE for v in feeds})
     module = compiled.module
     module.verify()
@@ -186,15 +193,17 @@ def test_partition_through_cpu_paths_is_acyclic_maximal_and_exact(case, seed):
     assert cpu_names == sorted(cpu_nodes)
     report = compiled.report
     assert report.nc_ops + len(report.cpu_ops) == sum(
-        1 for n in model.graph.node if n.op_type != "Constant")
+        1 for n in model.graph.node if n.op_type != "Constant"
+    )
     # Maximal: two subgraphs are both kept only if a path joins them through another
     # node (a CPU op), i.e. merging them would make a cycle.
     for i, a in enumerate(calls):
-        for b in calls[i + 1:]:
+        for b in calls[i + 1 :]:
             via = [k for k in ancestors[b] if a in ancestors[k]]
             assert a in ancestors[b] and via, (
                 f"subgraph calls {ops[a]} and {ops[b]} are not joined through another "
-                "node: they should have been merged")
+                "node: they should have been merged"
+            )
 
     got = compiled.run(feeds)
     before = neuron_ir.run(neuron_ir.import_model(model), feeds)
@@ -207,18 +216,23 @@ def test_late_shallow_group_reaching_an_early_deep_group_through_a_cpu_op():
     # n1 (depth 1, behind the CPU op n0) comes before n2 (depth 0); n2 reaches n4,
     # which joins n1's group, through the CPU op n3. Merging {n2} into {n1, n4} would
     # put the CPU op n3 both after and before the merged subgraph.
-    nodes = [helper.make_node("Atan", ["x"], ["v0"], name="n0"),
-             helper.make_node("Tanh", ["v0"], ["v1"], name="n1"),
-             helper.make_node("Neg", ["y"], ["v2"], name="n2"),
-             helper.make_node("Atan", ["v2"], ["v3"], name="n3"),
-             helper.make_node("Add", ["v1", "v3"], ["v4"], name="n4")]
+    nodes = [
+        helper.make_node("Atan", ["x"], ["v0"], name="n0"),
+        helper.make_node("Tanh", ["v0"], ["v1"], name="n1"),
+        helper.make_node("Neg", ["y"], ["v2"], name="n2"),
+        helper.make_node("Atan", ["v2"], ["v3"], name="n3"),
+        helper.make_node("Add", ["v1", "v3"], ["v4"], name="n4"),
+    ]
     graph = helper.make_graph(
-        nodes, "late_root",
+        nodes,
+        "late_root",
         [helper.make_tensor_value_info(v, TensorProto.FLOAT, SHAPE) for v in ("x", "y")],
-        [helper.make_tensor_value_info("v4", TensorProto.FLOAT, SHAPE)])
+        [helper.make_tensor_value_info("v4", TensorProto.FLOAT, SHAPE)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    feeds = {v: np.random.default_rng(5).standard_normal(SHAPE).astype(np.float32)
-             for v in ("x", "y")}
+    feeds = {
+        v: np.random.default_rng(5).standard_normal(SHAPE).astype(np.float32) for v in ("x", "y")
+    }
     compiled = neuron_ir.compile(model, input_shapes={v: SHAPE for v in feeds})
     ops, preds = _contracted(compiled.module)
     _reach(preds)

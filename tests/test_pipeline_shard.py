@@ -62,8 +62,11 @@ def _chains(draw) -> ChainModel:
     sizes = [int(draw(st.floats(0.0, 0.7)) * budget) + 1 for _ in range(nweights)]
     uses = []
     for _ in range(n):
-        ws = draw(st.lists(st.integers(0, nweights - 1), max_size=2, unique=True)) \
-            if nweights else []
+        ws = (
+            draw(st.lists(st.integers(0, nweights - 1), max_size=2, unique=True))
+            if nweights
+            else []
+        )
         uses.append([(w, sizes[w]) for w in ws])
     cross_b = [0.0] + [draw(st.sampled_from([0.0, 1e3, 4e5, 3e6])) for _ in range(n - 1)] + [0.0]
     cross_c = [0 if b == 0 else draw(st.integers(1, 3)) for b in cross_b]
@@ -108,8 +111,9 @@ def test_auto_is_the_fewest_stages_that_fit(model):
     k = len(cuts) - 1
     assert all(fits(model, cuts[s], cuts[s + 1]) for s in range(k))
     if k > 1:  # no split into fewer stages fits
-        assert not any(all(fits(model, c[s], c[s + 1]) for s in range(k - 1))
-                       for c in _splits(model.n, k - 1))
+        assert not any(
+            all(fits(model, c[s], c[s + 1]) for s in range(k - 1)) for c in _splits(model.n, k - 1)
+        )
 
 
 # -- random DAG programs ----------------------------------------------------------
@@ -125,8 +129,11 @@ def _dags(draw):
         a = draw(st.sampled_from(values))
         out = f"v{k}"
         if kind == "MatMul":
-            inits.append(numpy_helper.from_array(
-                (rng.standard_normal((d, d)) / np.sqrt(d)).astype(np.float32), f"w{k}"))
+            inits.append(
+                numpy_helper.from_array(
+                    (rng.standard_normal((d, d)) / np.sqrt(d)).astype(np.float32), f"w{k}"
+                )
+            )
             nodes.append(helper.make_node("MatMul", [a, f"w{k}"], [out]))
         elif kind == "Tanh":
             nodes.append(helper.make_node("Tanh", [a], [out]))
@@ -142,8 +149,12 @@ def _dags(draw):
         acc = f"s{k}"
     nodes.append(helper.make_node("Identity", [acc], ["y"]))
     graph = helper.make_graph(
-        nodes, "dag", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, d])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, d])], inits)
+        nodes,
+        "dag",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, d])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, d])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), d
 
 
@@ -175,8 +186,9 @@ def test_random_dag_programs_cut_optimally_and_match_one_core(dag, target, data)
 # -- whole models -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "cores"), [("tiny_bert", 3), ("tiny_resnet", 2),
-                                             ("tiny_dlrm", 2), ("tiny_yolo", 3)])
+@pytest.mark.parametrize(
+    ("name", "cores"), [("tiny_bert", 3), ("tiny_resnet", 2), ("tiny_dlrm", 2), ("tiny_yolo", 3)]
+)
 def test_sharded_zoo_models_are_bit_identical_to_one_core(name, cores):
     feeds = zoo.example_inputs(name)
     shapes = {k: v.shape for k, v in feeds.items()}
@@ -203,14 +215,21 @@ def test_auto_caches_every_whole_read_weight_and_one_core_fewer_cannot():
     rng = np.random.default_rng(1)
     nodes, inits, cur = [], [], "x"
     for k in range(8):
-        inits.append(numpy_helper.from_array(
-            (rng.standard_normal((1024, 1024)) * 0.03).astype(np.float32), f"w{k}"))
+        inits.append(
+            numpy_helper.from_array(
+                (rng.standard_normal((1024, 1024)) * 0.03).astype(np.float32), f"w{k}"
+            )
+        )
         nodes.append(helper.make_node("MatMul", [cur, f"w{k}"], [f"m{k}"]))
         nodes.append(helper.make_node("Tanh", [f"m{k}"], [f"t{k}"]))
         cur = f"t{k}"
     graph = helper.make_graph(
-        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
-        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, 1024])], inits)
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
+        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, 1024])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     auto = neuron_ir.compile(model, "inf1", cores="auto")
     assert auto.cores == 3  # ceil(8 / 3)
@@ -220,8 +239,7 @@ def test_auto_caches_every_whole_read_weight_and_one_core_fewer_cannot():
     for cost in stage_costs(program, INF1):
         assert sum(w.nbytes for w in cost.weights) <= INF1.sbuf_weight_bytes
     two = neuron_ir.compile(model, "inf1", cores=2)
-    assert any(op.memory.data == "hbm" for op in two.module.walk()
-               if isinstance(op, nc.WeightOp))
+    assert any(op.memory.data == "hbm" for op in two.module.walk() if isinstance(op, nc.WeightOp))
     feeds = {"x": rng.standard_normal((1, 1024)).astype(np.float32)}
     one = neuron_ir.compile(model, "inf1")
     assert np.array_equal(one.run(feeds)[cur], auto.run(feeds)[cur])
@@ -247,25 +265,38 @@ def test_core_limits_and_bad_options_are_clear_errors():
 
 def _mlp_program(sizes: list[int], target: str) -> str:
     """A one-stage program of matmuls [1, d_k] x [d_k, d_k+1] with splat weights."""
-    lines = [f'func.func private @neuron_subgraph_0(%x : tensor<1x{sizes[0]}xf32>) -> '
-             f'tensor<1x{sizes[-1]}xf32> attributes {{neuron.target = "{target}"}} {{',
-             f'  %r = nc.program(%x) attributes {{target = "{target}", batch = 1 : i64, '
-             f'cores = 1 : i64}} : (tensor<1x{sizes[0]}xf32>) -> tensor<1x{sizes[-1]}xf32> {{',
-             f"  ^bb0(%a0: tensor<1x{sizes[0]}xf32>):"]
+    lines = [
+        f"func.func private @neuron_subgraph_0(%x : tensor<1x{sizes[0]}xf32>) -> "
+        f'tensor<1x{sizes[-1]}xf32> attributes {{neuron.target = "{target}"}} {{',
+        f'  %r = nc.program(%x) attributes {{target = "{target}", batch = 1 : i64, '
+        f"cores = 1 : i64}} : (tensor<1x{sizes[0]}xf32>) -> tensor<1x{sizes[-1]}xf32> {{",
+        f"  ^bb0(%a0: tensor<1x{sizes[0]}xf32>):",
+    ]
     for k, (m, n) in enumerate(zip(sizes, sizes[1:], strict=False)):
-        lines.append(f'    %w{k} = nc.weight {{value = dense<0.01> : tensor<{m}x{n}xf32>, '
-                     f'memory = "hbm"}} : tensor<{m}x{n}xf32>')
-        lines.append(f"    %a{k + 1} = nc.matmul %a{k}, %w{k} : tensor<1x{m}xf32>, "
-                     f"tensor<{m}x{n}xf32> -> tensor<1x{n}xf32>")
+        lines.append(
+            f"    %w{k} = nc.weight {{value = dense<0.01> : tensor<{m}x{n}xf32>, "
+            f'memory = "hbm"}} : tensor<{m}x{n}xf32>'
+        )
+        lines.append(
+            f"    %a{k + 1} = nc.matmul %a{k}, %w{k} : tensor<1x{m}xf32>, "
+            f"tensor<{m}x{n}xf32> -> tensor<1x{n}xf32>"
+        )
     last = len(sizes) - 1
-    lines += [f"    nc.return %a{last} : tensor<1x{sizes[-1]}xf32>", "  }",
-              f"  func.return %r : tensor<1x{sizes[-1]}xf32>", "}"]
+    lines += [
+        f"    nc.return %a{last} : tensor<1x{sizes[-1]}xf32>",
+        "  }",
+        f"  func.return %r : tensor<1x{sizes[-1]}xf32>",
+        "}",
+    ]
     return "\n".join(lines)
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.lists(st.sampled_from([256, 512, 1024, 2048, 3072]), min_size=2, max_size=6),
-       st.sampled_from(["inf1", "inf2"]), st.booleans())
+@given(
+    st.lists(st.sampled_from([256, 512, 1024, 2048, 3072]), min_size=2, max_size=6),
+    st.sampled_from(["inf1", "inf2"]),
+    st.booleans(),
+)
 def test_placement_fills_the_budget_exactly_and_estimates_charge_hbm(sizes, target, autocast):
     profile = TARGETS[target]
     module = neuron_ir.parse_ir(_mlp_program(sizes, target))
@@ -296,8 +327,9 @@ def test_gathered_tables_pay_for_rows_and_batch_amortises_weights():
     from neuron_ir.target.cost import largest_unspilled_batch, price_program, spill_fraction
 
     feeds = zoo.example_inputs("tiny_bert", batch=1, seq=16)
-    model = neuron_ir.compile(zoo.build("tiny_bert"), "inf1",
-                              input_shapes={k: v.shape for k, v in feeds.items()})
+    model = neuron_ir.compile(
+        zoo.build("tiny_bert"), "inf1", input_shapes={k: v.shape for k, v in feeds.items()}
+    )
     program = _program(model.module)
     (stage,) = stage_costs(program, INF1)
     tables = [k for k, w in enumerate(stage.weights) if w.gather_only]
@@ -310,8 +342,11 @@ def test_gathered_tables_pay_for_rows_and_batch_amortises_weights():
     price = price_program([stage], INF1, 1)
     assert price.stages[0].gather_bytes <= sum(stage.weights[k].nbytes for k in tables)
     # Force every whole-read weight into HBM: traffic per inference falls as 1/N.
-    hbm = type(stage)(stage.ops, tuple(type(w)(w.nbytes, "hbm", w.gather_only)
-                                       for w in stage.weights), stage.peak_activation)
+    hbm = type(stage)(
+        stage.ops,
+        tuple(type(w)(w.nbytes, "hbm", w.gather_only) for w in stage.weights),
+        stage.peak_activation,
+    )
     per = [price_program([hbm], INF1, 1, n).stages[0].hbm_weight_bytes / n for n in (1, 2, 4)]
     assert per[0] == pytest.approx(2 * per[1]) == pytest.approx(4 * per[2])
     p1, p4 = price_program([hbm], INF1, 1, 1), price_program([hbm], INF1, 1, 4)
@@ -328,8 +363,9 @@ def test_gathered_tables_pay_for_rows_and_batch_amortises_weights():
 @pytest.fixture(scope="module")
 def four_stage_bert():
     feeds = zoo.example_inputs("tiny_bert")
-    model = neuron_ir.compile(zoo.build("tiny_bert"), "inf1",
-                              input_shapes={k: v.shape for k, v in feeds.items()}, cores=4)
+    model = neuron_ir.compile(
+        zoo.build("tiny_bert"), "inf1", input_shapes={k: v.shape for k, v in feeds.items()}, cores=4
+    )
     return model, feeds
 
 
@@ -367,8 +403,9 @@ def test_replicas_scale_throughput_not_latency(four_stage_bert):
     model, _ = four_stage_bert
     feeds = zoo.example_inputs("tiny_bert")
     shapes = {k: v.shape for k, v in feeds.items()}
-    twice = neuron_ir.compile(zoo.build("tiny_bert"), "inf1", input_shapes=shapes, cores=4,
-                              replicas=2)
+    twice = neuron_ir.compile(
+        zoo.build("tiny_bert"), "inf1", input_shapes=shapes, cores=4, replicas=2
+    )
     assert twice.simulated_throughput == pytest.approx(2 * model.simulated_throughput)
     assert twice.simulated_latency == pytest.approx(model.simulated_latency)
     text = twice.stage_report().text()
@@ -382,8 +419,18 @@ def test_neuron_run_traces_a_stream(tmp_path):
     src, inputs, trace = tmp_path / "m.onnx", tmp_path / "x.npz", tmp_path / "t.json"
     onnx.save(zoo.build("tiny_bert"), src)
     np.savez(inputs, **feeds)
-    proc = run_tool("neuron_ir.cli.run", str(src), "--inputs", str(inputs), "--cores", "4",
-                    "--requests", "8", "--trace", str(trace))
+    proc = run_tool(
+        "neuron_ir.cli.run",
+        str(src),
+        "--inputs",
+        str(inputs),
+        "--cores",
+        "4",
+        "--requests",
+        "8",
+        "--trace",
+        str(trace),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "8 requests done after" in proc.stdout and "4 core(s)" in proc.stdout
     events = [e for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "X"]

@@ -35,9 +35,13 @@ def _matmuls(columns: list[int], seed: int = 0):
         inits.append(numpy_helper.from_array(w, f"w{i}"))
         nodes.append(helper.make_node("MatMul", ["x", f"w{i}"], [f"y{i}"], name=f"mm{i}"))
         outs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, n]))
-    graph = helper.make_graph(nodes, "weights",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, K])],
-                              outs, inits)
+    graph = helper.make_graph(
+        nodes,
+        "weights",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, K])],
+        outs,
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 

@@ -33,8 +33,12 @@ def zoo_dir(tmp_path_factory) -> str:
 
 
 def _opt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "neuron_ir.cli.opt", *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "neuron_ir.cli.opt", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("name", ["tiny_bert", "tiny_resnet", "loop_greedy", "if_model"])
@@ -48,9 +52,11 @@ def test_neuron_opt_round_trip_is_identical(name, zoo_dir, tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
-@pytest.mark.parametrize("path", [HF_DIR / "dynamo" / "hf_bert.onnx",
-                                  HF_DIR / "torchscript" / "hf_bart_decoder_step.onnx"],
-                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize(
+    "path",
+    [HF_DIR / "dynamo" / "hf_bert.onnx", HF_DIR / "torchscript" / "hf_bart_decoder_step.onnx"],
+    ids=lambda p: f"{p.parent.name}/{p.stem}",
+)
 def test_neuron_opt_round_trip_of_exported_models(path, tmp_path):
     a, b = tmp_path / "a.mlir", tmp_path / "b.mlir"
     assert _opt(str(path), "-o", str(a)).returncode == 0
@@ -112,8 +118,11 @@ def test_if_model_both_branches_match_onnxruntime():
     model = zoo.build("if_model")
     interpreter = neuron_ir.Interpreter(neuron_ir.import_model(model))
     for sign in (1.0, -1.0):
-        feeds = {"x": (sign * np.abs(np.random.default_rng(3).standard_normal((2, 3)))
-                       ).astype(np.float32)}
+        feeds = {
+            "x": (sign * np.abs(np.random.default_rng(3).standard_normal((2, 3)))).astype(
+                np.float32
+            )
+        }
         _compare(model, interpreter.run(feeds), _ort(model, feeds))
 
 
@@ -127,10 +136,14 @@ def test_light_model_matches_its_shipped_output(path):
     model = onnx.load(path)
     inits = {t.name for t in model.graph.initializer}
     # The inputs onnx's own backend runner feeds these models (arange / n).
-    feeds = {x.name: Runner.generate_dummy_data(x, seed=0, random=False)
-             for x in model.graph.input if x.name not in inits}
+    feeds = {
+        x.name: Runner.generate_dummy_data(x, seed=0, random=False)
+        for x in model.graph.input
+        if x.name not in inits
+    }
     want = onnx.numpy_helper.to_array(
-        onnx.load_tensor(str(path.with_name(path.stem + "_output_0.pb"))))
+        onnx.load_tensor(str(path.with_name(path.stem + "_output_0.pb")))
+    )
     got = neuron_ir.run(neuron_ir.import_model(path), feeds)[model.graph.output[0].name]
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)

@@ -14,12 +14,34 @@ import neuron_ir
 from dialects.onnx import ConstantOp
 from neuron_ir.ir.attrs import constant_array
 
-DTYPES = [np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64),
-          np.dtype(ml_dtypes.bfloat16), np.dtype(np.bool_), np.dtype(np.int64),
-          np.dtype(np.int32), np.dtype(np.int8), np.dtype(np.uint8)]
+DTYPES = [
+    np.dtype(np.float32),
+    np.dtype(np.float16),
+    np.dtype(np.float64),
+    np.dtype(ml_dtypes.bfloat16),
+    np.dtype(np.bool_),
+    np.dtype(np.int64),
+    np.dtype(np.int32),
+    np.dtype(np.int8),
+    np.dtype(np.uint8),
+]
 
-SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e20, -3e38, 16777217.0, 2.0**60, 1e-40,
-           0.1, 1 / 3, 65504.0, 1e-7]
+SPECIAL = [
+    0.0,
+    -0.0,
+    np.inf,
+    -np.inf,
+    np.nan,
+    1e20,
+    -3e38,
+    16777217.0,
+    2.0**60,
+    1e-40,
+    0.1,
+    1 / 3,
+    65504.0,
+    1e-7,
+]
 
 
 @st.composite
@@ -31,8 +53,9 @@ def arrays(draw, dtype: np.dtype) -> np.ndarray:
         return np.array(values, dtype=dtype).reshape(shape)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        values = draw(st.lists(st.integers(int(info.min), int(info.max)),
-                               min_size=size, max_size=size))
+        values = draw(
+            st.lists(st.integers(int(info.min), int(info.max)), min_size=size, max_size=size)
+        )
         return np.array(values, dtype=dtype).reshape(shape)
     floats = st.one_of(st.sampled_from(SPECIAL), st.floats(allow_nan=True, width=64))
     values = draw(st.lists(floats, min_size=size, max_size=size))
@@ -59,14 +82,16 @@ def models(draw) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
         else:
             src = f"{name}_node"
             expected[src] = data
-            nodes.append(helper.make_node("Constant", [], [src],
-                                          value=numpy_helper.from_array(data, src)))
+            nodes.append(
+                helper.make_node("Constant", [], [src], value=numpy_helper.from_array(data, src))
+            )
             del expected[name]
         out = f"y{k}"
         nodes.append(helper.make_node("Identity", [src], [out], name=f"id/{k}"))
         outputs.append(helper.make_tensor_value_info(out, elem, data.shape))
-    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT,
-                                      draw(st.sampled_from([["batch", 3], [2, "n"], [1]])))
+    x = helper.make_tensor_value_info(
+        "x", onnx.TensorProto.FLOAT, draw(st.sampled_from([["batch", 3], [2, "n"], [1]]))
+    )
     nodes.append(helper.make_node("Relu", ["x"], ["rx"], name="relu"))
     outputs.append(helper.make_tensor_value_info("rx", onnx.TensorProto.FLOAT, None))
     graph = helper.make_graph(nodes, "random", [x], outputs, inits)
@@ -75,8 +100,11 @@ def models(draw) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
 
 
 def _constants(module) -> dict[str, np.ndarray]:
-    return {op.attributes["onnx.name"].data: constant_array(op.value)
-            for op in module.walk() if isinstance(op, ConstantOp)}
+    return {
+        op.attributes["onnx.name"].data: constant_array(op.value)
+        for op in module.walk()
+        if isinstance(op, ConstantOp)
+    }
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

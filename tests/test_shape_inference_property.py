@@ -49,15 +49,31 @@ def _step(g: _Graph) -> None:
     draw = g.draw
     name, shape = draw(st.sampled_from(g.values))
     rank = len(shape)
-    kind = draw(st.sampled_from(["unary", "binary", "matmul", "transpose", "reshape", "reduce",
-                                 "concat", "slice", "gather", "unsqueeze", "softmax",
-                                 "flatten", "shape_reshape"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "unary",
+                "binary",
+                "matmul",
+                "transpose",
+                "reshape",
+                "reduce",
+                "concat",
+                "slice",
+                "gather",
+                "unsqueeze",
+                "softmax",
+                "flatten",
+                "shape_reshape",
+            ]
+        )
+    )
     if kind == "unary":
         g.add(draw(st.sampled_from(["Relu", "Exp", "Sigmoid", "Neg", "Tanh"])), [name], shape)
     elif kind == "binary":
         # A partner that broadcasts: a suffix of the shape with some dims set to 1.
         k = draw(st.integers(0, rank))
-        other = tuple(1 if draw(st.booleans()) else d for d in shape[rank - k:])
+        other = tuple(1 if draw(st.booleans()) else d for d in shape[rank - k :])
         # Not ones: a multiply by one hides operand order and broadcasting mistakes.
         partner = g.const(_values(draw, other))
         op = draw(st.sampled_from(["Add", "Mul", "Sub", "Max"]))
@@ -90,34 +106,47 @@ def _step(g: _Graph) -> None:
         end = draw(st.integers(start + 1, shape[axis] + 2))
         out = list(shape)
         out[axis] = min(end, shape[axis]) - start
-        g.add("Slice", [name, g.const(np.array([start], np.int64)),
-                        g.const(np.array([end], np.int64)), g.const(np.array([axis], np.int64))],
-              tuple(out))
+        g.add(
+            "Slice",
+            [
+                name,
+                g.const(np.array([start], np.int64)),
+                g.const(np.array([end], np.int64)),
+                g.const(np.array([axis], np.int64)),
+            ],
+            tuple(out),
+        )
     elif kind == "gather" and rank >= 1:
         axis = draw(st.integers(0, rank - 1))
         idx = draw(st.lists(st.integers(-shape[axis], shape[axis] - 1), min_size=1, max_size=3))
-        out = shape[:axis] + (len(idx),) + shape[axis + 1:]
+        out = shape[:axis] + (len(idx),) + shape[axis + 1 :]
         g.add("Gather", [name, g.const(np.array(idx, np.int64))], out, axis=axis)
     elif kind == "unsqueeze":
         axis = draw(st.integers(0, rank))
-        g.add("Unsqueeze", [name, g.const(np.array([axis], np.int64))],
-              shape[:axis] + (1,) + shape[axis:])
+        g.add(
+            "Unsqueeze",
+            [name, g.const(np.array([axis], np.int64))],
+            shape[:axis] + (1,) + shape[axis:],
+        )
     elif kind == "softmax" and rank >= 1:
         g.add("Softmax", [name], shape, axis=draw(st.integers(-rank, rank - 1)))
     elif kind == "flatten":
         axis = draw(st.integers(0, rank))
-        g.add("Flatten", [name], (int(np.prod(shape[:axis])), int(np.prod(shape[axis:]))),
-              axis=axis)
+        g.add(
+            "Flatten", [name], (int(np.prod(shape[:axis])), int(np.prod(shape[axis:]))), axis=axis
+        )
     elif kind == "shape_reshape" and rank >= 2:
         # Exporter-style: Reshape to [Shape(x)[0], -1] computed in the graph.
         s = g.fresh("s")
         g.nodes.append(helper.make_node("Shape", [name], [s]))
         first = g.fresh("f")
-        g.nodes.append(helper.make_node("Gather", [s, g.const(np.array([0], np.int64))],
-                                        [first], axis=0))
+        g.nodes.append(
+            helper.make_node("Gather", [s, g.const(np.array([0], np.int64))], [first], axis=0)
+        )
         target = g.fresh("t")
-        g.nodes.append(helper.make_node("Concat", [first, g.const(np.array([-1], np.int64))],
-                                        [target], axis=0))
+        g.nodes.append(
+            helper.make_node("Concat", [first, g.const(np.array([-1], np.int64))], [target], axis=0)
+        )
         g.add("Reshape", [name, target], (shape[0], int(np.prod(shape[1:]))))
 
 
@@ -144,8 +173,12 @@ def graphs(draw):
 def random_feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Seeded float32 inputs of the (static) shapes ``model`` declares."""
     rng = np.random.default_rng(0)
-    return {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]
-                                        ).astype(np.float32) for i in model.graph.input}
+    return {
+        i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(
+            np.float32
+        )
+        for i in model.graph.input
+    }
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -156,12 +189,16 @@ def test_inferred_types_match_interpreter_and_onnx(case):
     module = neuron_ir.import_model(model)
     ShapeInferencePass().apply(Context(), module)
     main = next(op for op in module.ops if isinstance(op, FuncOp))
-    inferred = {model.graph.output[k].name: info_of_type(v.type)
-                for k, v in enumerate(main.body.block.last_op.operands)}
+    inferred = {
+        model.graph.output[k].name: info_of_type(v.type)
+        for k, v in enumerate(main.body.block.last_op.operands)
+    }
     actual = neuron_ir.run(module, feeds)
     onnx_inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    onnx_shapes = {o.name: tuple(d.dim_value for d in o.type.tensor_type.shape.dim)
-                   for o in onnx_inferred.graph.output}
+    onnx_shapes = {
+        o.name: tuple(d.dim_value for d in o.type.tensor_type.shape.dim)
+        for o in onnx_inferred.graph.output
+    }
     for name, info in inferred.items():
         assert info.shape == actual[name].shape == expected_shapes[name], name
         assert info.dtype == actual[name].dtype, name

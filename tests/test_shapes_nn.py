@@ -90,8 +90,9 @@ def _cases() -> tuple[Case, ...]:
         model = case.model
         if len(model.graph.node) != 1 or model.graph.node[0].op_type not in NN_RULES:
             continue
-        version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-                       OPSET)
+        version = next(
+            (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OPSET
+        )
         if version < OPSET:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -120,9 +121,10 @@ def _context(case: Case, infos: list[TensorInfo | None]) -> ShapeContext:
 
 def _infos(inputs, limit: int | None) -> list[TensorInfo | None]:
     """TensorInfos of actual inputs; values only for inputs of <= ``limit`` elements."""
-    return [None if a is None else
-            TensorInfo.of_array(a, with_value=limit is None or a.size <= limit)
-            for a in inputs]
+    return [
+        None if a is None else TensorInfo.of_array(a, with_value=limit is None or a.size <= limit)
+        for a in inputs
+    ]
 
 
 def _contradiction(weak: TensorInfo, strong: TensorInfo) -> str | None:
@@ -201,10 +203,10 @@ def _degraded(case: Case, inputs, rng: random.Random) -> list[tuple[str, list]]:
         return TensorInfo(t.dtype, tuple(None if pick(i) else d for i, d in enumerate(t.shape)))
 
     variants.append(("batch dims None", [dims_none(t, lambda i: i == 0) for t in full]))
-    variants.append(("random dims None",
-                     [dims_none(t, lambda i: rng.random() < 0.4) for t in full]))
-    variants.append(("all unknown", [None if t is None else TensorInfo(None, None)
-                                     for t in full]))
+    variants.append(
+        ("random dims None", [dims_none(t, lambda i: rng.random() < 0.4) for t in full])
+    )
+    variants.append(("all unknown", [None if t is None else TensorInfo(None, None) for t in full]))
     for k, t in enumerate(full):
         if t is not None:
             unknown_rank = list(full)
@@ -233,18 +235,24 @@ def test_partial_knowledge_never_contradicts():
 
 # ------------------------------------------------------------- rules vs numpy kernels
 
-_HYP = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+_HYP = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
-def _check_against_kernel(op: str, inputs: list, attrs: dict, n_out: int = 1,
-                          const: tuple[int, ...] = ()) -> None:
+def _check_against_kernel(
+    op: str, inputs: list, attrs: dict, n_out: int = 1, const: tuple[int, ...] = ()
+) -> None:
     """The rule's outputs equal the kernel's on ``inputs``; also when only the
     inputs at ``const`` positions carry values and the batch dim is unknown."""
     with np.errstate(all="ignore"):
         outs = KERNELS[op](inputs, attrs, n_out)
-    infos = [None if a is None else TensorInfo.of_array(a, with_value=i in const)
-             for i, a in enumerate(inputs)]
+    infos = [
+        None if a is None else TensorInfo.of_array(a, with_value=i in const)
+        for i, a in enumerate(inputs)
+    ]
     got = infer(ShapeContext(op, infos, attrs, n_out))
     for i, (g, y) in enumerate(zip(got, outs, strict=True)):
         assert g.shape == y.shape and g.dtype == y.dtype, (op, attrs, i, g, y.shape, y.dtype)
@@ -286,8 +294,16 @@ def _window_config(draw, *, pool: bool):
 
 
 @_HYP
-@given(_window_config(pool=False), st.integers(1, 2), st.integers(1, 3), st.integers(1, 2),
-       st.integers(1, 3), st.booleans(), st.booleans(), st.integers(0, 2**31))
+@given(
+    _window_config(pool=False),
+    st.integers(1, 2),
+    st.integers(1, 3),
+    st.integers(1, 2),
+    st.integers(1, 3),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**31),
+)
 def test_conv_matches_kernel(cfg, n, group, cg, mg, bias, kernel_attr, seed):
     nd, k, sizes, attrs = cfg
     rng = np.random.default_rng(seed)
@@ -336,8 +352,13 @@ def test_conv_transpose_matches_kernel(nd, data, seed):
 
 
 @_HYP
-@given(_window_config(pool=True), st.sampled_from(["MaxPool", "AveragePool", "LpPool"]),
-       st.booleans(), st.integers(1, 2), st.integers(0, 2**31))
+@given(
+    _window_config(pool=True),
+    st.sampled_from(["MaxPool", "AveragePool", "LpPool"]),
+    st.booleans(),
+    st.integers(1, 2),
+    st.integers(0, 2**31),
+)
 def test_pool_matches_kernel(cfg, op, ceil_mode, n_out, seed):
     nd, k, sizes, attrs = cfg
     rng = np.random.default_rng(seed)
@@ -349,9 +370,16 @@ def test_pool_matches_kernel(cfg, op, ceil_mode, n_out, seed):
 
 
 @_HYP
-@given(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3),
-       st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.booleans(), st.booleans(),
-       st.sampled_from([np.float32, np.int32]), st.integers(0, 2**31))
+@given(
+    hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([np.float32, np.int32]),
+    st.integers(0, 2**31),
+)
 def test_matmul_matches_kernel(batch, m, kk, n, a_vec, b_vec, dtype, seed):
     rng = np.random.default_rng(seed)
     ba, bb = batch.input_shapes
@@ -363,8 +391,15 @@ def test_matmul_matches_kernel(batch, m, kk, n, a_vec, b_vec, dtype, seed):
 
 
 @_HYP
-@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.booleans(), st.booleans(),
-       st.sampled_from(["none", "scalar", "row", "col", "full", "1xN"]), st.integers(0, 2**31))
+@given(
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from(["none", "scalar", "row", "col", "full", "1xN"]),
+    st.integers(0, 2**31),
+)
 def test_gemm_matches_kernel(m, kk, n, ta, tb, c_kind, seed):
     rng = np.random.default_rng(seed)
     a = _rand(rng, (kk, m) if ta else (m, kk))
@@ -413,8 +448,9 @@ def test_pad_matches_kernel(shape, data, seed):
     r = len(shape)
     axes = None
     if draw(st.booleans()):
-        axes = draw(st.lists(st.integers(-r, r - 1), min_size=1, max_size=r,
-                             unique_by=lambda a: a % r))
+        axes = draw(
+            st.lists(st.integers(-r, r - 1), min_size=1, max_size=r, unique_by=lambda a: a % r)
+        )
     ax = list(range(r)) if axes is None else [a % r for a in axes]
     mode = draw(st.sampled_from(["constant", "edge", "reflect"]))
     pads = []
@@ -447,15 +483,20 @@ def test_max_roi_pool_matches_onnxruntime():
     attrs = {"pooled_shape": [2, 3]}
     node = helper.make_node("MaxRoiPool", ["x", "rois"], ["y"], **attrs)
     graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape),
-         helper.make_tensor_value_info("rois", onnx.TensorProto.FLOAT, rois.shape)],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape),
+            helper.make_tensor_value_info("rois", onnx.TensorProto.FLOAT, rois.shape),
+        ],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     [y] = session.run(None, {"x": x, "rois": rois})
-    [info] = infer(ShapeContext("MaxRoiPool", [TensorInfo.of_array(x), TensorInfo.of_array(rois)],
-                                attrs, 1))
+    [info] = infer(
+        ShapeContext("MaxRoiPool", [TensorInfo.of_array(x), TensorInfo.of_array(rois)], attrs, 1)
+    )
     assert info.shape == y.shape == (3, 3, 2, 3) and info.dtype == y.dtype
 
 
@@ -487,8 +528,11 @@ def _shapes(results) -> list:
 
 def test_conv_same_padding_needs_no_kernel_size():
     # SAME output size is ceil(in / stride) whatever the (unknown) kernel.
-    [y] = _infer("Conv", [(1, 3, 10, 11), TensorInfo(np.dtype(np.float32), None)],
-                 {"auto_pad": "SAME_UPPER", "strides": [2, 3]})
+    [y] = _infer(
+        "Conv",
+        [(1, 3, 10, 11), TensorInfo(np.dtype(np.float32), None)],
+        {"auto_pad": "SAME_UPPER", "strides": [2, 3]},
+    )
     assert y.shape == (1, None, 5, 4)
 
 
@@ -499,7 +543,8 @@ def test_unknown_dims_stay_unknown():
     # Scales not constant: the resized dims are unknown, the others are not.
     scales = TensorInfo(np.dtype(np.float32), (2,))
     assert _shapes(_infer("Resize", [(1, 3, 8, 8), None, scales], {"axes": [2, 3]})) == [
-        (1, 3, None, None)]
+        (1, 3, None, None)
+    ]
     pads = TensorInfo(np.dtype(np.int64), (2,))
     axes = np.array([1], dtype=np.int64)
     assert _shapes(_infer("Pad", [(2, 3, 4), pads, None, axes])) == [(2, None, 4)]
@@ -524,8 +569,9 @@ def test_output_dtypes():
     q = _infer("QuantizeLinear", [(3,), (), TensorInfo(i8, ())])
     assert q[0].dtype == i8
     assert _infer("QuantizeLinear", [(3,), ()])[0].dtype == u8
-    assert _infer("QuantizeLinear", [(3,), ()], {"output_dtype": onnx.TensorProto.INT8})[
-        0].dtype == i8
+    assert (
+        _infer("QuantizeLinear", [(3,), ()], {"output_dtype": onnx.TensorProto.INT8})[0].dtype == i8
+    )
     dq = _infer("DequantizeLinear", [TensorInfo(i8, (3,)), TensorInfo(f16, ())])
     assert dq[0].dtype == f16
     mp = _infer("MaxPool", [(1, 1, 4, 4)], {"kernel_shape": [2, 2]}, 2)
@@ -540,16 +586,16 @@ def test_data_dependent_outputs():
     # No max_output_boxes_per_class: nothing is selected.
     [none] = _infer("NonMaxSuppression", [boxes, scores])
     assert none.shape == (0, 3) and not none.data_dependent
-    [img] = _infer("ImageDecoder", [TensorInfo(np.dtype(np.uint8), (100,))],
-                   {"pixel_format": "Grayscale"})
+    [img] = _infer(
+        "ImageDecoder", [TensorInfo(np.dtype(np.uint8), (100,))], {"pixel_format": "Grayscale"}
+    )
     assert img.shape == (None, None, 1) and img.data_dependent
 
 
 def test_attention_layouts():
     q3, k3, v3 = (2, 5, 8 * 4), (2, 7, 2 * 4), (2, 7, 2 * 6)
     past = (2, 2, 3, 4), (2, 2, 3, 6)
-    outs = _infer("Attention", [q3, k3, v3, None, *past],
-                  {"q_num_heads": 8, "kv_num_heads": 2}, 4)
+    outs = _infer("Attention", [q3, k3, v3, None, *past], {"q_num_heads": 8, "kv_num_heads": 2}, 4)
     assert _shapes(outs) == [(2, 5, 48), (2, 2, 10, 4), (2, 2, 10, 6), (2, 8, 5, 10)]
     outs = _infer("Attention", [(2, 8, 5, 4), (2, 2, 7, 4), (2, 2, 7, 6)], {}, 4)
     assert _shapes(outs) == [(2, 8, 5, 6), (2, 2, 7, 4), (2, 2, 7, 6), (2, 8, 5, 7)]
@@ -558,8 +604,9 @@ def test_attention_layouts():
 @pytest.mark.parametrize("layout", [0, 1])
 def test_lstm_layouts(layout):
     x = (7, 2, 3) if layout == 0 else (2, 7, 3)
-    outs = _infer("LSTM", [x, (2, 20, 3), (2, 20, 5)],
-                  {"direction": "bidirectional", "layout": layout}, 3)
+    outs = _infer(
+        "LSTM", [x, (2, 20, 3), (2, 20, 5)], {"direction": "bidirectional", "layout": layout}, 3
+    )
     if layout == 0:
         assert _shapes(outs) == [(7, 2, 2, 5), (2, 2, 5), (2, 2, 5)]
     else:
@@ -635,9 +682,9 @@ SHAPE_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(("op", "inputs", "attrs", "match"), SHAPE_ERRORS,
-                         ids=[f"{e[0]}-{e[3]}" for e in SHAPE_ERRORS])
+@pytest.mark.parametrize(
+    ("op", "inputs", "attrs", "match"), SHAPE_ERRORS, ids=[f"{e[0]}-{e[3]}" for e in SHAPE_ERRORS]
+)
 def test_shape_errors(op, inputs, attrs, match):
     with pytest.raises(ShapeError, match=match):
         _infer(op, inputs, attrs)
-

@@ -83,8 +83,11 @@ def _at_opset(model: onnx.ModelProto) -> onnx.ModelProto | None:
     if version == OPSET:
         return model
     ops = {n.op_type for n in model.graph.node}
-    if all(onnx.defs.get_schema(op, version).since_version
-           == onnx.defs.get_schema(op, OPSET).since_version for op in ops):
+    if all(
+        onnx.defs.get_schema(op, version).since_version
+        == onnx.defs.get_schema(op, OPSET).since_version
+        for op in ops
+    ):
         return model  # same schema: the node means the same at OPSET
     try:
         return version_converter.convert_version(model, OPSET)
@@ -123,11 +126,15 @@ def _node_samples() -> tuple[Sample, ...]:
             if any(n and n not in values for n in node.input):
                 _SKIPPED["input without data"] += 1
                 continue
-            samples.append(Sample(
-                case.name, node.op_type, _attrs(node),
-                tuple(values[n] if n else None for n in node.input),
-                tuple(results.get(n) if n else None for n in node.output),
-            ))
+            samples.append(
+                Sample(
+                    case.name,
+                    node.op_type,
+                    _attrs(node),
+                    tuple(values[n] if n else None for n in node.input),
+                    tuple(results.get(n) if n else None for n in node.output),
+                )
+            )
     return tuple(samples)
 
 
@@ -136,8 +143,7 @@ def _context(op: str, infos, attrs: dict, n_out: int) -> ShapeContext:
 
 
 def _infos(inputs, with_value) -> list[TensorInfo | None]:
-    return [None if a is None else TensorInfo.of_array(a, with_value=with_value(a))
-            for a in inputs]
+    return [None if a is None else TensorInfo.of_array(a, with_value=with_value(a)) for a in inputs]
 
 
 def _compare(got: TensorInfo, want: np.ndarray, strict: bool) -> str | None:
@@ -197,10 +203,12 @@ def test_node_cases_agree():
                 if msg and s.name not in failures:
                     failures[s.name] = f"{'all' if full else 'small'} values: {msg}"
         counts[full] = (n, exact)
-    print(f"\n{len(samples)} data sets of {len({s.name for s in samples})} node cases, "
-          f"{len(ops)} ops; outputs checked: {counts[True][0]}; exact with all values: "
-          f"{counts[True][1]}, with small values only: {counts[False][1]}; skipped: "
-          f"{dict(_SKIPPED)}")
+    print(
+        f"\n{len(samples)} data sets of {len({s.name for s in samples})} node cases, "
+        f"{len(ops)} ops; outputs checked: {counts[True][0]}; exact with all values: "
+        f"{counts[True][1]}, with small values only: {counts[False][1]}; skipped: "
+        f"{dict(_SKIPPED)}"
+    )
     unexpected = {k: v for k, v in failures.items() if k not in EXPECTED_MISMATCHES}
     assert not unexpected, "\n".join(f"{k}: {v}" for k, v in sorted(unexpected.items()))
     fixed = set(EXPECTED_MISMATCHES) - set(failures)
@@ -249,15 +257,23 @@ def test_node_cases_partial_knowledge():
 # ------------------------------------------------------------ rules against kernels
 
 
-def _check_rule(op: str, inputs: list, attrs: dict | None = None, n_out: int = 1,
-                const: tuple[int, ...] = (), seed: int = 0) -> list[TensorInfo]:
+def _check_rule(
+    op: str,
+    inputs: list,
+    attrs: dict | None = None,
+    n_out: int = 1,
+    const: tuple[int, ...] = (),
+    seed: int = 0,
+) -> list[TensorInfo]:
     """The rule's shapes equal the kernel's on concrete inputs (``const``: positions whose
     value the rule sees), and masked knowledge never contradicts them."""
     attrs = attrs or {}
     with np.errstate(all="ignore"):
         want = KERNELS[op](list(inputs), dict(attrs), n_out)
-    infos = [None if a is None else TensorInfo.of_array(a, with_value=i in const)
-             for i, a in enumerate(inputs)]
+    infos = [
+        None if a is None else TensorInfo.of_array(a, with_value=i in const)
+        for i, a in enumerate(inputs)
+    ]
     got = infer(_context(op, infos, attrs, n_out))
     for g, w in zip(got, want, strict=True):
         msg = _compare(g, w, strict=True)
@@ -266,8 +282,7 @@ def _check_rule(op: str, inputs: list, attrs: dict | None = None, n_out: int = 1
     return got
 
 
-_SETTINGS = settings(max_examples=60, deadline=None,
-                     suppress_health_check=[HealthCheck.too_slow])
+_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _shapes = functools.partial(hnp.array_shapes, min_dims=0, max_dims=4, min_side=0, max_side=5)
 _seeds = st.integers(0, 2**32 - 1)
 
@@ -284,12 +299,12 @@ def _i64(values) -> np.ndarray:
 @_SETTINGS
 @given(data=st.data(), seed=_seeds)
 def test_broadcasting(data, seed):
-    op = data.draw(st.sampled_from(["Add", "Pow", "Equal", "And", "Where", "Sum", "Max",
-                                    "Mean"]))
+    op = data.draw(st.sampled_from(["Add", "Pow", "Equal", "And", "Where", "Sum", "Max", "Mean"]))
     n = {"Where": 3, "Sum": 4, "Max": 3, "Mean": 2}.get(op, 2)
     n = data.draw(st.integers(1, n)) if op in ("Sum", "Max", "Mean") else n
-    shapes = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=n, max_dims=4,
-                                                         min_side=0, max_side=4))
+    shapes = data.draw(
+        hnp.mutually_broadcastable_shapes(num_shapes=n, max_dims=4, min_side=0, max_side=4)
+    )
     xs = [_data(s, seed + i) for i, s in enumerate(shapes.input_shapes)]
     if op in ("And", "Where"):
         xs[0] = xs[0] > 0
@@ -301,8 +316,9 @@ def test_broadcasting(data, seed):
 @_SETTINGS
 @given(a=_shapes(), b=_shapes())
 def test_broadcast_errors_match_numpy(a, b):
-    ctx = _context("Mul", [TensorInfo(np.dtype(np.float32), a),
-                           TensorInfo(np.dtype(np.float32), b)], {}, 1)
+    ctx = _context(
+        "Mul", [TensorInfo(np.dtype(np.float32), a), TensorInfo(np.dtype(np.float32), b)], {}, 1
+    )
     try:
         want = np.broadcast_shapes(a, b)
     except ValueError:
@@ -329,8 +345,9 @@ def _reshape_cases(draw):
     if total == 0:
         if draw(st.booleans()):
             # An explicit 0, honored by allowzero.
-            target = draw(st.lists(st.integers(0, 4), min_size=1, max_size=4).filter(
-                lambda t: 0 in t))
+            target = draw(
+                st.lists(st.integers(0, 4), min_size=1, max_size=4).filter(lambda t: 0 in t)
+            )
             return shape, target, 1
         # -1 stands for 0 when the other dims are not 0.
         target = draw(st.lists(st.integers(1, 4), max_size=3))
@@ -339,7 +356,9 @@ def _reshape_cases(draw):
     factors = [f for d in shape for f in _factors(d)]
     k = draw(st.integers(1 if factors else 0, 4))
     groups = [draw(st.integers(0, k - 1)) for _ in factors]
-    target = [int(np.prod([f for f, g in zip(factors, groups, strict=True) if g == i])) for i in range(k)]
+    target = [
+        int(np.prod([f for f, g in zip(factors, groups, strict=True) if g == i])) for i in range(k)
+    ]
     if target and draw(st.booleans()):
         target[draw(st.integers(0, k - 1))] = -1
     for i in range(min(k, len(shape))):
@@ -356,8 +375,7 @@ def test_reshape(case, seed):
     _check_rule("Reshape", [_data(shape, seed), _i64(target)], attrs, const=(1,), seed=seed)
 
 
-_BOUNDS = st.one_of(st.integers(-8, 8), st.sampled_from([2**63 - 1, -(2**63), 2**31 - 1,
-                                                         -(2**31)]))
+_BOUNDS = st.one_of(st.integers(-8, 8), st.sampled_from([2**63 - 1, -(2**63), 2**31 - 1, -(2**31)]))
 
 
 @_SETTINGS
@@ -365,8 +383,7 @@ _BOUNDS = st.one_of(st.integers(-8, 8), st.sampled_from([2**63 - 1, -(2**63), 2*
 def test_slice(data, seed):
     shape = data.draw(_shapes(min_dims=1, max_side=7))
     rank = len(shape)
-    axes = data.draw(st.lists(st.integers(0, rank - 1), min_size=1, max_size=rank,
-                              unique=True))
+    axes = data.draw(st.lists(st.integers(0, rank - 1), min_size=1, max_size=rank, unique=True))
     n = len(axes)
     axes = [a - rank if data.draw(st.booleans()) else a for a in axes]
     starts = [data.draw(_BOUNDS) for _ in range(n)]
@@ -374,8 +391,13 @@ def test_slice(data, seed):
     steps = [data.draw(st.sampled_from([1, 1, 2, 3, -1, -2, -3])) for _ in range(n)]
     omit_axes = axes == list(range(n)) and data.draw(st.booleans())
     omit_steps = steps == [1] * n and data.draw(st.booleans())
-    inputs = [_data(shape, seed), _i64(starts), _i64(ends),
-              None if omit_axes else _i64(axes), None if omit_steps else _i64(steps)]
+    inputs = [
+        _data(shape, seed),
+        _i64(starts),
+        _i64(ends),
+        None if omit_axes else _i64(axes),
+        None if omit_steps else _i64(steps),
+    ]
     while inputs[-1] is None:
         inputs.pop()
     _check_rule("Slice", inputs, const=(1, 2, 3, 4), seed=seed)
@@ -408,12 +430,12 @@ def test_gather(data, seed):
     _check_rule("Gather", [_data(shape, seed), idx], {"axis": axis}, const=(1,), seed=seed)
     # GatherElements: indices of the data's rank, any size along the axis.
     eshape = tuple(data.draw(st.integers(0, d)) for d in shape)
-    eshape = tuple(data.draw(st.integers(0, 3)) if i == axis % rank else d
-                   for i, d in enumerate(eshape))
+    eshape = tuple(
+        data.draw(st.integers(0, 3)) if i == axis % rank else d for i, d in enumerate(eshape)
+    )
     if dim == 0:
         eshape = tuple(0 if i == axis % rank else d for i, d in enumerate(eshape))
-    eidx = (rng.integers(-dim, max(dim, 1), size=eshape) if dim
-            else np.zeros(eshape, np.int64))
+    eidx = rng.integers(-dim, max(dim, 1), size=eshape) if dim else np.zeros(eshape, np.int64)
     _check_rule("GatherElements", [_data(shape, seed), eidx], {"axis": axis}, seed=seed)
 
 
@@ -429,8 +451,7 @@ def test_gather_nd(data, seed):
     rng = np.random.default_rng(seed)
     limits = np.array(shape[b : b + k])
     idx = (rng.integers(0, 2**31, size=ishape) % limits).astype(np.int64)
-    _check_rule("GatherND", [_data(shape, seed), idx], {"batch_dims": b}, const=(1,),
-                seed=seed)
+    _check_rule("GatherND", [_data(shape, seed), idx], {"batch_dims": b}, const=(1,), seed=seed)
 
 
 @_SETTINGS
@@ -470,8 +491,18 @@ def test_split(data, seed):
         _check_rule("Split", [x], attrs, n_out=n, seed=seed)
 
 
-_REDUCTIONS = ["ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum",
-               "ReduceLogSumExp", "ReduceProd", "ReduceMax", "ReduceMin", "ReduceMean"]
+_REDUCTIONS = [
+    "ReduceSum",
+    "ReduceSumSquare",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceProd",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceMean",
+]
 
 
 @_SETTINGS
@@ -501,11 +532,14 @@ def test_reductions(data, seed):
 def test_arg_reductions(data, seed):
     shape = data.draw(_shapes(min_dims=1, min_side=1))
     rank = len(shape)
-    attrs = {"axis": data.draw(st.integers(-rank, rank - 1)),
-             "keepdims": data.draw(st.integers(0, 1)),
-             "select_last_index": data.draw(st.integers(0, 1))}
-    _check_rule(data.draw(st.sampled_from(["ArgMax", "ArgMin"])), [_data(shape, seed)],
-                attrs, seed=seed)
+    attrs = {
+        "axis": data.draw(st.integers(-rank, rank - 1)),
+        "keepdims": data.draw(st.integers(0, 1)),
+        "select_last_index": data.draw(st.integers(0, 1)),
+    }
+    _check_rule(
+        data.draw(st.sampled_from(["ArgMax", "ArgMin"])), [_data(shape, seed)], attrs, seed=seed
+    )
 
 
 @_SETTINGS
@@ -523,8 +557,7 @@ def test_squeeze_unsqueeze(data, seed):
         _check_rule("Squeeze", [x, _i64(axes)], const=(1,), seed=seed)
     k = data.draw(st.integers(1, 3))
     out_rank = rank + k
-    axes = data.draw(st.lists(st.integers(0, out_rank - 1), min_size=k, max_size=k,
-                              unique=True))
+    axes = data.draw(st.lists(st.integers(0, out_rank - 1), min_size=k, max_size=k, unique=True))
     axes = [a - out_rank if data.draw(st.booleans()) else a for a in axes]
     _check_rule("Unsqueeze", [x, _i64(axes)], const=(1,), seed=seed)
 
@@ -532,8 +565,9 @@ def test_squeeze_unsqueeze(data, seed):
 @_SETTINGS
 @given(data=st.data(), seed=_seeds)
 def test_expand_tile(data, seed):
-    shapes = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=4,
-                                                         min_side=0, max_side=4))
+    shapes = data.draw(
+        hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=4, min_side=0, max_side=4)
+    )
     a, b = shapes.input_shapes
     x = _data(a, seed)
     _check_rule("Expand", [x, _i64(b)], const=(1,), seed=seed)
@@ -555,13 +589,19 @@ def test_shape_size_and_constants(data, seed):
     (got,) = _check_rule("Size", [x], seed=seed)
     assert got.value is not None and got.value == x.size
     value = data.draw(st.sampled_from([None, np.array([7], np.int32), np.array([1.5])]))
-    _check_rule("ConstantOfShape", [_i64(shape)], {} if value is None else {"value": value},
-                const=(0,), seed=seed)
+    _check_rule(
+        "ConstantOfShape",
+        [_i64(shape)],
+        {} if value is None else {"value": value},
+        const=(0,),
+        seed=seed,
+    )
     start, limit = data.draw(st.integers(-10, 10)), data.draw(st.integers(-10, 10))
     delta = data.draw(st.integers(-4, 4).filter(bool))
     dt = data.draw(st.sampled_from([np.int64, np.int32, np.float32, np.float64]))
-    _check_rule("Range", [np.array(v, dt) for v in (start, limit, delta)], const=(0, 1, 2),
-                seed=seed)
+    _check_rule(
+        "Range", [np.array(v, dt) for v in (start, limit, delta)], const=(0, 1, 2), seed=seed
+    )
 
 
 @_SETTINGS
@@ -574,14 +614,20 @@ def test_index_ops(data, seed):
     # OneHot
     depth = data.draw(st.integers(1, 5))
     idx = rng.integers(-depth, depth, size=shape)
-    _check_rule("OneHot", [idx, np.array(depth), np.array([0.0, 1.0], np.float32)],
-                {"axis": data.draw(st.integers(-rank - 1, rank))}, const=(1, 2), seed=seed)
+    _check_rule(
+        "OneHot",
+        [idx, np.array(depth), np.array([0.0, 1.0], np.float32)],
+        {"axis": data.draw(st.integers(-rank - 1, rank))},
+        const=(1, 2),
+        seed=seed,
+    )
     # Compress, with and without an axis
     axis = data.draw(st.none() | st.integers(-rank, rank - 1))
     length = x.size if axis is None else shape[axis]
     cond = rng.random(data.draw(st.integers(0, length))) < 0.5
-    _check_rule("Compress", [x, cond], {} if axis is None else {"axis": axis}, const=(1,),
-                seed=seed)
+    _check_rule(
+        "Compress", [x, cond], {} if axis is None else {"axis": axis}, const=(1,), seed=seed
+    )
     # NonZero (value known: exact count)
     _check_rule("NonZero", [x > 0.3], const=(0,), seed=seed)
     # Unique's inverse indices, and the sizes of all outputs with the value in hand
@@ -590,7 +636,6 @@ def test_index_ops(data, seed):
     for g, w in zip(got, outs, strict=True):
         assert _compare(g, w, strict=False) is None
     assert got[2].shape == (x.size,)
-
 
 
 # ------------------------------------------------------------ values, flags, errors
@@ -631,15 +676,17 @@ def test_partial_shapes():
     assert _rule("Reshape", [_t((2, 3)), _t((3,), np.int64)])[0].shape == (None,) * 3
     assert _rule("Expand", [_t((3, 1)), _t((3,), np.int64)])[0].shape == (None, 3, None)
     assert _rule("ReduceSum", [_t((1, 5, 6)), _t((1,), np.int64)])[0].shape == (1, None, None)
-    assert _rule("ReduceSum", [_t((1, 5)), _t((1,), np.int64)], {"keepdims": 0})[0].shape \
-        is None
-    assert _rule("Slice", [_t((4, None, 6)), _t((1,), np.int64), _t((1,), np.int64),
-                           _c([1])])[0].shape == (4, None, 6)
+    assert _rule("ReduceSum", [_t((1, 5)), _t((1,), np.int64)], {"keepdims": 0})[0].shape is None
+    assert _rule("Slice", [_t((4, None, 6)), _t((1,), np.int64), _t((1,), np.int64), _c([1])])[
+        0
+    ].shape == (4, None, 6)
     assert _rule("Slice", [_t((None,)), _c([3]), _c([1])])[0].shape == (0,)
     assert _rule("Unsqueeze", [_t((2, 3)), _t((2,), np.int64)])[0].shape == (None,) * 4
     assert _rule("Squeeze", [_t((1, None)), _c([])])[0].shape is None
-    assert _rule("Concat", [_t((2, None)), _t((None, 4)), _t(None)], {"axis": 0})[0].shape \
-        == (None, 4)
+    assert _rule("Concat", [_t((2, None)), _t((None, 4)), _t(None)], {"axis": 0})[0].shape == (
+        None,
+        4,
+    )
     assert _rule("Flatten", [_t((None, 0, 3))], {"axis": 1})[0].shape == (None, 0)
     # Range: 0f..0.3f by 0.1f has 4 elements in double arithmetic, 3 in float.
     f32 = [np.array(v, np.float32) for v in (0.0, 0.3, 0.1)]
@@ -655,8 +702,9 @@ def test_dtypes():
     assert _rule("ConstantOfShape", [_c([2])])[0].dtype == np.float32
     assert _rule("Multinomial", [_t((2, 5))], {"sample_size": 3})[0] == _t((2, 3), np.int32)
     assert _rule("RandomUniform", [], {"shape": [2, 3]})[0] == _t((2, 3))
-    assert _rule("HannWindow", [_c(8)], {"output_datatype": TensorProto.DOUBLE})[0] \
-        == _t((8,), np.float64)
+    assert _rule("HannWindow", [_c(8)], {"output_datatype": TensorProto.DOUBLE})[0] == _t(
+        (8,), np.float64
+    )
     (y, z) = _rule("StringSplit", [_t((2, 3), object)], n_out=2)
     assert y.shape == (2, 3, None) and y.data_dependent and z == _t((2, 3), np.int64)
 
@@ -670,8 +718,9 @@ def test_data_dependence():
     assert not _rule("Shape", [nz], {"end": 1})[0].data_dependent  # value [2] is known
     assert _rule("Add", [_t((2,), dd=True), _t((2,))])[0].data_dependent
     assert _rule("Compress", [_t((4, 3)), _t((4,), np.bool_)], {"axis": 0})[0].data_dependent
-    c = _rule("Compress", [_t((4, 3)), TensorInfo.of_array(np.array([1, 0, 1], bool))],
-              {"axis": 0})[0]
+    c = _rule(
+        "Compress", [_t((4, 3)), TensorInfo.of_array(np.array([1, 0, 1], bool))], {"axis": 0}
+    )[0]
     assert c.shape == (2, 3) and not c.data_dependent
     u = _rule("Unique", [_t((4, 3))], {"axis": 1}, n_out=4)
     assert [x.shape for x in u] == [(4, None), (None,), (3,), (None,)]
@@ -716,16 +765,22 @@ _ERRORS = [
     ("ConstantOfShape", [_c([2, -1])], {}, 1, "negative"),
     ("EyeLike", [_t((2, 2, 2))], {}, 1, "2-D"),
     ("OneHot", [_t((2,), np.int64), _c(-1), _t((2,))], {}, 1, "negative depth"),
-    ("Compress", [_t((2, 3)), TensorInfo.of_array(np.array([0, 0, 1], bool))], {"axis": 0},
-     1, "past dim 2"),
+    (
+        "Compress",
+        [_t((2, 3)), TensorInfo.of_array(np.array([0, 0, 1], bool))],
+        {"axis": 0},
+        1,
+        "past dim 2",
+    ),
     ("StringNormalizer", [_t((2, 3), object)], {}, 1, "[C] or [1, C]"),
     ("DFT", [_t((4, 3))], {}, 1, "real"),
     ("STFT", [_t((1, 8, 1)), _c(2), None, _c(16)], {}, 1, "exceeds"),
 ]
 
 
-@pytest.mark.parametrize("op, inputs, attrs, n_out, match", _ERRORS,
-                         ids=[f"{e[0]}-{i}" for i, e in enumerate(_ERRORS)])
+@pytest.mark.parametrize(
+    "op, inputs, attrs, n_out, match", _ERRORS, ids=[f"{e[0]}-{i}" for i, e in enumerate(_ERRORS)]
+)
 def test_shape_errors(op, inputs, attrs, n_out, match):
     with pytest.raises(ShapeError, match=match.replace("[", r"\[")):
         _rule(op, inputs, attrs, n_out)

@@ -29,17 +29,26 @@ HF = sorted((Path(__file__).resolve().parent / "models" / "hf").glob("*/*.onnx")
 F32, F64 = TensorProto.FLOAT, TensorProto.DOUBLE
 
 
-def _model(op_type: str, inputs: list[tuple[str, int, list]], out_type: int = F32,
-           inits: dict[str, np.ndarray] | None = None, domain: str = "",
-           n_outputs: int = 1, **attrs) -> onnx.ModelProto:
+def _model(
+    op_type: str,
+    inputs: list[tuple[str, int, list]],
+    out_type: int = F32,
+    inits: dict[str, np.ndarray] | None = None,
+    domain: str = "",
+    n_outputs: int = 1,
+    **attrs,
+) -> onnx.ModelProto:
     inits = inits or {}
     names = [n for n, _, _ in inputs] + list(inits)
     outs = [f"y{k}" for k in range(n_outputs)]
     node = helper.make_node(op_type, names, outs, domain=domain or None, **attrs)
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [node],
+        "g",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
         [helper.make_tensor_value_info(o, out_type, None) for o in outs],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
     opsets = [helper.make_opsetid("", 21)] + ([helper.make_opsetid(domain, 1)] if domain else [])
     return helper.make_model(graph, opset_imports=opsets)
 
@@ -49,8 +58,11 @@ def _ops(model: onnx.ModelProto, shapes: str | None = "", **pins) -> list:
     module = neuron_ir.import_model(model)
     if shapes is not None:
         ShapeInferencePass(input_shapes=shapes, **pins).apply(neuron_ir.make_context(), module)
-    return [op for op in module.walk() if isinstance(op, OnnxOp | CustomOp)
-            and op.name != "onnx.Constant"]
+    return [
+        op
+        for op in module.walk()
+        if isinstance(op, OnnxOp | CustomOp) and op.name != "onnx.Constant"
+    ]
 
 
 def _single(model: onnx.ModelProto, shapes: str | None = "", **pins):
@@ -66,8 +78,9 @@ def _reasons(op) -> dict[str, str | None]:
 
 def _conv(spatial: int) -> onnx.ModelProto:
     w = np.zeros((4, 3) + (3,) * spatial, np.float32)
-    return _model("Conv", [("x", F32, [1, 3] + [8] * spatial)], inits={"w": w},
-                  pads=[1] * (2 * spatial))
+    return _model(
+        "Conv", [("x", F32, [1, 3] + [8] * spatial)], inits={"w": w}, pads=[1] * (2 * spatial)
+    )
 
 
 def test_conv_2d_runs_on_both_targets():
@@ -86,9 +99,12 @@ def test_conv_3d_only_on_inf2():
 
 
 def test_non_max_suppression_is_data_dependent():
-    model = _model("NonMaxSuppression", [("boxes", F32, [1, 6, 4]), ("scores", F32, [1, 1, 6])],
-                   out_type=TensorProto.INT64,
-                   inits={"k": np.array([3], np.int64), "iou": np.array([0.5], np.float32)})
+    model = _model(
+        "NonMaxSuppression",
+        [("boxes", F32, [1, 6, 4]), ("scores", F32, [1, 1, 6])],
+        out_type=TensorProto.INT64,
+        inits={"k": np.array([3], np.int64), "iou": np.array([0.5], np.float32)},
+    )
     op = _single(model)
     assert op.attributes.get("onnx.data_dependent") is not None
     for reason in _reasons(op).values():
@@ -121,9 +137,13 @@ def test_custom_op_reason_names_the_domain():
 
 
 def _resize(mode: str, scales=(1, 1, 2, 2), **attrs) -> onnx.ModelProto:
-    return _model("Resize", [("x", F32, [1, 3, 4, 4])],
-                  inits={"roi": np.zeros(0, np.float32),
-                         "scales": np.array(scales, np.float32)}, mode=mode, **attrs)
+    return _model(
+        "Resize",
+        [("x", F32, [1, 3, 4, 4])],
+        inits={"roi": np.zeros(0, np.float32), "scales": np.array(scales, np.float32)},
+        mode=mode,
+        **attrs,
+    )
 
 
 def test_resize_modes_per_target():
@@ -141,9 +161,14 @@ def test_resize_modes_per_target():
 
 def test_pad_modes_per_target():
     def pad(mode: str):
-        return _single(_model("Pad", [("x", F32, [1, 1, 4, 4])],
-                              inits={"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)},
-                              mode=mode))
+        return _single(
+            _model(
+                "Pad",
+                [("x", F32, [1, 1, 4, 4])],
+                inits={"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)},
+                mode=mode,
+            )
+        )
 
     assert _reasons(pad("constant")) == {"inf1": None, "inf2": None}
     assert _reasons(pad("reflect")) == {"inf1": None, "inf2": None}
@@ -154,9 +179,13 @@ def test_pad_modes_per_target():
 
 def test_attribute_and_dtype_constraints():
     # TensorEngine ops take float inputs only.
-    matmul = _single(_model("MatMul", [("a", TensorProto.INT32, [2, 3]),
-                                       ("b", TensorProto.INT32, [3, 2])],
-                            out_type=TensorProto.INT32))
+    matmul = _single(
+        _model(
+            "MatMul",
+            [("a", TensorProto.INT32, [2, 3]), ("b", TensorProto.INT32, [3, 2])],
+            out_type=TensorProto.INT32,
+        )
+    )
     assert all("int32" in r for r in _reasons(matmul).values())
     # Einsum: transposes + matmul only.
     ok = _single(_model("Einsum", [("a", F32, [2, 3]), ("b", F32, [3, 4])], equation="ij,jk->ik"))
@@ -167,23 +196,38 @@ def test_attribute_and_dtype_constraints():
     gather = _single(_model("Gather", [("d", F32, [5, 3]), ("i", TensorProto.INT32, [2])]))
     assert _reasons(gather) == {"inf1": None, "inf2": None}
     # float8: e5m2 on NeuronCore-v2 only; e4m3fn nowhere.
-    e5m2 = _single(_model("Cast", [("x", F32, [4])], out_type=TensorProto.FLOAT8E5M2,
-                          to=TensorProto.FLOAT8E5M2))
+    e5m2 = _single(
+        _model(
+            "Cast", [("x", F32, [4])], out_type=TensorProto.FLOAT8E5M2, to=TensorProto.FLOAT8E5M2
+        )
+    )
     reasons = _reasons(e5m2)
     assert reasons["inf2"] is None and "dtype" in reasons["inf1"]
-    e4m3 = _single(_model("Cast", [("x", F32, [4])], out_type=TensorProto.FLOAT8E4M3FN,
-                          to=TensorProto.FLOAT8E4M3FN))
+    e4m3 = _single(
+        _model(
+            "Cast",
+            [("x", F32, [4])],
+            out_type=TensorProto.FLOAT8E4M3FN,
+            to=TensorProto.FLOAT8E4M3FN,
+        )
+    )
     assert all("float8_e4m3fn" in r for r in _reasons(e4m3).values())
     # ArgMax: first index on inf1.
-    last = _single(_model("ArgMax", [("x", F32, [2, 5])], out_type=TensorProto.INT64,
-                          axis=1, select_last_index=1))
+    last = _single(
+        _model(
+            "ArgMax", [("x", F32, [2, 5])], out_type=TensorProto.INT64, axis=1, select_last_index=1
+        )
+    )
     reasons = _reasons(last)
     assert reasons["inf2"] is None and "select_last_index" in reasons["inf1"]
 
 
 def test_scatter_is_inf2_only():
-    op = _single(_model("ScatterND", [("d", F32, [4, 3]), ("i", TensorProto.INT64, [2, 1]),
-                                      ("u", F32, [2, 3])]))
+    op = _single(
+        _model(
+            "ScatterND", [("d", F32, [4, 3]), ("i", TensorProto.INT64, [2, 1]), ("u", F32, [2, 3])]
+        )
+    )
     reasons = _reasons(op)
     assert reasons["inf2"] is None and "not supported on inf1" in reasons["inf1"]
 
@@ -207,23 +251,30 @@ def test_control_flow_and_non_onnx_ops_stay_on_the_cpu():
     for op in if_ops:
         assert all("control flow" in r for r in _reasons(op).values())
     LowerControlFlowPass().apply(neuron_ir.make_context(), module)
-    foreign = [op for op in module.walk() if not isinstance(op, OnnxOp | CustomOp)
-               and op.name != "builtin.module"]
+    foreign = [
+        op
+        for op in module.walk()
+        if not isinstance(op, OnnxOp | CustomOp) and op.name != "builtin.module"
+    ]
     assert {op.name for op in foreign} >= {"scf.if", "func.return", "tensor.extract"}
     for op in foreign:
         assert all("CPU" in r for r in _reasons(op).values()), op.name
 
 
 def test_constants_go_with_their_users():
-    module = neuron_ir.import_model(_model("Add", [("a", F64, [2])], out_type=F64,
-                                           inits={"b": np.ones(2, np.float64)}))
+    module = neuron_ir.import_model(
+        _model("Add", [("a", F64, [2])], out_type=F64, inits={"b": np.ones(2, np.float64)})
+    )
     (const,) = [op for op in module.walk() if op.name == "onnx.Constant"]
     assert _reasons(const) == {"inf1": None, "inf2": None}
 
 
 def test_unknown_target():
     op = _single(_conv(2))
-    for call in (lambda: unsupported_reason(op, "trn1"), lambda: supported_op_types("inf3"),):
+    for call in (
+        lambda: unsupported_reason(op, "trn1"),
+        lambda: supported_op_types("inf3"),
+    ):
         with pytest.raises(ValueError, match="unknown target"):
             call()
 
@@ -232,8 +283,19 @@ def test_table_shape_and_markdown():
     inf1, inf2 = supported_op_types("inf1"), supported_op_types("inf2")
     assert inf1 <= inf2 and inf2 - inf1 >= {"ScatterND", "GRU"}
     assert {"Conv", "MatMul", "Softmax", "LayerNormalization", "Resize", "Gather"} <= inf1
-    never = {"NonMaxSuppression", "NonZero", "Unique", "RoiAlign", "RandomNormal",
-             "StringNormalizer", "Loop", "If", "Scan", "SequenceAt", "ImageDecoder"}
+    never = {
+        "NonMaxSuppression",
+        "NonZero",
+        "Unique",
+        "RoiAlign",
+        "RandomNormal",
+        "StringNormalizer",
+        "Loop",
+        "If",
+        "Scan",
+        "SequenceAt",
+        "ImageDecoder",
+    }
     assert not never & inf2 and never <= set(TABLE)
     text = table_markdown()
     rows = {line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")}
@@ -248,15 +310,17 @@ def test_table_shape_and_markdown():
 def _zoo_module(name: str):
     module = neuron_ir.import_model(zoo.build(name))
     ShapeInferencePass(input_shapes=pins(zoo.example_inputs(name))).apply(
-        neuron_ir.make_context(), module)
+        neuron_ir.make_context(), module
+    )
     LowerControlFlowPass().apply(neuron_ir.make_context(), module)
     return module
 
 
 def _hf_module(path: Path):
     model = onnx.load(path, load_external_data=False)
-    symbols = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim
-               if d.dim_param}
+    symbols = {
+        d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.dim_param
+    }
     # batch 2; every sequence-like symbol (sequence, src_len, tgt_len) 8.
     dims = ",".join(f"{s}:{2 if s == 'batch' else 8}" for s in sorted(symbols))
     assert "batch" in symbols
@@ -278,9 +342,19 @@ def _refused(module) -> set[str]:
     return out
 
 
-SEED = ["tiny_bert", "tiny_resnet", "tiny_resnext", "tiny_vgg", "tiny_yolo", "tiny_ssd",
-        "tiny_dlrm", "tiny_seq2seq_encoder", "tiny_seq2seq_decoder_step", "yolov5_detect",
-        "ssd_vgg"]
+SEED = [
+    "tiny_bert",
+    "tiny_resnet",
+    "tiny_resnext",
+    "tiny_vgg",
+    "tiny_yolo",
+    "tiny_ssd",
+    "tiny_dlrm",
+    "tiny_seq2seq_encoder",
+    "tiny_seq2seq_decoder_step",
+    "yolov5_detect",
+    "ssd_vgg",
+]
 
 
 @pytest.mark.parametrize("name", SEED)

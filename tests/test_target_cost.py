@@ -120,8 +120,9 @@ def test_cost_monotone_in_flops_and_bytes() -> None:
         assert op_time(dataclasses.replace(hbm, weight_bytes=1e8), p) > op_time(hbm, p)
         spill = OpWork("vector", elements=10, bytes_in=1e6, spills=True)
         assert op_time(dataclasses.replace(spill, bytes_in=1e8), p) > op_time(spill, p)
-        assert op_time(OpWork("scalar", elements=1e8), p) > \
-            op_time(OpWork("scalar", elements=1e6), p)
+        assert op_time(OpWork("scalar", elements=1e8), p) > op_time(
+            OpWork("scalar", elements=1e6), p
+        )
 
 
 def test_weights_in_hbm_cost_more_than_in_sbuf() -> None:
@@ -138,17 +139,25 @@ def test_activations_only_cost_when_they_spill() -> None:
 
 
 def test_inf2_core_beats_inf1_core() -> None:
-    for engine, work in (("tensor", dict(flops=2 * 128 * 768 * 768)),
-                         ("vector", dict(elements=768 * 128)),
-                         ("scalar", dict(elements=768 * 128))):
+    for engine, work in (
+        ("tensor", dict(flops=2 * 128 * 768 * 768)),
+        ("vector", dict(elements=768 * 128)),
+        ("scalar", dict(elements=768 * 128)),
+    ):
         w = OpWork(engine, **work)
         assert op_time(w, INF2) < op_time(w, INF1), engine
 
 
 def test_matmul_time_is_near_flops_over_peak() -> None:
     flops = 2 * 768 * 768 * 128
-    w = OpWork("tensor", flops=flops, bytes_in=768 * 128 * 2, bytes_out=768 * 128 * 2,
-               weight_bytes=768 * 768 * 2, dtype="bf16")
+    w = OpWork(
+        "tensor",
+        flops=flops,
+        bytes_in=768 * 128 * 2,
+        bytes_out=768 * 128 * 2,
+        weight_bytes=768 * 768 * 2,
+        dtype="bf16",
+    )
     for p in (INF1, INF2):
         ideal = flops / p.peak_flops["bf16"]
         t = op_time(w, p)
@@ -161,8 +170,9 @@ def test_fp32_matmul_is_autocast() -> None:
         bf16 = OpWork("tensor", flops=1e9, dtype="bf16")
         assert op_time(dataclasses.replace(bf16, dtype="fp32"), p) == op_time(bf16, p)
     native = dataclasses.replace(INF2, matmul_autocast=None)
-    assert op_time(OpWork("tensor", flops=1e9, dtype="fp32"), native) > \
-        op_time(OpWork("tensor", flops=1e9, dtype="bf16"), native)
+    assert op_time(OpWork("tensor", flops=1e9, dtype="fp32"), native) > op_time(
+        OpWork("tensor", flops=1e9, dtype="bf16"), native
+    )
     no_fp32 = dataclasses.replace(INF1, matmul_autocast=None)
     with pytest.raises(ValueError, match="fp32"):
         op_time(OpWork("tensor", flops=1, dtype="fp32"), no_fp32)
@@ -170,8 +180,9 @@ def test_fp32_matmul_is_autocast() -> None:
 
 def test_int8_is_faster_than_bf16() -> None:
     for p in (INF1, INF2):
-        assert op_time(OpWork("tensor", flops=1e10, dtype="int8"), p) < \
-            op_time(OpWork("tensor", flops=1e10, dtype="bf16"), p)
+        assert op_time(OpWork("tensor", flops=1e10, dtype="int8"), p) < op_time(
+            OpWork("tensor", flops=1e10, dtype="bf16"), p
+        )
 
 
 def test_transfer_time_scales_linearly() -> None:
@@ -216,22 +227,45 @@ _sizes = st.floats(min_value=0, max_value=1e13, allow_nan=False, allow_infinity=
 
 
 @settings(max_examples=150, deadline=None)
-@given(profile=st.sampled_from([INF1, INF2]),
-       engine=st.sampled_from(ENGINES),
-       dtype=st.sampled_from(["bf16", "fp16", "fp32", "int8"]),
-       location=st.sampled_from(["sbuf", "hbm"]),
-       spills=st.booleans(),
-       flops=_sizes, elements=_sizes, weight_bytes=_sizes,
-       bytes_in=_sizes, bytes_out=_sizes,
-       field=st.sampled_from(["flops", "elements", "weight_bytes", "bytes_in", "bytes_out"]),
-       extra=st.floats(min_value=0, max_value=1e13, allow_nan=False))
-def test_op_time_property(profile: TargetProfile, engine: str, dtype: str, location: str,
-                          spills: bool, flops: float, elements: float, weight_bytes: float,
-                          bytes_in: float, bytes_out: float, field: str,
-                          extra: float) -> None:
-    w = OpWork(engine, flops=flops, elements=elements, bytes_in=bytes_in,
-               bytes_out=bytes_out, weight_bytes=weight_bytes, weight_location=location,
-               dtype=dtype, spills=spills)
+@given(
+    profile=st.sampled_from([INF1, INF2]),
+    engine=st.sampled_from(ENGINES),
+    dtype=st.sampled_from(["bf16", "fp16", "fp32", "int8"]),
+    location=st.sampled_from(["sbuf", "hbm"]),
+    spills=st.booleans(),
+    flops=_sizes,
+    elements=_sizes,
+    weight_bytes=_sizes,
+    bytes_in=_sizes,
+    bytes_out=_sizes,
+    field=st.sampled_from(["flops", "elements", "weight_bytes", "bytes_in", "bytes_out"]),
+    extra=st.floats(min_value=0, max_value=1e13, allow_nan=False),
+)
+def test_op_time_property(
+    profile: TargetProfile,
+    engine: str,
+    dtype: str,
+    location: str,
+    spills: bool,
+    flops: float,
+    elements: float,
+    weight_bytes: float,
+    bytes_in: float,
+    bytes_out: float,
+    field: str,
+    extra: float,
+) -> None:
+    w = OpWork(
+        engine,
+        flops=flops,
+        elements=elements,
+        bytes_in=bytes_in,
+        bytes_out=bytes_out,
+        weight_bytes=weight_bytes,
+        weight_location=location,
+        dtype=dtype,
+        spills=spills,
+    )
     t = op_time(w, profile)
     assert t >= profile.dispatch_overhead_s
     more = dataclasses.replace(w, **{field: getattr(w, field) + extra})

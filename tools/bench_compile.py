@@ -59,7 +59,8 @@ def timed_compile(model: onnx.ModelProto, shapes: dict, target: str) -> dict[str
 
     spec = DEFAULT_PIPELINE(target, shapes)
     PassPipeline.parse_spec(available_passes(), spec, callback).apply(
-        neuron_ir.make_context(), module)
+        neuron_ir.make_context(), module
+    )
     times["total"] = time.perf_counter() - start
     return times
 
@@ -68,23 +69,26 @@ def bench(name: str, model: onnx.ModelProto, feeds: dict, args) -> float:
     shapes = {k: v.shape for k, v in feeds.items()}
     runs = [timed_compile(model, shapes, args.target) for _ in range(args.compile_repeat)]
     total = [r["total"] for r in runs]
-    parts = ", ".join(f"{k} {statistics.median(r[k] for r in runs):.2f}"
-                      for k in runs[0] if k != "total")
-    print(f"{name}: compile {statistics.median(total):.2f} s {spread(total)} "
-          f"({parts} s)")
+    parts = ", ".join(
+        f"{k} {statistics.median(r[k] for r in runs):.2f}" for k in runs[0] if k != "total"
+    )
+    print(f"{name}: compile {statistics.median(total):.2f} s {spread(total)} ({parts} s)")
     if args.repeat > 0:
         compiled = neuron_ir.compile(model, target=args.target, input_shapes=shapes)
         onnx_level = neuron_ir.Interpreter(neuron_ir.import_model(model))
         options = ort.SessionOptions()
         options.intra_op_num_threads = 2
-        session = ort.InferenceSession(model.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
         t_nc = median_time(lambda: compiled.run(feeds), args.repeat)
         t_onnx = median_time(lambda: onnx_level.run(feeds), args.repeat)
         t_ort = median_time(lambda: session.run(None, feeds), args.repeat)
-        print(f"  run: compiled (nc) {t_nc * 1e3:.1f} ms, onnx-level {t_onnx * 1e3:.1f} ms, "
-              f"onnxruntime {t_ort * 1e3:.1f} ms; nc/onnxruntime {t_nc / t_ort:.2f}x; "
-              f"simulated {args.target} latency {compiled.simulated_latency * 1e3:.2f} ms")
+        print(
+            f"  run: compiled (nc) {t_nc * 1e3:.1f} ms, onnx-level {t_onnx * 1e3:.1f} ms, "
+            f"onnxruntime {t_ort * 1e3:.1f} ms; nc/onnxruntime {t_nc / t_ort:.2f}x; "
+            f"simulated {args.target} latency {compiled.simulated_latency * 1e3:.2f} ms"
+        )
     return statistics.median(total)
 
 
@@ -94,8 +98,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs per engine; 0 skips")
     parser.add_argument("--compile-repeat", type=int, default=3)
     parser.add_argument("--target", default="inf1")
-    parser.add_argument("--exported", type=Path, default=None,
-                        help="folder of tools/export_models.py --big models")
+    parser.add_argument(
+        "--exported", type=Path, default=None, help="folder of tools/export_models.py --big models"
+    )
     args = parser.parse_args()
     medians = {}
     for name in args.models:

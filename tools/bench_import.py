@@ -66,8 +66,9 @@ def main() -> int:
             print(f"built bert_base in {time.perf_counter() - start:.1f} s")
         size = os.path.getsize(path)
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True,
-                              text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, env=env
+        )
         if proc.returncode != 0:
             print(proc.stderr, file=sys.stderr)
             return 1
@@ -75,9 +76,13 @@ def main() -> int:
     growth = (r["peak_kib"] - r["base_kib"]) * 1024
     print(f"model: {path.name}, {size / 2**20:.1f} MiB, {r['ops']} ops")
     print(f"import:  {r['import_s']:.2f} s")
-    print(f"print (constants elided): {r['print_s']:.2f} s, {r['text_bytes'] / 2**20:.2f} MiB of text")
-    print(f"peak memory over baseline: {growth / 2**20:.0f} MiB = {growth / size:.2f}x the file "
-          f"(target < 3x); absolute peak RSS {r['peak_kib'] / 1024:.0f} MiB")
+    print(
+        f"print (constants elided): {r['print_s']:.2f} s, {r['text_bytes'] / 2**20:.2f} MiB of text"
+    )
+    print(
+        f"peak memory over baseline: {growth / 2**20:.0f} MiB = {growth / size:.2f}x the file "
+        f"(target < 3x); absolute peak RSS {r['peak_kib'] / 1024:.0f} MiB"
+    )
     return 0
 
 

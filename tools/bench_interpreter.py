@@ -50,8 +50,9 @@ def spread(values: list[float]) -> str:
     return f"[{min(values):.2f}..{max(values):.2f}]"
 
 
-def paired(ours: Callable[[], object], theirs: Callable[[], object], repeat: int
-           ) -> tuple[list[float], list[float]]:
+def paired(
+    ours: Callable[[], object], theirs: Callable[[], object], repeat: int
+) -> tuple[list[float], list[float]]:
     """Alternating timings (ours, theirs), after one warm-up run of each."""
     ours()
     theirs()
@@ -74,8 +75,10 @@ def exported_models(folder: Path) -> Iterator[tuple[str, onnx.ModelProto, dict]]
         feeds = {}
         for value in model.graph.input:
             tt = value.type.tensor_type
-            shape = [d.dim_value if d.HasField("dim_value") else (1 if i == 0 else 128)
-                     for i, d in enumerate(tt.shape.dim)]
+            shape = [
+                d.dim_value if d.HasField("dim_value") else (1 if i == 0 else 128)
+                for i, d in enumerate(tt.shape.dim)
+            ]
             if tt.elem_type == onnx.TensorProto.INT64:
                 high = 2 if "mask" in value.name or "type" in value.name else 1000
                 feeds[value.name] = rng.integers(0, high, shape).astype(np.int64)
@@ -86,26 +89,31 @@ def exported_models(folder: Path) -> Iterator[tuple[str, onnx.ModelProto, dict]]
         yield f"{path.stem[4:]} (torchscript export)", model, feeds
 
 
-def bench(name: str, model: onnx.ModelProto, feeds: dict, repeat: int,
-          reference_repeat: int) -> None:
+def bench(
+    name: str, model: onnx.ModelProto, feeds: dict, repeat: int, reference_repeat: int
+) -> None:
     start = time.perf_counter()
     interpreter = neuron_ir.Interpreter(neuron_ir.import_model(model))
     prepare = time.perf_counter() - start
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     ours = interpreter.run(feeds)
     theirs = session.run(None, feeds)
-    worst = max(float(np.max(np.abs(ours[o.name] - t)))
-                for o, t in zip(model.graph.output, theirs, strict=True))
-    t_ours, t_ort = paired(lambda: interpreter.run(feeds), lambda: session.run(None, feeds),
-                           repeat)
+    worst = max(
+        float(np.max(np.abs(ours[o.name] - t)))
+        for o, t in zip(model.graph.output, theirs, strict=True)
+    )
+    t_ours, t_ort = paired(lambda: interpreter.run(feeds), lambda: session.run(None, feeds), repeat)
     ratios = [a / b for a, b in zip(t_ours, t_ort, strict=True)]
-    line = (f"{name}: ratio {statistics.median(ratios):.2f}x {spread(ratios)} "
-            f"(median of {repeat} pairs); neuron-ir {statistics.median(t_ours) * 1e3:.1f} ms, "
-            f"onnxruntime {statistics.median(t_ort) * 1e3:.1f} ms")
+    line = (
+        f"{name}: ratio {statistics.median(ratios):.2f}x {spread(ratios)} "
+        f"(median of {repeat} pairs); neuron-ir {statistics.median(t_ours) * 1e3:.1f} ms, "
+        f"onnxruntime {statistics.median(t_ort) * 1e3:.1f} ms"
+    )
     if reference_repeat > 0:
         from onnx.reference import ReferenceEvaluator
 
@@ -120,15 +128,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=["resnet50", "bert_base"])
     parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--exported", type=Path, default=None,
-                        help=f"folder of export_models.py --big models ({DEFAULT_EXPORTED} "
-                             "when it exists)")
-    parser.add_argument("--reference-repeat", type=int, default=0,
-                        help="runs of the (slow) ReferenceEvaluator; 0 skips it")
+    parser.add_argument(
+        "--exported",
+        type=Path,
+        default=None,
+        help=f"folder of export_models.py --big models ({DEFAULT_EXPORTED} when it exists)",
+    )
+    parser.add_argument(
+        "--reference-repeat",
+        type=int,
+        default=0,
+        help="runs of the (slow) ReferenceEvaluator; 0 skips it",
+    )
     args = parser.parse_args()
     for name in args.models:
-        bench(name, zoo.build(name), zoo.example_inputs(name, batch=1, seq=128), args.repeat,
-              args.reference_repeat)
+        bench(
+            name,
+            zoo.build(name),
+            zoo.example_inputs(name, batch=1, seq=128),
+            args.repeat,
+            args.reference_repeat,
+        )
     folder = args.exported or (DEFAULT_EXPORTED if DEFAULT_EXPORTED.is_dir() else None)
     if folder is not None:
         for name, model, feeds in exported_models(folder):

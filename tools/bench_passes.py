@@ -34,8 +34,10 @@ def main() -> int:
     start = time.perf_counter()
     model = zoo.build(args.model)
     module = neuron_ir.import_model(model)
-    print(f"{args.model}: built and imported in {time.perf_counter() - start:.2f} s, "
-          f"{sum(1 for _ in module.walk())} ops")
+    print(
+        f"{args.model}: built and imported in {time.perf_counter() - start:.2f} s, "
+        f"{sum(1 for _ in module.walk())} ops"
+    )
     timings: list[tuple[str, float]] = []
     clock = [time.perf_counter()]
 
@@ -46,7 +48,8 @@ def main() -> int:
         clock[0] = time.perf_counter()
 
     PassPipeline.parse_spec(available_passes(), pipeline, callback).apply(
-        neuron_ir.make_context(), module)
+        neuron_ir.make_context(), module
+    )
     for name, seconds in timings:
         print(f"  {name}: {seconds:.2f} s")
     print(f"  after: {sum(1 for _ in module.walk())} ops")

@@ -41,7 +41,7 @@ def _lowered(name: str, target: str):
     module = neuron_ir.import_model(zoo.build(name))
     passes = default_pipeline(target, shapes)
     upto = next(k for k, p in enumerate(passes) if isinstance(p, LowerToNcPass))
-    run_passes(module, passes[:upto + 1])
+    run_passes(module, passes[: upto + 1])
     return module, feeds, shapes
 
 
@@ -53,11 +53,15 @@ def bench(target: str, repeat: int, cores: list[int | str]) -> None:
     module, _, _ = _lowered("bert_base", target)
     program = _program(module)
     ops = sum(1 for _ in program.walk()) - 1
-    print(f"pipeline-shard on BERT-base ({target}, seq 128): {ops} nc ops in the program; "
-          f"median of {repeat} runs, seconds (noisy machine: 2 cores shared)")
-    print(f"{'cores':>6} {'chain':>8} {'DP':>8} {'rewrite':>8} {'total':>8}  stages"
-          "   (chain: cost chain from the IR; DP: the cut (auto: greedy pack + DP);"
-          " rewrite: stages, sends, placement, estimates)")
+    print(
+        f"pipeline-shard on BERT-base ({target}, seq 128): {ops} nc ops in the program; "
+        f"median of {repeat} runs, seconds (noisy machine: 2 cores shared)"
+    )
+    print(
+        f"{'cores':>6} {'chain':>8} {'DP':>8} {'rewrite':>8} {'total':>8}  stages"
+        "   (chain: cost chain from the IR; DP: the cut (auto: greedy pack + DP);"
+        " rewrite: stages, sends, placement, estimates)"
+    )
     for n in cores:
         chain_t, dp_t, total_t, stages = [], [], [], 0
         for _ in range(repeat):
@@ -94,15 +98,21 @@ def deploy(models: list[str], targets: list[str]) -> None:
             one = neuron_ir.compile(src, target, input_shapes=shapes)
             reps = neuron_ir.compile(src, target, input_shapes=shapes, replicas=auto.cores)
             report = auto.stage_report()
-            print(f"== {name} on {target}: cores=auto -> {auto.cores} core(s); "
-                  f"pipeline {DEFAULT_PIPELINE(target, shapes, None, cores='auto')!r}")
+            print(
+                f"== {name} on {target}: cores=auto -> {auto.cores} core(s); "
+                f"pipeline {DEFAULT_PIPELINE(target, shapes, None, cores='auto')!r}"
+            )
             print(report.text(), end="")
             print(f"{'deployment':<28} {'cores':>5} {'latency ms':>11} {'inf/s':>10}")
-            for label, m, n in [("one core", one, 1),
-                                (f"pipeline of {auto.cores}", auto, auto.cores),
-                                (f"{auto.cores} one-core replicas", reps, auto.cores)]:
-                print(f"{label:<28} {n:5d} {m.simulated_latency * 1e3:11.3f} "
-                      f"{m.simulated_throughput:10.1f}")
+            for label, m, n in [
+                ("one core", one, 1),
+                (f"pipeline of {auto.cores}", auto, auto.cores),
+                (f"{auto.cores} one-core replicas", reps, auto.cores),
+            ]:
+                print(
+                    f"{label:<28} {n:5d} {m.simulated_latency * 1e3:11.3f} "
+                    f"{m.simulated_throughput:10.1f}"
+                )
             out_one, out_auto = one.run(feeds), auto.run(feeds)
             same = all((out_one[k] == out_auto[k]).all() for k in out_one)
             print(f"outputs bit-identical to one core: {same}\n")

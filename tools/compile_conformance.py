@@ -49,8 +49,10 @@ def main() -> int:
         if reason is not None:
             failures[case.name] = " ".join(reason.split())[:300]
     passed = total - len(failures)
-    print(f"{passed} of {total} tensor-typed node test cases compile ({args.target}) and "
-          f"match ({100.0 * passed / max(total, 1):.1f}%) in {time.perf_counter() - start:.1f} s")
+    print(
+        f"{passed} of {total} tensor-typed node test cases compile ({args.target}) and "
+        f"match ({100.0 * passed / max(total, 1):.1f}%) in {time.perf_counter() - start:.1f} s"
+    )
     groups: dict[str, list[str]] = defaultdict(list)
     for name, reason in failures.items():
         groups[cause(reason)].append(name)
@@ -59,9 +61,11 @@ def main() -> int:
         for name in sorted(names):
             print(f"        {name}: {failures[name]}")
     if args.write_xfail:
-        lines = ["# Node test cases neuron_ir.compile does not reproduce, with the reason the",
-                 "# test must see (a substring of the failure). Written by",
-                 "# tools/compile_conformance.py --write-xfail. One case a line: NAME: REASON"]
+        lines = [
+            "# Node test cases neuron_ir.compile does not reproduce, with the reason the",
+            "# test must see (a substring of the failure). Written by",
+            "# tools/compile_conformance.py --write-xfail. One case a line: NAME: REASON",
+        ]
         lines += [f"{name}: {reason}" for name, reason in sorted(failures.items())]
         XFAIL.write_text("\n".join(lines) + "\n")
         print(f"wrote {XFAIL}")

@@ -37,8 +37,10 @@ def main() -> int:
         if reason is not None:
             failures[case.name] = " ".join(reason.split())[:300]
     passed = total - len(failures)
-    print(f"{passed} of {total} tensor-typed node test cases pass "
-          f"({100.0 * passed / max(total, 1):.1f}%) in {time.perf_counter() - start:.1f} s")
+    print(
+        f"{passed} of {total} tensor-typed node test cases pass "
+        f"({100.0 * passed / max(total, 1):.1f}%) in {time.perf_counter() - start:.1f} s"
+    )
     for name, reason in sorted(failures.items()):
         print(f"  {name}: {reason}")
     if args.write_xfail:
@@ -50,10 +52,15 @@ def main() -> int:
                 if line.strip() and not line.startswith("#"):
                     name, rest = line.split(":", 1)
                     old[name.strip()] = rest.partition(" | expect: ")[0].strip()
-        lines = [line for line in XFAIL.read_text().splitlines() if line.startswith("#")] \
-            if XFAIL.exists() else ["#   NAME: WHY | expect: FAILURE"]
-        lines += [f"{name}: {old.get(name, reason)} | expect: {reason}"
-                  for name, reason in sorted(failures.items())]
+        lines = (
+            [line for line in XFAIL.read_text().splitlines() if line.startswith("#")]
+            if XFAIL.exists()
+            else ["#   NAME: WHY | expect: FAILURE"]
+        )
+        lines += [
+            f"{name}: {old.get(name, reason)} | expect: {reason}"
+            for name, reason in sorted(failures.items())
+        ]
         XFAIL.write_text("\n".join(lines) + "\n")
         print(f"wrote {XFAIL}")
     return 0

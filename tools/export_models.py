@@ -304,20 +304,31 @@ def _resnet50():
             super().__init__()
             c_out = width * 4
             self.body = nn.Sequential(
-                nn.Conv2d(c_in, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-                nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
-                nn.ReLU(), nn.Conv2d(width, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+                nn.Conv2d(c_in, width, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.Conv2d(width, width, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.Conv2d(width, c_out, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+            )
             self.down = None
             if stride != 1 or c_in != c_out:
-                self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                          nn.BatchNorm2d(c_out))
+                self.down = nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+                )
 
         def forward(self, x):
             identity = x if self.down is None else self.down(x)
             return torch.relu(self.body(x) + identity)
 
-    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-              nn.MaxPool2d(3, 2, 1)]
+    layers = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+    ]
     c_in = 64
     for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
         for i in range(blocks):
@@ -350,9 +361,16 @@ def export_big(out: Path) -> None:
     model = _resnet50()
     start = time.perf_counter()
     path = out / "big_resnet50.onnx"
-    torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), dynamo=False,
-                      input_names=["input"], output_names=["logits"], opset_version=17,
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 3, 224, 224),),
+        str(path),
+        dynamo=False,
+        input_names=["input"],
+        output_names=["logits"],
+        opset_version=17,
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
     print(f"{path}  {path.stat().st_size / 1e6:6.1f} MB  {time.perf_counter() - start:.1f} s")
 
 
@@ -430,8 +448,7 @@ def export_static_zoo(out: Path) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(path)
-        ort.InferenceSession(model.SerializeToString(), options,
-                             providers=["CPUExecutionProvider"])
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         onnx.checker.check_model(onnx.load(str(path)))
         print(f"{path}  {path.stat().st_size / 1e6:6.2f} MB  (onnxruntime {ort.__version__})")
 
@@ -452,10 +469,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-verify", action="store_true", help="skip the checker/onnxruntime check"
     )
-    parser.add_argument("--static-zoo", action="store_true",
-                        help="write static batch-1 zoo models instead (no torch needed)")
-    parser.add_argument("--big", action="store_true",
-                        help="export full-size BERT-base and ResNet-50 (TorchScript) instead")
+    parser.add_argument(
+        "--static-zoo",
+        action="store_true",
+        help="write static batch-1 zoo models instead (no torch needed)",
+    )
+    parser.add_argument(
+        "--big",
+        action="store_true",
+        help="export full-size BERT-base and ResNet-50 (TorchScript) instead",
+    )
     args = parser.parse_args(argv)
     if args.static_zoo:
         export_static_zoo(args.out)

@@ -46,8 +46,7 @@ if str(ROOT) not in sys.path:
 
 TIMEOUT = 10.0  # seconds a case may take
 MEMORY_LIMIT = 3 << 30  # bytes of address space a worker may map
-KINDS = ("onnx_bytes", "onnx_proto", "names", "options", "artifact", "ir_text", "run_io",
-         "api")
+KINDS = ("onnx_bytes", "onnx_proto", "names", "options", "artifact", "ir_text", "run_io", "api")
 
 # ---------------------------------------------------------------------------
 # seed models
@@ -71,46 +70,82 @@ def seed_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray]]]:
     w1 = numpy_helper.from_array(rng.standard_normal((8, 64)).astype(f32), "w1")
     b1 = numpy_helper.from_array(rng.standard_normal(64).astype(f32), "b1")
     w2 = numpy_helper.from_array(rng.standard_normal((64, 4)).astype(f32), "w2")
-    seeds["mlp"] = (_model(
-        [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
-         helper.make_node("Add", ["h", "b1"], ["hb"], name="add1"),
-         helper.make_node("Relu", ["hb"], ["r"], name="relu"),
-         helper.make_node("MatMul", ["r", "w2"], ["y"], name="mm2")],
-        [_vi("x", shape=[2, 8])], [_vi("y", shape=[2, 4])], [w1, b1, w2]),
-        {"x": rng.standard_normal((2, 8)).astype(f32)})
+    seeds["mlp"] = (
+        _model(
+            [
+                helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+                helper.make_node("Add", ["h", "b1"], ["hb"], name="add1"),
+                helper.make_node("Relu", ["hb"], ["r"], name="relu"),
+                helper.make_node("MatMul", ["r", "w2"], ["y"], name="mm2"),
+            ],
+            [_vi("x", shape=[2, 8])],
+            [_vi("y", shape=[2, 4])],
+            [w1, b1, w2],
+        ),
+        {"x": rng.standard_normal((2, 8)).astype(f32)},
+    )
     minus1 = numpy_helper.from_array(np.array([-1], np.int64), "minus1")
     zero = numpy_helper.from_array(np.array([0], np.int64), "zero")
-    seeds["shape"] = (_model(
-        [helper.make_node("Shape", ["x"], ["s"]),
-         helper.make_node("Gather", ["s", "zero"], ["first"], axis=0),
-         helper.make_node("Concat", ["first", "minus1"], ["target"], axis=0),
-         helper.make_node("Reshape", ["x", "target"], ["flat"]),
-         helper.make_node("ConstantOfShape", ["s"], ["ones"],
-                          value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
-         helper.make_node("Add", ["x", "ones"], ["y"])],
-        [_vi("x", shape=[2, 3, 4])], [_vi("y", shape=[2, 3, 4]), _vi("flat", shape=[2, 12])],
-        [minus1, zero]),
-        {"x": rng.standard_normal((2, 3, 4)).astype(f32)})
-    then = helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "then", [],
-                             [_vi("t", shape=[3])])
-    other = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [],
-                              [_vi("e", shape=[3])])
-    seeds["if"] = (_model(
-        [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
-        [_vi("x", shape=[3]), _vi("c", TensorProto.BOOL, [])], [_vi("y", shape=[3])]),
-        {"x": rng.standard_normal(3).astype(f32), "c": np.array(True)})
+    seeds["shape"] = (
+        _model(
+            [
+                helper.make_node("Shape", ["x"], ["s"]),
+                helper.make_node("Gather", ["s", "zero"], ["first"], axis=0),
+                helper.make_node("Concat", ["first", "minus1"], ["target"], axis=0),
+                helper.make_node("Reshape", ["x", "target"], ["flat"]),
+                helper.make_node(
+                    "ConstantOfShape",
+                    ["s"],
+                    ["ones"],
+                    value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]),
+                ),
+                helper.make_node("Add", ["x", "ones"], ["y"]),
+            ],
+            [_vi("x", shape=[2, 3, 4])],
+            [_vi("y", shape=[2, 3, 4]), _vi("flat", shape=[2, 12])],
+            [minus1, zero],
+        ),
+        {"x": rng.standard_normal((2, 3, 4)).astype(f32)},
+    )
+    then = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["t"])], "then", [], [_vi("t", shape=[3])]
+    )
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["e"])], "else", [], [_vi("e", shape=[3])]
+    )
+    seeds["if"] = (
+        _model(
+            [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+            [_vi("x", shape=[3]), _vi("c", TensorProto.BOOL, [])],
+            [_vi("y", shape=[3])],
+        ),
+        {"x": rng.standard_normal(3).astype(f32), "c": np.array(True)},
+    )
     wc = numpy_helper.from_array(rng.standard_normal((3, 2, 3, 3)).astype(f32), "wc")
-    seeds["conv"] = (_model(
-        [helper.make_node("Conv", ["x", "wc"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c"], ["r"]),
-         helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
-        [_vi("x", shape=[1, 2, 6, 6])], [_vi("y", shape=[1, 3, 3, 3])], [wc]),
-        {"x": rng.standard_normal((1, 2, 6, 6)).astype(f32)})
-    seeds["unicode"] = (_model(
-        [helper.make_node("Relu", ["λ输入"], ["中间 \"值\""], name="节点"),
-         helper.make_node("Neg", ["中间 \"值\""], ["ü出\\"], name="")],
-        [_vi("λ输入", shape=[2, 3])], [_vi("ü出\\", shape=[2, 3])]),
-        {"λ输入": rng.standard_normal((2, 3)).astype(f32)})
+    seeds["conv"] = (
+        _model(
+            [
+                helper.make_node("Conv", ["x", "wc"], ["c"], pads=[1, 1, 1, 1]),
+                helper.make_node("Relu", ["c"], ["r"]),
+                helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+            ],
+            [_vi("x", shape=[1, 2, 6, 6])],
+            [_vi("y", shape=[1, 3, 3, 3])],
+            [wc],
+        ),
+        {"x": rng.standard_normal((1, 2, 6, 6)).astype(f32)},
+    )
+    seeds["unicode"] = (
+        _model(
+            [
+                helper.make_node("Relu", ["λ输入"], ['中间 "值"'], name="节点"),
+                helper.make_node("Neg", ['中间 "值"'], ["ü出\\"], name=""),
+            ],
+            [_vi("λ输入", shape=[2, 3])],
+            [_vi("ü出\\", shape=[2, 3])],
+        ),
+        {"λ输入": rng.standard_normal((2, 3)).astype(f32)},
+    )
     return seeds
 
 
@@ -129,8 +164,7 @@ class Case:
     note: str = ""
 
 
-_ALPHABET = ("abcXYZ019_-.$%@#^ \t\n\"\\'{}[]()<>:;,=λ输入ü出😀\u200b\u00a0\u0301"
-             "\x00\x01\x7f")
+_ALPHABET = "abcXYZ019_-.$%@#^ \t\n\"\\'{}[]()<>:;,=λ输入ü出😀\u200b\u00a0\u0301\x00\x01\x7f"
 
 
 def _text(rng: random.Random, lo: int = 0, hi: int = 12) -> str:
@@ -149,10 +183,10 @@ def _mutate_bytes(rng: random.Random, data: bytes) -> bytes:
         elif op == 1:
             buf[i] = rng.randrange(256)
         elif op == 2:
-            del buf[i:i + rng.randint(1, 16)]
+            del buf[i : i + rng.randint(1, 16)]
         elif op == 3:
             j = rng.randrange(len(buf))
-            buf[j:j] = buf[i:i + rng.randint(1, 16)]
+            buf[j:j] = buf[i : i + rng.randint(1, 16)]
         elif op == 4:
             del buf[i:]
         elif op == 5:
@@ -169,7 +203,7 @@ def _string_fields(msg, out: list) -> None:
         elif fd.type == fd.TYPE_STRING:
             out.extend((msg, fd.name, k) for k in range(len(value)))
         elif fd.type == fd.TYPE_MESSAGE:
-            for sub in (value if fd.is_repeated else [value]):
+            for sub in value if fd.is_repeated else [value]:
                 _string_fields(sub, out)
 
 
@@ -182,7 +216,8 @@ def _mutate_proto(rng: random.Random, model: onnx.ModelProto) -> bytes:
         op = rng.randrange(13)
         if op == 0 and g.node:  # a random op type
             rng.choice(g.node).op_type = rng.choice(
-                ["Foo", "", "Add", "Loop", "If", "Conv", "Range", "ConstantOfShape", _text(rng)])
+                ["Foo", "", "Add", "Loop", "If", "Conv", "Range", "ConstantOfShape", _text(rng)]
+            )
         elif op == 1 and g.node:  # two nodes writing one value
             g.node.append(g.node[rng.randrange(len(g.node))])
         elif op == 2:  # duplicate graph input
@@ -214,8 +249,12 @@ def _mutate_proto(rng: random.Random, model: onnx.ModelProto) -> bytes:
                 g.input[0].type.tensor_type.elem_type = rng.choice([7, 6, 10, 11, 13])
         elif op == 8 and g.node:  # huge or hostile attribute
             n = rng.choice(g.node)
-            n.attribute.append(helper.make_attribute(rng.choice(["axis", "pads", "mode", "value"]),
-                                                     rng.choice([2**62, -1, [1] * 9, "x"])))
+            n.attribute.append(
+                helper.make_attribute(
+                    rng.choice(["axis", "pads", "mode", "value"]),
+                    rng.choice([2**62, -1, [1] * 9, "x"]),
+                )
+            )
         elif op == 9:  # the default opset
             m.opset_import[0].version = rng.choice([0, 1, 6, 99, 2**31])
         elif op == 10:  # a string field made invalid UTF-8
@@ -231,8 +270,9 @@ def _mutate_proto(rng: random.Random, model: onnx.ModelProto) -> bytes:
                     data = data.replace(raw, bad, 1) if raw in data else data
                     return data
         elif op == 11:  # big folded constants (Range/ConstantOfShape feeding runtime ops)
-            shape = numpy_helper.from_array(np.array([2**20, 2**20], np.int64),
-                                            f"big{rng.randrange(99)}")
+            shape = numpy_helper.from_array(
+                np.array([2**20, 2**20], np.int64), f"big{rng.randrange(99)}"
+            )
             g.initializer.append(shape)
             g.node.append(helper.make_node("ConstantOfShape", [shape.name], ["huge"]))
             g.output.append(_vi("huge"))
@@ -243,9 +283,20 @@ def _mutate_proto(rng: random.Random, model: onnx.ModelProto) -> bytes:
                 t.data_location = TensorProto.EXTERNAL
                 del t.external_data[:]
                 e = t.external_data.add()
-                e.key, e.value = "location", rng.choice(
-                    ["../../etc/passwd", "/etc/passwd", "in.npz", "fifo", "nope.bin",
-                     "weights.bin", ""])
+                e.key, e.value = (
+                    "location",
+                    rng.choice(
+                        [
+                            "../../etc/passwd",
+                            "/etc/passwd",
+                            "in.npz",
+                            "fifo",
+                            "nope.bin",
+                            "weights.bin",
+                            "",
+                        ]
+                    ),
+                )
                 if rng.random() < 0.5:
                     e = t.external_data.add()
                     e.key, e.value = "offset", str(rng.choice([-64, 0, 64, 2**40]))
@@ -303,13 +354,19 @@ class Generator:
             return Case(kind, "opt", [model_file], files)
         if r < 0.75:
             return Case(kind, "opt", [model_file, "-p", "default-pipeline"], files)
-        return Case(kind, "run", [model_file, "--inputs", "in.npz", "--output", "out.npz"],
-                    files, outputs=["out.npz"])
+        return Case(
+            kind,
+            "run",
+            [model_file, "--inputs", "in.npz", "--output", "out.npz"],
+            files,
+            outputs=["out.npz"],
+        )
 
     def _onnx_bytes(self) -> Case:
         name, _model_, feeds = self.seed()
-        return self._run_model("onnx_bytes", "m.onnx",
-                               _mutate_bytes(self.rng, self.seed_bytes[name]), feeds)
+        return self._run_model(
+            "onnx_bytes", "m.onnx", _mutate_bytes(self.rng, self.seed_bytes[name]), feeds
+        )
 
     def _onnx_proto(self) -> Case:
         name, model, feeds = self.seed()
@@ -320,11 +377,19 @@ class Generator:
     def _names(self) -> Case:
         rng = self.rng
         names = [_text(rng, 1, 10) for _ in range(4)]
-        model = _model([helper.make_node("Relu", [names[0]], [names[1]], name=names[3]),
-                        helper.make_node("Neg", [names[1]], [names[2]])],
-                       [_vi(names[0], shape=[2])], [_vi(names[2], shape=[2])])
-        return Case("names", "lib", call={"fn": "roundtrip", "model": model.SerializeToString(),
-                                          "names": names})
+        model = _model(
+            [
+                helper.make_node("Relu", [names[0]], [names[1]], name=names[3]),
+                helper.make_node("Neg", [names[1]], [names[2]]),
+            ],
+            [_vi(names[0], shape=[2])],
+            [_vi(names[2], shape=[2])],
+        )
+        return Case(
+            "names",
+            "lib",
+            call={"fn": "roundtrip", "model": model.SerializeToString(), "names": names},
+        )
 
     def _options(self) -> Case:
         rng = self.rng
@@ -333,10 +398,28 @@ class Generator:
         inp = next(iter(feeds))
 
         def value() -> str:
-            return rng.choice([
-                _text(rng), f"{inp}:{rng.choice(['2x8', '0x8', '2x8x', 'x', '4.5x32', '-1', '2**40', '99999999999999999999'])}",
-                f"{inp}:2x8,{inp}:2x8", "batch:0", "batch:1,batch:2", "", ",", ":", "a:1;b:2",
-                '"', "}", "{", "inf1", "inf2", "trn1", "ε", str(rng.randint(-5, 10**12))])
+            return rng.choice(
+                [
+                    _text(rng),
+                    f"{inp}:{rng.choice(['2x8', '0x8', '2x8x', 'x', '4.5x32', '-1', '2**40', '99999999999999999999'])}",
+                    f"{inp}:2x8,{inp}:2x8",
+                    "batch:0",
+                    "batch:1,batch:2",
+                    "",
+                    ",",
+                    ":",
+                    "a:1;b:2",
+                    '"',
+                    "}",
+                    "{",
+                    "inf1",
+                    "inf2",
+                    "trn1",
+                    "ε",
+                    str(rng.randint(-5, 10**12)),
+                ]
+            )
+
         r = rng.random()
         if r < 0.5:
             from passes import available_passes
@@ -346,13 +429,30 @@ class Generator:
             for _ in range(rng.randint(1, 3)):
                 p = rng.choice(passes)
                 if rng.random() < 0.6:
-                    key = rng.choice(["input-shapes", "dims", "target", "batch",
-                                      "min-subgraph-size", "report", _text(rng, 0, 5)])
+                    key = rng.choice(
+                        [
+                            "input-shapes",
+                            "dims",
+                            "target",
+                            "batch",
+                            "min-subgraph-size",
+                            "report",
+                            _text(rng, 0, 5),
+                        ]
+                    )
                     quote = rng.choice(['"', "", "'"])
                     p += f"{{{key}={quote}{value()}{quote}}}"
                 parts.append(p)
-            return Case("options", "opt", ["m.onnx", "-p", rng.choice([",", ", ", ""]).join(parts)
-                                           if rng.random() < 0.95 else _text(rng)], files)
+            return Case(
+                "options",
+                "opt",
+                [
+                    "m.onnx",
+                    "-p",
+                    rng.choice([",", ", ", ""]).join(parts) if rng.random() < 0.95 else _text(rng),
+                ],
+                files,
+            )
         argv = ["m.onnx", "--inputs", "in.npz"]
         for flag in rng.sample(["--input-shapes", "--dims", "--target"], rng.randint(1, 3)):
             argv += [flag, value()]
@@ -372,29 +472,32 @@ class Generator:
             # Edit the JSON header (offsets, lengths, names, target) and, half the
             # time, re-sign it so the checks behind the checksum are exercised too.
             (meta_len,) = struct.unpack_from("<Q", data, 12)
-            meta = json.loads(bytes(data[20:20 + meta_len]))
+            meta = json.loads(bytes(data[20 : 20 + meta_len]))
             ir_start = 20 + meta_len + 4
-            ir = bytes(data[ir_start:ir_start + meta["ir_length"]])
-            blobs = bytes(data[ir_start + len(ir) + (-(ir_start + len(ir)) % 64):])
+            ir = bytes(data[ir_start : ir_start + meta["ir_length"]])
+            blobs = bytes(data[ir_start + len(ir) + (-(ir_start + len(ir)) % 64) :])
             key = rng.choice(sorted(meta))
             if key == "blobs" and meta["blobs"]:
                 blob = rng.choice(sorted(meta["blobs"]))
                 which = rng.randrange(2)
                 meta["blobs"][blob][which] += rng.choice([-64, 64, 1, -1, 2**40])
             else:
-                meta[key] = rng.choice([None, "", "inf9", [1], {}, 2**63, -1, "x" * 5,
-                                        ["a", "a"]])
+                meta[key] = rng.choice([None, "", "inf9", [1], {}, 2**63, -1, "x" * 5, ["a", "a"]])
             new = json.dumps(meta).encode()
             head = bytes(data[:12]) + struct.pack("<Q", len(new)) + new
             resign = rng.random() < 0.5
-            crc = zlib.crc32(head) if resign else struct.unpack_from("<I", data,
-                                                                     20 + meta_len)[0]
+            crc = zlib.crc32(head) if resign else struct.unpack_from("<I", data, 20 + meta_len)[0]
             body = head + struct.pack("<I", crc) + ir
             # The data section stays 64-byte aligned, as the writer puts it.
             data = bytearray(body + bytes(-len(body) % 64) + blobs)
             note = f"meta {key} resigned={resign}"
-        return Case("artifact", "run", ["a.nir", "--inputs", "in.npz"],
-                    {"a.nir": bytes(data), "in.npz": _npz(feeds)}, note=note)
+        return Case(
+            "artifact",
+            "run",
+            ["a.nir", "--inputs", "in.npz"],
+            {"a.nir": bytes(data), "in.npz": _npz(feeds)},
+            note=note,
+        )
 
     def _ir_text(self) -> Case:
         rng = self.rng
@@ -402,10 +505,13 @@ class Generator:
         text = self.ir_text(name)
         r = rng.random()
         if r < 0.15:
-            text = rng.choice(["builtin.module {" * rng.choice([100, 3000, 20000]),
-                               'builtin.module attributes {a = "' + "A" * rng.choice(
-                                   [40, 10000]),
-                               "builtin.module {\n" + '"' * rng.randint(1, 50)])
+            text = rng.choice(
+                [
+                    "builtin.module {" * rng.choice([100, 3000, 20000]),
+                    'builtin.module attributes {a = "' + "A" * rng.choice([40, 10000]),
+                    "builtin.module {\n" + '"' * rng.randint(1, 50),
+                ]
+            )
         else:
             for _ in range(rng.randint(1, 4)):
                 if not text:
@@ -418,19 +524,24 @@ class Generator:
                     spots = [k for k, c in enumerate(text) if c.isdigit()]
                     if spots:
                         k = rng.choice(spots)
-                        text = text[:k] + rng.choice("0123456789") + text[k + 1:]
+                        text = text[:k] + rng.choice("0123456789") + text[k + 1 :]
                 elif op == 0:
-                    text = text[:i] + rng.choice(['"', "{", "}", "\\", "<", ">", "%", "@",
-                                                  "0x", "dense<", "\n"]) + text[i:]
+                    text = (
+                        text[:i]
+                        + rng.choice(
+                            ['"', "{", "}", "\\", "<", ">", "%", "@", "0x", "dense<", "\n"]
+                        )
+                        + text[i:]
+                    )
                 elif op == 1:
-                    text = text[:i] + text[i + rng.randint(1, 40):]
+                    text = text[:i] + text[i + rng.randint(1, 40) :]
                 elif op == 2:
                     text = text[:i] + _text(rng, 1, 20) + text[i:]
                 elif op == 3:
                     text = text[:i]
                 elif op == 4:
                     j = rng.randrange(len(text))
-                    text = text[:i] + text[j:j + 60] + text[i:]
+                    text = text[:i] + text[j : j + 60] + text[i:]
                 else:
                     text = text.replace("0x", "0x" + "F" * rng.randint(1, 9), 1)
         files = {"x.mlir": text.encode("utf-8", "surrogatepass"), "in.npz": _npz(feeds)}
@@ -441,15 +552,34 @@ class Generator:
     def _run_io(self) -> Case:
         rng = self.rng
         name, _model_, feeds = self.seed()
-        files = {"m.onnx": self.seed_bytes[name], "in.npz": _npz(feeds), "notes.txt": b"hi\n",
-                 "sub/keep.txt": b"keep"}
+        files = {
+            "m.onnx": self.seed_bytes[name],
+            "in.npz": _npz(feeds),
+            "notes.txt": b"hi\n",
+            "sub/keep.txt": b"keep",
+        }
         inp = next(iter(feeds))
         files[f"{inp}.npy"] = _npy(feeds[inp]) if inp.isascii() else b""
-        out = rng.choice(["in.npz", "m.onnx", "y.out", "sub", "nodir/y.npz", "y.npz", "./in.npz",
-                          "notes.txt", f"{inp}.npy", ""])
+        out = rng.choice(
+            [
+                "in.npz",
+                "m.onnx",
+                "y.out",
+                "sub",
+                "nodir/y.npz",
+                "y.npz",
+                "./in.npz",
+                "notes.txt",
+                f"{inp}.npy",
+                "",
+            ]
+        )
         trace = rng.choice([None, "t.json", "in.npz", "m.onnx", "sub", "nodir/t.json", out])
-        argv = ["m.onnx", "--inputs", rng.choice(["in.npz", "notes.txt", "m.onnx", "sub",
-                                                  "missing.npz", "in.npz"])]
+        argv = [
+            "m.onnx",
+            "--inputs",
+            rng.choice(["in.npz", "notes.txt", "m.onnx", "sub", "missing.npz", "in.npz"]),
+        ]
         if rng.random() < 0.3:
             argv += ["--input", f"{inp}={rng.choice([f'{inp}.npy', 'notes.txt', 'in.npz'])}"]
         outputs = []
@@ -466,11 +596,28 @@ class Generator:
     def _api(self) -> Case:
         rng = self.rng
         name, _model_, feeds = self.seed()
-        fn = rng.choice(["compile", "compile_shapes", "compile_dims", "compile_target",
-                         "import", "run", "parse", "load"])
-        return Case("api", "lib", call={"fn": fn, "model": self.seed_bytes[name],
-                                        "arg": rng.randrange(_BAD_COUNT),
-                                        "feeds": _npz(feeds)})
+        fn = rng.choice(
+            [
+                "compile",
+                "compile_shapes",
+                "compile_dims",
+                "compile_target",
+                "import",
+                "run",
+                "parse",
+                "load",
+            ]
+        )
+        return Case(
+            "api",
+            "lib",
+            call={
+                "fn": fn,
+                "model": self.seed_bytes[name],
+                "arg": rng.randrange(_BAD_COUNT),
+                "feeds": _npz(feeds),
+            },
+        )
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -501,22 +648,46 @@ def _lib_call(call: dict, workdir: str) -> str:
             again = parse_ir(text, source="roundtrip")
             if print_ir(again) != text:
                 raise AssertionError("print(parse(print(m))) != print(m)")
-            kept = {a.data for op in again.walk() for a in op.attributes.values()
-                    if isinstance(getattr(a, "data", None), str)}
+            kept = {
+                a.data
+                for op in again.walk()
+                for a in op.attributes.values()
+                if isinstance(getattr(a, "data", None), str)
+            }
             func = next(iter(again.ops))
             for holder in (func.arg_attrs, func.res_attrs):
                 for entry in holder.data:
-                    kept.update(v.data for v in entry.data.values()
-                                if isinstance(getattr(v, "data", None), str))
+                    kept.update(
+                        v.data
+                        for v in entry.data.values()
+                        if isinstance(getattr(v, "data", None), str)
+                    )
             names = call["names"]
             for n in (names[0], names[2]):
                 if n not in kept:
                     raise AssertionError(f"name {n!r} not kept in onnx.name")
             return "ok"
-        bad_values = [None, 42, 4.5, "", os.path.join(workdir, "missing.onnx"), b"",
-                      b"\x00" * 10, [], {}, {"x": (4.5, 2)}, {"x": "2x8"}, {1: (2,)},
-                      "x:2x8,x:2x8", "batch:0", object(), True, (2, 8), {"x": (2, -1)},
-                      {"x": np.ones(2)}]
+        bad_values = [
+            None,
+            42,
+            4.5,
+            "",
+            os.path.join(workdir, "missing.onnx"),
+            b"",
+            b"\x00" * 10,
+            [],
+            {},
+            {"x": (4.5, 2)},
+            {"x": "2x8"},
+            {1: (2,)},
+            "x:2x8,x:2x8",
+            "batch:0",
+            object(),
+            True,
+            (2, 8),
+            {"x": (2, -1)},
+            {"x": np.ones(2)},
+        ]
         bad = bad_values[call["arg"]]
         model = call["model"]
         if fn == "compile":
@@ -532,8 +703,7 @@ def _lib_call(call: dict, workdir: str) -> str:
         elif fn == "run":
             with np.load(io.BytesIO(call["feeds"])) as archive:
                 feeds = {k: archive[k] for k in archive.files}
-            compiled = neuron_ir.compile(model, input_shapes={k: v.shape
-                                                              for k, v in feeds.items()})
+            compiled = neuron_ir.compile(model, input_shapes={k: v.shape for k, v in feeds.items()})
             compiled.run(bad)
         elif fn == "parse":
             parse_ir(bad)
@@ -554,9 +724,11 @@ def _execute(case: Case, workdir: str) -> dict:
             try:
                 if case.tool == "opt":
                     from neuron_ir.cli.opt import main
+
                     result["rc"] = main(list(case.argv))
                 elif case.tool == "run":
                     from neuron_ir.cli.run import main
+
                     result["rc"] = main(list(case.argv))
                 else:
                     result["lib"] = _lib_call(case.call, workdir)
@@ -677,8 +849,9 @@ def judge(case: Case, result: dict, before: dict[str, str], after: dict[str, str
     rc = result.get("rc")
     # Only a successful run may write, and only the outputs it was given.
     allowed = {os.path.normpath(o) for o in case.outputs} if rc == 0 else set()
-    changed = [f for f, h in before.items() if after.get(f) != h
-               and os.path.normpath(f) not in allowed]
+    changed = [
+        f for f, h in before.items() if after.get(f) != h and os.path.normpath(f) not in allowed
+    ]
     created = [f for f in after if f not in before and os.path.normpath(f) not in allowed]
     if changed or created:
         return Verdict("files", f"changed {changed} created {created} (rc {rc})")
@@ -712,8 +885,13 @@ def run_case(runner: Runner, case: Case, base: str) -> Verdict:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def fuzz(cases: int, seed: int, kinds: tuple[str, ...] = KINDS, timeout: float = TIMEOUT,
-         progress: bool = False) -> tuple[Counter, list[tuple[Case, Verdict]]]:
+def fuzz(
+    cases: int,
+    seed: int,
+    kinds: tuple[str, ...] = KINDS,
+    timeout: float = TIMEOUT,
+    progress: bool = False,
+) -> tuple[Counter, list[tuple[Case, Verdict]]]:
     """Run ``cases`` cases, spread round-robin over ``kinds``; the counts by outcome and
     the failing cases."""
     gen = Generator(seed)
@@ -741,8 +919,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", type=int, default=2000)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--kind", action="append", choices=KINDS,
-                   help="only these kinds (repeatable; default all)")
+    p.add_argument(
+        "--kind", action="append", choices=KINDS, help="only these kinds (repeatable; default all)"
+    )
     p.add_argument("--timeout", type=float, default=TIMEOUT)
     args = p.parse_args(argv)
     kinds = tuple(args.kind) if args.kind else KINDS
@@ -755,11 +934,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"files changed: {counts['files']}")
     print(f"unclean stderr: {counts['unclean']}")
     print(f"name round-trip failures: {counts['roundtrip']}")
-    print("by kind: " + ", ".join(f"{k[5:]}={v}" for k, v in sorted(counts.items())
-                                  if k.startswith("kind:")))
+    print(
+        "by kind: "
+        + ", ".join(f"{k[5:]}={v}" for k, v in sorted(counts.items()) if k.startswith("kind:"))
+    )
     for case, verdict in failures[:20]:
-        print(f"- {verdict.outcome}: {case.kind} {case.tool} {case.argv or case.call.get('fn')}"
-              f" {case.note}: {verdict.detail}")
+        print(
+            f"- {verdict.outcome}: {case.kind} {case.tool} {case.argv or case.call.get('fn')}"
+            f" {case.note}: {verdict.detail}"
+        )
     return 0 if not failures else 1
 
 

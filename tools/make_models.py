@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="run onnx.checker (full_check) on each model"
     )
     parser.add_argument(
-        "--inputs", metavar="BxS", default=None,
+        "--inputs",
+        metavar="BxS",
+        default=None,
         help="also write NAME.npz, sample inputs of batch B and sequence/image size S",
     )
     args = parser.parse_args(argv)
@@ -72,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         if shape is not None:
             feeds = zoo.example_inputs(name, batch=shape[0], seq=shape[1])
             np.savez(args.out / f"{name}.npz", **feeds)
-            print(f"{args.out / (name + '.npz')}  inputs: " + ", ".join(
-                f"{k} {'x'.join(map(str, v.shape))} {v.dtype}" for k, v in feeds.items()))
+            print(
+                f"{args.out / (name + '.npz')}  inputs: "
+                + ", ".join(
+                    f"{k} {'x'.join(map(str, v.shape))} {v.dtype}" for k, v in feeds.items()
+                )
+            )
     return 0
 
 

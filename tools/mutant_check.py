@@ -26,9 +26,8 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     split = argv.index("--")
-    names, tests = argv[:split], argv[split + 1:]
-    env = dict(os.environ, NEURON_IR_HYPOTHESIS=os.environ.get("NEURON_IR_HYPOTHESIS",
-                                                                "mutation"))
+    names, tests = argv[:split], argv[split + 1 :]
+    env = dict(os.environ, NEURON_IR_HYPOTHESIS=os.environ.get("NEURON_IR_HYPOTHESIS", "mutation"))
     survived = 0
     for name in names:
         path = _mutated_file(name)
@@ -37,16 +36,27 @@ def main(argv: list[str]) -> int:
             return 2
         subprocess.run(["mutmut", "apply", name], check=True, capture_output=True)
         try:
-            run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                  "-rf", *tests], capture_output=True, text=True, env=env)
+            run = subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", *tests],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
         finally:
             subprocess.run(["git", "checkout", "-q", "--", path], check=True)
         failed = sorted(set(re.findall(r"^FAILED (\S+)", run.stdout, re.M)))
         if run.returncode == 0:
             survived += 1
-        print(f"{name}: " + (", ".join(f.split(' ')[0] for f in failed) if failed
-                             else "SURVIVED" if run.returncode == 0
-                             else f"pytest exit {run.returncode}"))
+        print(
+            f"{name}: "
+            + (
+                ", ".join(f.split(" ")[0] for f in failed)
+                if failed
+                else "SURVIVED"
+                if run.returncode == 0
+                else f"pytest exit {run.returncode}"
+            )
+        )
     return 1 if survived else 0
 
 

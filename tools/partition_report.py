@@ -27,14 +27,16 @@ from passes import available_passes  # noqa: E402
 
 def pipeline_for(feeds, target: str) -> str:
     pins = input_shapes_spec({k: v.shape for k, v in feeds.items()})
-    return (f'shape-inference{{input-shapes="{pins}"}},lower-control-flow,'
-            f"partition{{target={target}}}")
+    return (
+        f'shape-inference{{input-shapes="{pins}"}},lower-control-flow,partition{{target={target}}}'
+    )
 
 
 def run(name: str, module, feeds, target: str) -> None:
     start = time.perf_counter()
     PassPipeline.parse_spec(available_passes(), pipeline_for(feeds, target)).apply(
-        neuron_ir.make_context(), module)
+        neuron_ir.make_context(), module
+    )
     seconds = time.perf_counter() - start
     report = partition_report(module)
     print(f"== {name}: passes {seconds:.2f} s")
@@ -48,8 +50,11 @@ def main() -> int:
     parser.add_argument("--hf", action="store_true", help="also the shipped HF exports")
     args = parser.parse_args()
     for name in args.models if args.models is not None else zoo.names():
-        feeds = zoo.example_inputs(name, batch=1, seq=128) if name in zoo.LARGE_MODELS \
+        feeds = (
+            zoo.example_inputs(name, batch=1, seq=128)
+            if name in zoo.LARGE_MODELS
             else zoo.example_inputs(name)
+        )
         run(name, neuron_ir.import_model(zoo.build(name)), feeds, args.target)
     if args.hf:
         import numpy as np
@@ -59,11 +64,12 @@ def main() -> int:
             model = onnx.load(path)
             feeds = {}
             for value in model.graph.input:
-                dims = [d.dim_value or (2 if k == 0 else 8)
-                        for k, d in enumerate(value.type.tensor_type.shape.dim)]
+                dims = [
+                    d.dim_value or (2 if k == 0 else 8)
+                    for k, d in enumerate(value.type.tensor_type.shape.dim)
+                ]
                 feeds[value.name] = np.zeros(dims)
-            run(f"{path.parent.name}/{path.stem}", neuron_ir.import_model(path), feeds,
-                args.target)
+            run(f"{path.parent.name}/{path.stem}", neuron_ir.import_model(path), feeds, args.target)
     return 0
 
 

@@ -38,8 +38,10 @@ def main() -> int:
             failures[key].append(case.name)
     failed = sum(len(v) for v in failures.values())
     passed = total - failed
-    print(f"{passed} of {total} tensor-typed node test cases import and round-trip "
-          f"({100.0 * passed / max(total, 1):.1f}%) in {time.perf_counter() - start:.1f} s")
+    print(
+        f"{passed} of {total} tensor-typed node test cases import and round-trip "
+        f"({100.0 * passed / max(total, 1):.1f}%) in {time.perf_counter() - start:.1f} s"
+    )
     for reason, names in sorted(failures.items(), key=lambda kv: -len(kv[1])):
         print(f"\n{len(names)} x {reason}")
         for name in names:

@@ -33,9 +33,11 @@ def main() -> int:
         compared += c
         if p:
             problems[case.name] = p
-    print(f"{agree} of {compared} statically inferred output types agree with "
-          f"onnx.shape_inference ({100.0 * agree / max(compared, 1):.1f}%) in "
-          f"{time.perf_counter() - start:.1f} s")
+    print(
+        f"{agree} of {compared} statically inferred output types agree with "
+        f"onnx.shape_inference ({100.0 * agree / max(compared, 1):.1f}%) in "
+        f"{time.perf_counter() - start:.1f} s"
+    )
     for name, items in sorted(problems.items()):
         for item in items:
             print(f"  {name}: {item}")

@@ -25,8 +25,11 @@ def _quote(text: str) -> str:
 def to_dot(module: ModuleOp) -> str:
     funcs = {f.sym_name.data: f for f in module.ops if isinstance(f, FuncOp)}
     ids: dict[Operation, str] = {}
-    lines = ["digraph neuron_ir {", "  rankdir=TB;",
-             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];']
+    lines = [
+        "digraph neuron_ir {",
+        "  rankdir=TB;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
+    ]
 
     def node_id(op: Operation) -> str:
         if op not in ids:
@@ -42,28 +45,32 @@ def to_dot(module: ModuleOp) -> str:
     if main is None:
         return "digraph neuron_ir {}\n"
     for k, arg in enumerate(main.body.block.args):
-        lines.append(f'  in{k} [label={_quote(arg.name_hint or f"arg{k}")}, shape=ellipse, '
-                     'fillcolor="#ffffff"];')
+        lines.append(
+            f"  in{k} [label={_quote(arg.name_hint or f'arg{k}')}, shape=ellipse, "
+            'fillcolor="#ffffff"];'
+        )
     # Subgraph boxes.
     for name, func in funcs.items():
         if not isinstance(func.attributes.get(TARGET_ATTR), StringAttr):
             continue
         target = func.attributes[TARGET_ATTR].data  # type: ignore[union-attr]
         lines.append(f"  subgraph cluster_{name} {{")
-        lines.append(f'    label={_quote(f"{name} ({target})")}; style=filled; '
-                     'color="#e5f5e0";')
+        lines.append(f'    label={_quote(f"{name} ({target})")}; style=filled; color="#e5f5e0";')
         for op in func.body.block.ops:
             if not is_structural(op):
-                lines.append(f"    {node_id(op)} [label={_quote(label(op))}, "
-                             f'fillcolor="{NC_COLOUR}"];')
+                lines.append(
+                    f'    {node_id(op)} [label={_quote(label(op))}, fillcolor="{NC_COLOUR}"];'
+                )
         lines.append("  }")
     for op in main.walk():
         if op is main or is_structural(op) or isinstance(op, CallOp):
             continue
         reason = op.attributes.get(REASON_ATTR)
         tooltip = reason.data if isinstance(reason, StringAttr) else "CPU"
-        lines.append(f"  {node_id(op)} [label={_quote(label(op))}, fillcolor=\"{CPU_COLOUR}\", "
-                     f"tooltip={_quote(tooltip)}];")
+        lines.append(
+            f'  {node_id(op)} [label={_quote(label(op))}, fillcolor="{CPU_COLOUR}", '
+            f"tooltip={_quote(tooltip)}];"
+        )
 
     def sources(value: SSAValue) -> list[str]:
         """The drawn nodes a value comes from, looking through calls and args."""
@@ -81,8 +88,10 @@ def to_dot(module: ModuleOp) -> str:
             if isinstance(parent, FuncOp):
                 found = []
                 for call in main.walk():
-                    if isinstance(call, CallOp) and \
-                            call.callee.root_reference.data == parent.sym_name.data:
+                    if (
+                        isinstance(call, CallOp)
+                        and call.callee.root_reference.data == parent.sym_name.data
+                    ):
                         found += sources(call.operands[value.index])
                 return found
             return []

@@ -18,16 +18,54 @@ from ..ir.attrs import onnx_attrs
 from ..ir.util import info_of_type
 
 _NO_COMPUTE = {
-    "Constant", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity",
-    "Shape", "Size", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND",
-    "Expand", "Tile", "Cast", "CastLike", "ConstantOfShape", "Range", "Dropout", "Pad",
-    "DepthToSpace", "SpaceToDepth", "ScatterND", "ScatterElements", "OneHot", "Trilu",
+    "Constant",
+    "Reshape",
+    "Transpose",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Shape",
+    "Size",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Expand",
+    "Tile",
+    "Cast",
+    "CastLike",
+    "ConstantOfShape",
+    "Range",
+    "Dropout",
+    "Pad",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "ScatterND",
+    "ScatterElements",
+    "OneHot",
+    "Trilu",
 }
 # Per output element: a rough count of the arithmetic a numerically sound kernel does.
-_PER_ELEMENT = {"Softmax": 5, "LogSoftmax": 5, "LayerNormalization": 8,
-                "BatchNormalization": 2, "InstanceNormalization": 8, "GroupNormalization": 8,
-                "Erf": 10, "Gelu": 12, "Sigmoid": 4, "Tanh": 4, "Exp": 2, "Log": 2,
-                "Pow": 2, "Sqrt": 2, "Resize": 4}
+_PER_ELEMENT = {
+    "Softmax": 5,
+    "LogSoftmax": 5,
+    "LayerNormalization": 8,
+    "BatchNormalization": 2,
+    "InstanceNormalization": 8,
+    "GroupNormalization": 8,
+    "Erf": 10,
+    "Gelu": 12,
+    "Sigmoid": 4,
+    "Tanh": 4,
+    "Exp": 2,
+    "Log": 2,
+    "Pow": 2,
+    "Sqrt": 2,
+    "Resize": 4,
+}
 
 
 def _numel(shape) -> int:
@@ -36,9 +74,23 @@ def _numel(shape) -> int:
     return math.prod(shape)
 
 
-_NC_MOVES = {"nc.program", "nc.return", "nc.weight", "nc.reshape", "nc.broadcast",
-             "nc.slice", "nc.concat", "nc.pad", "nc.transpose", "nc.dma_copy", "nc.send",
-             "nc.recv", "nc.gather", "nc.iota", "nc.cast"}
+_NC_MOVES = {
+    "nc.program",
+    "nc.return",
+    "nc.weight",
+    "nc.reshape",
+    "nc.broadcast",
+    "nc.slice",
+    "nc.concat",
+    "nc.pad",
+    "nc.transpose",
+    "nc.dma_copy",
+    "nc.send",
+    "nc.recv",
+    "nc.gather",
+    "nc.iota",
+    "nc.cast",
+}
 
 
 def _nc_flops(op: Operation) -> int:
@@ -50,8 +102,11 @@ def _nc_flops(op: Operation) -> int:
     if op.name == "nc.matmul":
         lhs = ins[0].shape or ()
         transposed = op.properties.get("transpose_lhs")
-        k = lhs[-2] if transposed is not None and transposed.value.data and len(lhs) > 1 \
+        k = (
+            lhs[-2]
+            if transposed is not None and transposed.value.data and len(lhs) > 1
             else (lhs[-1] if lhs else 0)
+        )
         return 2 * out * (k or 0)
     if op.name == "nc.conv":
         w = ins[1].shape
@@ -93,8 +148,12 @@ def op_flops(op: Operation) -> int:
             return 0
         # W is (C, M/group, k...): each input element meets M/group * prod(k) weights.
         return 2 * _numel(x.shape) * (w.shape[1] or 0) * math.prod(w.shape[2:])
-    if kind.startswith("Reduce") or kind in ("ArgMax", "ArgMin", "GlobalAveragePool",
-                                             "GlobalMaxPool"):
+    if kind.startswith("Reduce") or kind in (
+        "ArgMax",
+        "ArgMin",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+    ):
         return _numel(ins[0].shape) if ins and ins[0] is not None else 0
     if kind in ("MaxPool", "AveragePool", "LpPool"):
         k = onnx_attrs(op).get("kernel_shape", [1])

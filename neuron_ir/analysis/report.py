@@ -75,11 +75,17 @@ class PartitionReport:
             f"  NeuronCore: {self.nc_ops} of {self.nc_ops + len(self.cpu_ops)} ops "
             f"({100 * self.op_share:.1f}%), {self.nc_flops:,} of "
             f"{self.nc_flops + self.cpu_flops:,} FLOPs ({100 * self.flop_share:.1f}%)",
-            *([f"  compiled batch: {self.batch} (batch axis '{self.batch_symbol}')"]
-              if self.batch is not None else []),
+            *(
+                [f"  compiled batch: {self.batch} (batch axis '{self.batch_symbol}')"]
+                if self.batch is not None
+                else []
+            ),
             f"  subgraphs: {len(self.subgraphs)}"
-            + (f" (sizes {', '.join(str(s.ops) for s in self.subgraphs)})"
-               if self.subgraphs else ""),
+            + (
+                f" (sizes {', '.join(str(s.ops) for s in self.subgraphs)})"
+                if self.subgraphs
+                else ""
+            ),
         ]
         if self.cpu_ops:
             lines.append(f"  on the CPU: {len(self.cpu_ops)} op(s)")
@@ -109,18 +115,22 @@ def partition_report(module: ModuleOp) -> PartitionReport:
         if isinstance(target, StringAttr):
             report.target = target.data
             ops = [o for o in func.walk() if o is not func and not _not_counted(o)]
-            report.subgraphs.append(Subgraph(func.sym_name.data, len(ops),
-                                             sum(op_flops(o) for o in ops)))
+            report.subgraphs.append(
+                Subgraph(func.sym_name.data, len(ops), sum(op_flops(o) for o in ops))
+            )
             continue
         for op in func.walk():
             if op is func or _not_counted(op):
                 continue
             reason = op.attributes.get(REASON_ATTR)
             node = op.attributes.get("onnx.name")
-            report.cpu_ops.append(CpuOp(
-                op.name.removeprefix("onnx."),
-                node.data if isinstance(node, StringAttr) else None,
-                reason.data if isinstance(reason, StringAttr) else "not partitioned"))
+            report.cpu_ops.append(
+                CpuOp(
+                    op.name.removeprefix("onnx."),
+                    node.data if isinstance(node, StringAttr) else None,
+                    reason.data if isinstance(reason, StringAttr) else "not partitioned",
+                )
+            )
             report.cpu_flops += op_flops(op)
     return report
 
@@ -169,8 +179,7 @@ def device_memory_floor(module: ModuleOp) -> DeviceMemoryFloor:
         if size > biggest:
             # nc ops keep no node name: say the op and the shape it produces.
             node = op.attributes.get("onnx.name")
-            label = f"node '{node.data}' ({op.name})" if isinstance(node, StringAttr) \
-                else op.name
+            label = f"node '{node.data}' ({op.name})" if isinstance(node, StringAttr) else op.name
             if op.results and isinstance(op.results[0].type, TensorType):
                 label += f" producing {_shape_text(op.results[0].type)}"
             biggest, where = size, label

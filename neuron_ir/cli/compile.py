@@ -34,41 +34,99 @@ def _arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neuron-compile", description=__doc__.splitlines()[0])
     p.add_argument("model", metavar="MODEL", help="the .onnx model")
     p.add_argument("-o", "--output", metavar="OUT.nir", help="where to write the artifact")
-    p.add_argument("--target", default=None, choices=sorted(TARGETS),
-                   help="inf1 (default) or inf2; with --plan, the instance decides")
-    p.add_argument("--input-shapes", default=None, metavar="a:1x128,...",
-                   help="pin whole input shapes")
-    p.add_argument("--dims", default=None, metavar="sequence:128,...",
-                   help="bind ONNX symbolic dims by name")
+    p.add_argument(
+        "--target",
+        default=None,
+        choices=sorted(TARGETS),
+        help="inf1 (default) or inf2; with --plan, the instance decides",
+    )
+    p.add_argument(
+        "--input-shapes", default=None, metavar="a:1x128,...", help="pin whole input shapes"
+    )
+    p.add_argument(
+        "--dims", default=None, metavar="sequence:128,...", help="bind ONNX symbolic dims by name"
+    )
     p.add_argument("--batch", default=None, metavar="N", help="compiled batch size")
-    p.add_argument("--batch-dim", default=None, metavar="NAME",
-                   help="the ONNX symbol of the batch axis (default: found by name)")
-    p.add_argument("--dynamic-batching", dest="dynamic_batching", action="store_true",
-                   default=None, help="accept any client batch at run time (default)")
-    p.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false",
-                   help="a client batch other than N is an error")
-    p.add_argument("--cores", default=None, metavar="N|auto",
-                   help="NeuronCore Pipeline stages per copy (auto: fewest that cache "
-                        "every weight)")
+    p.add_argument(
+        "--batch-dim",
+        default=None,
+        metavar="NAME",
+        help="the ONNX symbol of the batch axis (default: found by name)",
+    )
+    p.add_argument(
+        "--dynamic-batching",
+        dest="dynamic_batching",
+        action="store_true",
+        default=None,
+        help="accept any client batch at run time (default)",
+    )
+    p.add_argument(
+        "--no-dynamic-batching",
+        dest="dynamic_batching",
+        action="store_false",
+        help="a client batch other than N is an error",
+    )
+    p.add_argument(
+        "--cores",
+        default=None,
+        metavar="N|auto",
+        help="NeuronCore Pipeline stages per copy (auto: fewest that cache every weight)",
+    )
     p.add_argument("--replicas", default=None, metavar="R", help="data-parallel copies")
-    p.add_argument("--allow-hbm-weights", action="store_true",
-                   help="stream a weight too big for one core from HBM instead of failing")
-    p.add_argument("--bucket", action="append", default=[], metavar="SYM=16,32,64|auto:K",
-                   help="bucket an ONNX symbol (repeatable)")
-    p.add_argument("--size-samples", default=None, metavar="FILE",
-                   help="observed sizes (whitespace or comma separated) for --bucket auto:K")
-    p.add_argument("--pad-value", action="append", default=[], metavar="INPUT=V",
-                   help="pad value of an input (default 0; repeatable)")
-    p.add_argument("--plan", action="store_true",
-                   help="sweep batch x cores x copies for --instance instead of compiling")
-    p.add_argument("--instance", default=None, metavar="NAME",
-                   help=f"with --plan: one of {', '.join(INSTANCES)}")
-    p.add_argument("--latency-budget", default=None, metavar="10ms",
-                   help="with --plan: the latency a batch may take (s, ms or us)")
-    p.add_argument("--batches", default=None, metavar="1,2,4,...",
-                   help="with --plan: batch sizes to try (default 1..64, powers of two)")
-    p.add_argument("--plot", default=None, metavar="PLAN.png",
-                   help="with --plan: draw latency against throughput")
+    p.add_argument(
+        "--allow-hbm-weights",
+        action="store_true",
+        help="stream a weight too big for one core from HBM instead of failing",
+    )
+    p.add_argument(
+        "--bucket",
+        action="append",
+        default=[],
+        metavar="SYM=16,32,64|auto:K",
+        help="bucket an ONNX symbol (repeatable)",
+    )
+    p.add_argument(
+        "--size-samples",
+        default=None,
+        metavar="FILE",
+        help="observed sizes (whitespace or comma separated) for --bucket auto:K",
+    )
+    p.add_argument(
+        "--pad-value",
+        action="append",
+        default=[],
+        metavar="INPUT=V",
+        help="pad value of an input (default 0; repeatable)",
+    )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="sweep batch x cores x copies for --instance instead of compiling",
+    )
+    p.add_argument(
+        "--instance",
+        default=None,
+        metavar="NAME",
+        help=f"with --plan: one of {', '.join(INSTANCES)}",
+    )
+    p.add_argument(
+        "--latency-budget",
+        default=None,
+        metavar="10ms",
+        help="with --plan: the latency a batch may take (s, ms or us)",
+    )
+    p.add_argument(
+        "--batches",
+        default=None,
+        metavar="1,2,4,...",
+        help="with --plan: batch sizes to try (default 1..64, powers of two)",
+    )
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="PLAN.png",
+        help="with --plan: draw latency against throughput",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -126,8 +184,11 @@ def _buckets(specs: list[str], samples: str | None) -> tuple[dict[str, Any], lis
                 text = f.read()
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"--size-samples {samples}: cannot read: {exc}") from None
-        sizes_list = [_positive(f"--size-samples {samples}", t)
-                      for t in re.split(r"[\s,]+", text.strip()) if t]
+        sizes_list = [
+            _positive(f"--size-samples {samples}", t)
+            for t in re.split(r"[\s,]+", text.strip())
+            if t
+        ]
         if not sizes_list:
             raise UsageError(f"--size-samples {samples}: no sizes in the file")
     if any(isinstance(v, str) for v in buckets.values()) and sizes_list is None:
@@ -160,13 +221,17 @@ class _Progress:
 
     def __call__(self, message: str) -> None:
         if self.enabled:
-            print(f"[{time.perf_counter() - self.start:6.1f}s] {message}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"[{time.perf_counter() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True
+            )
 
 
 def _compile_options(args: argparse.Namespace, target: str) -> dict[str, Any]:
-    options: dict[str, Any] = {"target": target, "input_shapes": args.input_shapes,
-                               "dims": args.dims}
+    options: dict[str, Any] = {
+        "target": target,
+        "input_shapes": args.input_shapes,
+        "dims": args.dims,
+    }
     if args.batch is not None:
         options["batch"] = _positive("--batch", args.batch)
     if args.batch_dim is not None:
@@ -190,8 +255,9 @@ def _compile_options(args: argparse.Namespace, target: str) -> dict[str, Any]:
     accepted = inspect.signature(compile).parameters
     for name in options:
         if name not in accepted:
-            raise UsageError(f"this build of neuron-ir does not support the "
-                             f"{name.replace('_', '-')} option")
+            raise UsageError(
+                f"this build of neuron-ir does not support the {name.replace('_', '-')} option"
+            )
     return options
 
 
@@ -215,9 +281,11 @@ def _report(model: CompiledModel) -> str:
     extra = getattr(model, "describe_deployment", None)
     if callable(extra):
         lines.append(extra())
-    lines.append(f"simulated latency: {model.simulated_latency * 1e3:.3f} ms per batch of "
-                 f"{model.batch}; throughput: {model.simulated_throughput:.1f} inferences/s "
-                 f"({model.replicas} cop{'y' if model.replicas == 1 else 'ies'})")
+    lines.append(
+        f"simulated latency: {model.simulated_latency * 1e3:.3f} ms per batch of "
+        f"{model.batch}; throughput: {model.simulated_throughput:.1f} inferences/s "
+        f"({model.replicas} cop{'y' if model.replicas == 1 else 'ies'})"
+    )
     return "\n".join(lines)
 
 
@@ -230,35 +298,50 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError("--plan needs --instance (one of " + ", ".join(INSTANCES) + ")")
         instance = get_instance(args.instance)
         if args.target is not None and args.target != instance.target:
-            raise UsageError(f"--target {args.target} does not match {instance.name} "
-                             f"({instance.target})")
+            raise UsageError(
+                f"--target {args.target} does not match {instance.name} ({instance.target})"
+            )
         budget = _seconds(args.latency_budget) if args.latency_budget is not None else None
-        batches = ([_positive("--batches", b) for b in args.batches.split(",")]
-                   if args.batches else None)
+        batches = (
+            [_positive("--batches", b) for b in args.batches.split(",")] if args.batches else None
+        )
         outputs = [args.plot] if args.plot else []
         _check_paths(args, outputs)
-        kwargs: dict[str, Any] = {"latency_budget": budget, "progress": progress,
-                                  "allow_hbm_weights": args.allow_hbm_weights}
+        kwargs: dict[str, Any] = {
+            "latency_budget": budget,
+            "progress": progress,
+            "allow_hbm_weights": args.allow_hbm_weights,
+        }
         if batches:
             kwargs["batches"] = batches
         result = plan(args.model, instance, args.input_shapes, args.dims, **kwargs)
-        print(f"plan for {args.model} on {instance.name} ({instance.cores} NeuronCores, "
-              f"{instance.target}): {len(result.points)} deployments priced")
+        print(
+            f"plan for {args.model} on {instance.name} ({instance.cores} NeuronCores, "
+            f"{instance.target}): {len(result.points)} deployments priced"
+        )
         for cores, why in sorted(result.skipped.items()):
             print(f"  {cores} core(s) a copy: skipped ({why})")
         print(result.table())
-        print("Pareto frontier (latency ms -> inferences/s): " + ", ".join(
-            f"{p.latency * 1e3:.2f}->{p.throughput:.0f} (b{p.batch} c{p.cores} x{p.replicas})"
-            for p in result.frontier))
+        print(
+            "Pareto frontier (latency ms -> inferences/s): "
+            + ", ".join(
+                f"{p.latency * 1e3:.2f}->{p.throughput:.0f} (b{p.batch} c{p.cores} x{p.replicas})"
+                for p in result.frontier
+            )
+        )
         choice = result.choice
         if choice is None:
-            print(f"nothing meets the latency budget of {budget * 1e3:g} ms"  # type: ignore
-                  f"; the fastest takes {min(p.latency for p in result.points) * 1e3:.3f} ms")
+            print(
+                f"nothing meets the latency budget of {budget * 1e3:g} ms"  # type: ignore
+                f"; the fastest takes {min(p.latency for p in result.points) * 1e3:.3f} ms"
+            )
         else:
-            print(f"best throughput{' under the budget' if budget else ''}: batch "
-                  f"{choice.batch}, {choice.cores} core(s) a copy x {choice.replicas} "
-                  f"cop{'y' if choice.replicas == 1 else 'ies'}: "
-                  f"{choice.latency * 1e3:.3f} ms, {choice.throughput:.1f} inferences/s")
+            print(
+                f"best throughput{' under the budget' if budget else ''}: batch "
+                f"{choice.batch}, {choice.cores} core(s) a copy x {choice.replicas} "
+                f"cop{'y' if choice.replicas == 1 else 'ies'}: "
+                f"{choice.latency * 1e3:.3f} ms, {choice.throughput:.1f} inferences/s"
+            )
             extra = []
             if args.input_shapes:
                 extra += ["--input-shapes", args.input_shapes]
@@ -300,8 +383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = getattr(exc, "where", None) or args.model
         return _error(where, getattr(exc, "message", None) or str(exc))
     except Exception as exc:  # noqa: BLE001 - the tool promises no traceback
-        return _error(args.model, f"internal error: {type(exc).__name__}: {exc} (please "
-                                  "report this as a bug, with the command line)")
+        return _error(
+            args.model,
+            f"internal error: {type(exc).__name__}: {exc} (please "
+            "report this as a bug, with the command line)",
+        )
     except BaseException as exc:  # xDSL's ArgSpecParseError is a BaseException
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise

@@ -35,8 +35,9 @@ class NeuronOptMain(xDSLOptMain):
             try:
                 text = stream.read().decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise IRParseError(f"not UTF-8 text (bad byte at offset {exc.start})",
-                                   where=self.get_input_name()) from None
+                raise IRParseError(
+                    f"not UTF-8 text (bad byte at offset {exc.start})", where=self.get_input_name()
+                ) from None
             return parse_ir(text, source=self.get_input_name())
 
         def parse_onnx(stream: IO[bytes]) -> ModuleOp:
@@ -58,7 +59,11 @@ class NeuronOptMain(xDSLOptMain):
         super().register_all_arguments(arg_parser)
         arg_parser.error = _usage_error  # type: ignore[method-assign]
         arg_parser.add_argument(
-            "--elide-constants", nargs="?", type=int, const=16, default=None,
+            "--elide-constants",
+            nargs="?",
+            type=int,
+            const=16,
+            default=None,
             metavar="N",
             help="print constants with more than N bytes (default 16) as "
             "dense_resource<__elided__>; the output no longer round-trips",
@@ -67,7 +72,9 @@ class NeuronOptMain(xDSLOptMain):
             "--list-passes", action="store_true", help="list the registered passes and exit"
         )
         arg_parser.add_argument(
-            "--dot", metavar="FILE", default=None,
+            "--dot",
+            metavar="FILE",
+            default=None,
             help="also write the resulting graph as Graphviz DOT, coloured by placement",
         )
 
@@ -100,8 +107,9 @@ class NeuronOptMain(xDSLOptMain):
             from ..analysis.dot import to_dot
 
             self.dot_text = to_dot(prog)
-        return print_ir(prog, elide_constants_over=self.args.elide_constants,
-                        generic=self.args.print_op_generic)
+        return print_ir(
+            prog, elide_constants_over=self.args.elide_constants, generic=self.args.print_op_generic
+        )
 
 
 class _KeptBuffer(io.StringIO):
@@ -122,8 +130,7 @@ def _list_passes() -> str:
     return "\n".join(lines) + "\n"
 
 
-BUG_HINT = ("this is a bug in neuron-ir; please report it with the command line and "
-            "the input file")
+BUG_HINT = "this is a bug in neuron-ir; please report it with the command line and the input file"
 
 
 def _usage_error(message: str) -> None:
@@ -182,8 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NeuronIRError as exc:
         return _error(exc.where or where, exc.message)
     except ParseError as exc:
-        return _error(where, str(exc).strip().splitlines()[-1] if str(exc).strip() else
-                      "parse error")
+        return _error(
+            where, str(exc).strip().splitlines()[-1] if str(exc).strip() else "parse error"
+        )
     except DiagnosticException as exc:
         return _error(where, str(exc).strip().splitlines()[0])
     except ArgSpecParseError as exc:

@@ -39,8 +39,7 @@ class _Failure(Exception):
         self.where, self.message = where, message
 
 
-BUG_HINT = ("this is a bug in neuron-ir; please report it with the command line and "
-            "the input files")
+BUG_HINT = "this is a bug in neuron-ir; please report it with the command line and the input files"
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -55,20 +54,40 @@ def _arg_parser() -> argparse.ArgumentParser:
     p = _ArgumentParser(prog="neuron-run", description=__doc__.splitlines()[0])
     p.add_argument("file", metavar="FILE", help="artifact, .mlir or .onnx")
     p.add_argument("--inputs", metavar="X.npz", help="inputs by name, as an .npz archive")
-    p.add_argument("--input", metavar="NAME=X.npy", action="append", default=[],
-                   help="one input from an .npy file (repeatable; overrides --inputs)")
+    p.add_argument(
+        "--input",
+        metavar="NAME=X.npy",
+        action="append",
+        default=[],
+        help="one input from an .npy file (repeatable; overrides --inputs)",
+    )
     p.add_argument("--output", metavar="Y.npz", help="write the outputs to an .npz archive")
-    p.add_argument("--trace", metavar="T.json",
-                   help="write the simulated timeline as a Chrome/Perfetto trace")
+    p.add_argument(
+        "--trace", metavar="T.json", help="write the simulated timeline as a Chrome/Perfetto trace"
+    )
     p.add_argument("--target", default="inf1", help="target when compiling (default inf1)")
-    p.add_argument("--input-shapes", default=None, metavar="a:1x128,...",
-                   help="pin input shapes when compiling (default: the inputs' shapes)")
-    p.add_argument("--dims", default=None, metavar="batch:1,...",
-                   help="bind ONNX symbolic dims when compiling")
-    p.add_argument("--cores", default="1", metavar="N|auto",
-                   help="pipeline stages (NeuronCores) when compiling (default 1)")
-    p.add_argument("--requests", type=int, default=1, metavar="K",
-                   help="simulate a stream of K requests through the stages (default 1)")
+    p.add_argument(
+        "--input-shapes",
+        default=None,
+        metavar="a:1x128,...",
+        help="pin input shapes when compiling (default: the inputs' shapes)",
+    )
+    p.add_argument(
+        "--dims", default=None, metavar="batch:1,...", help="bind ONNX symbolic dims when compiling"
+    )
+    p.add_argument(
+        "--cores",
+        default="1",
+        metavar="N|auto",
+        help="pipeline stages (NeuronCores) when compiling (default 1)",
+    )
+    p.add_argument(
+        "--requests",
+        type=int,
+        default=1,
+        metavar="K",
+        help="simulate a stream of K requests through the stages (default 1)",
+    )
     return p
 
 
@@ -101,8 +120,9 @@ def _read_inputs(args: argparse.Namespace) -> dict[str, np.ndarray]:
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:
                 inputs.update({k: archive[k] for k in archive.files})
         except Exception as exc:  # zipfile and numpy raise many kinds on corrupt data
-            raise _Failure(args.inputs, f"cannot read inputs: {type(exc).__name__}: "
-                           f"{exc}") from None
+            raise _Failure(
+                args.inputs, f"cannot read inputs: {type(exc).__name__}: {exc}"
+            ) from None
     for item in args.input:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
@@ -111,8 +131,9 @@ def _read_inputs(args: argparse.Namespace) -> dict[str, np.ndarray]:
         try:
             inputs[name] = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as exc:
-            raise _Failure(path, f"cannot read input '{name}': {type(exc).__name__}: "
-                           f"{exc}") from None
+            raise _Failure(
+                path, f"cannot read input '{name}': {type(exc).__name__}: {exc}"
+            ) from None
     return inputs
 
 
@@ -136,8 +157,9 @@ def _same_file(a: str, b: str) -> bool:
 def _check_output_paths(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output path that would overwrite a given file or
     the other output, or that is not a place a regular file can be written."""
-    outputs = [(flag, path) for flag, path in (("--output", args.output),
-                                              ("--trace", args.trace)) if path]
+    outputs = [
+        (flag, path) for flag, path in (("--output", args.output), ("--trace", args.trace)) if path
+    ]
     for flag, path in outputs:
         for given in _given_files(args):
             if _same_file(path, given):
@@ -159,8 +181,10 @@ def _write_all(files: list[tuple[str, bytes, str]]) -> None:
     temps: list[tuple[str, str]] = []
     try:
         for path, data, what in files:
-            tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                               f".{os.path.basename(path)}.tmp{os.getpid()}")
+            tmp = os.path.join(
+                os.path.dirname(os.path.abspath(path)),
+                f".{os.path.basename(path)}.tmp{os.getpid()}",
+            )
             try:
                 with open(tmp, "xb") as f:
                     temps.append((tmp, path))
@@ -207,8 +231,9 @@ def _load_model(args: argparse.Namespace, inputs: dict[str, np.ndarray]):
         # Pin only the model's own inputs; unknown names are reported by the run.
         names = set(main_io_names(module)[0])
         shapes = {k: v.shape for k, v in inputs.items() if k in names} or None
-    return compile(module, target=args.target, input_shapes=shapes, dims=args.dims,
-                   cores=_cores(args.cores))
+    return compile(
+        module, target=args.target, input_shapes=shapes, dims=args.dims, cores=_cores(args.cores)
+    )
 
 
 def _cores(text: str) -> int | str:
@@ -248,21 +273,31 @@ def _run(args: argparse.Namespace) -> int:
         timeline = served.timeline(requests=args.requests)
         lines = [_summary(k, v) for k, v in outputs.items()]
     if bucket is not None:
-        lines.append(f"bucket: {model.bucket_label(bucket)} (of "
-                     + "; ".join(model.bucket_label(k) for k in model.variants) + ")")
+        lines.append(
+            f"bucket: {model.bucket_label(bucket)} (of "
+            + "; ".join(model.bucket_label(k) for k in model.variants)
+            + ")"
+        )
     if served.batching is not None:
-        client = max((int(np.asarray(inputs[n]).shape[a]) for n, a in
-                      served.batching.inputs.items() if a is not None and n in inputs),
-                     default=served.batch)
+        client = max(
+            (
+                int(np.asarray(inputs[n]).shape[a])
+                for n, a in served.batching.inputs.items()
+                if a is not None and n in inputs
+            ),
+            default=served.batch,
+        )
         runs = -(-client // served.batch)
-        lines.append(f"client batch {client}: {runs} run(s) of the compiled batch "
-                     f"{served.batch}")
-    lines.append(f"simulated latency ({model.target}): {timeline.latency * 1e6:.1f} us "
-                 f"per compiled batch")
-    lines.append(f"simulated throughput: {served.simulated_throughput:.1f} inferences/s "
-                 f"({served.cores} core(s) x {served.replicas} cop"
-                 f"{'y' if served.replicas == 1 else 'ies'}, bottleneck "
-                 f"{timeline.bottleneck * 1e6:.1f} us)")
+        lines.append(f"client batch {client}: {runs} run(s) of the compiled batch {served.batch}")
+    lines.append(
+        f"simulated latency ({model.target}): {timeline.latency * 1e6:.1f} us per compiled batch"
+    )
+    lines.append(
+        f"simulated throughput: {served.simulated_throughput:.1f} inferences/s "
+        f"({served.cores} core(s) x {served.replicas} cop"
+        f"{'y' if served.replicas == 1 else 'ies'}, bottleneck "
+        f"{timeline.bottleneck * 1e6:.1f} us)"
+    )
     if args.requests > 1:
         lines.append(f"{args.requests} requests done after {timeline.makespan * 1e6:.1f} us")
     files = []

@@ -31,11 +31,11 @@ _DEFAULT = default_handlers()
 class Interpreter(core.Interpreter):
     """A module's ``@main`` (or ``entry``) prepared for repeated runs on numpy inputs."""
 
-    def __init__(self, module: ModuleOp, entry: str = "main",
-                 handlers: HandlerTable | None = None):
+    def __init__(self, module: ModuleOp, entry: str = "main", handlers: HandlerTable | None = None):
         # Plan-time fusion of onnx op chains (fusion.disabled() plans the reference).
-        super().__init__(module, _DEFAULT if handlers is None else handlers, entry,
-                         fuse=fusion.plan_fusions)
+        super().__init__(
+            module, _DEFAULT if handlers is None else handlers, entry, fuse=fusion.plan_fusions
+        )
 
 
 def run(module: Any, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -59,8 +59,7 @@ Handler = Callable[["Planner", Operation], "Step | None"]
 HandlerTable = dict[type[Operation], Handler]
 
 
-def implements(table: HandlerTable, *op_types: type[Operation]
-               ) -> Callable[[Handler], Handler]:
+def implements(table: HandlerTable, *op_types: type[Operation]) -> Callable[[Handler], Handler]:
     """Decorator: record in ``table`` how the planner turns ``op_types`` into a step."""
 
     def register(fn: Handler) -> Handler:
@@ -96,7 +95,8 @@ class Planner:
         self.slots: dict[SSAValue, int] = {}
         self.constants: dict[int, np.ndarray] = {}
         self.functions: dict[str, FuncOp] = {
-            op.sym_name.data: op for op in module.ops if isinstance(op, FuncOp)}
+            op.sym_name.data: op for op in module.ops if isinstance(op, FuncOp)
+        }
         self.callees: dict[str, FunctionPlan] = {}
 
     def slot(self, value: SSAValue) -> int:
@@ -181,8 +181,9 @@ def _freer(slots: list[int]) -> Step:
 class FunctionPlan:
     """A prepared function: its argument and result slots and its steps."""
 
-    def __init__(self, module: ModuleOp, func: FuncOp, handlers: HandlerTable,
-                 fuse: Fuser | None = None):
+    def __init__(
+        self, module: ModuleOp, func: FuncOp, handlers: HandlerTable, fuse: Fuser | None = None
+    ):
         planner = Planner(module, handlers, fuse)
         self.func = func
         block = func.body.block
@@ -220,8 +221,13 @@ def io_names(func: FuncOp, attrs: ArrayAttr | None, count: int, prefix: str) -> 
 class Interpreter:
     """A module's ``@main`` prepared for repeated runs on numpy inputs."""
 
-    def __init__(self, module: ModuleOp, handlers: HandlerTable, entry: str = "main",
-                 fuse: Fuser | None = None):
+    def __init__(
+        self,
+        module: ModuleOp,
+        handlers: HandlerTable,
+        entry: str = "main",
+        fuse: Fuser | None = None,
+    ):
         funcs = {op.sym_name.data: op for op in module.ops if isinstance(op, FuncOp)}
         if entry not in funcs:
             raise InterpreterError(f"the module has no function @{entry}")
@@ -235,17 +241,22 @@ class Interpreter:
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
-            raise InterpreterError(f"missing input '{missing[0]}' (the model takes "
-                                   f"{', '.join(self.input_names)})")
+            raise InterpreterError(
+                f"missing input '{missing[0]}' (the model takes {', '.join(self.input_names)})"
+            )
         extra = [n for n in inputs if n not in self.input_names]
         if extra:
-            raise InterpreterError(f"unknown input '{extra[0]}' (the model takes "
-                                   f"{', '.join(self.input_names)})")
-        args = [_checked_input(name, inputs[name], ttype)
-                for name, ttype in zip(self.input_names, self.input_types, strict=True)]
+            raise InterpreterError(
+                f"unknown input '{extra[0]}' (the model takes {', '.join(self.input_names)})"
+            )
+        args = [
+            _checked_input(name, inputs[name], ttype)
+            for name, ttype in zip(self.input_names, self.input_types, strict=True)
+        ]
         results = self.function.call(args)
-        return {name: np.asarray(value) for name, value in
-                zip(self.output_names, results, strict=True)}
+        return {
+            name: np.asarray(value) for name, value in zip(self.output_names, results, strict=True)
+        }
 
 
 def _checked_input(name: str, value: Any, ttype: Attribute) -> np.ndarray:
@@ -256,15 +267,17 @@ def _checked_input(name: str, value: Any, ttype: Attribute) -> np.ndarray:
         except KeyError:
             expected = None
         if expected is not None and array.dtype != expected:
-            raise InterpreterError(f"input '{name}': expected dtype {expected}, got "
-                                   f"{array.dtype}")
+            raise InterpreterError(f"input '{name}': expected dtype {expected}, got {array.dtype}")
     if isinstance(ttype, TensorType):
         shape = ttype.get_shape()
         shown = "x".join("?" if d == DYNAMIC_INDEX else str(d) for d in shape) or "scalar"
         if array.ndim != len(shape) or any(
-                d != DYNAMIC_INDEX and d != a for d, a in zip(shape, array.shape, strict=True)):
-            raise InterpreterError(f"input '{name}': expected shape {shown}, got "
-                                   f"{'x'.join(map(str, array.shape)) or 'scalar'}")
+            d != DYNAMIC_INDEX and d != a for d, a in zip(shape, array.shape, strict=True)
+        ):
+            raise InterpreterError(
+                f"input '{name}': expected shape {shown}, got "
+                f"{'x'.join(map(str, array.shape)) or 'scalar'}"
+            )
     # A read-only view: no kernel may write into the caller's array.
     view = array.view()
     view.flags.writeable = False

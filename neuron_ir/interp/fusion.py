@@ -132,14 +132,22 @@ def find_groups(ops: Sequence[Operation]) -> list[Group]:
         group = Group([op])
         value = op.results[0]
         user = _single_user(value, block_ops)
-        if (_type(op) == "Conv" and user is not None
-                and _type(user) == "BatchNormalization" and _foldable_batchnorm(op, user)):
+        if (
+            _type(op) == "Conv"
+            and user is not None
+            and _type(user) == "BatchNormalization"
+            and _foldable_batchnorm(op, user)
+        ):
             group.batchnorm = user
             group.ops.append(user)
             value = user.results[0]
             user = _single_user(value, block_ops)
-        while (user is not None and user not in taken and _epilogue_ok(user, value)
-               and _same_static_type(value, user.results[0])):
+        while (
+            user is not None
+            and user not in taken
+            and _epilogue_ok(user, value)
+            and _same_static_type(value, user.results[0])
+        ):
             group.epilogues.append(user)
             group.ops.append(user)
             value = user.results[0]
@@ -180,8 +188,10 @@ def _folded_conv_inputs(conv: Operation, bn: Operation) -> tuple[np.ndarray, np.
     conv_in = conv.onnx_inputs()  # type: ignore[attr-defined]
     w = _constant(conv_in[1])
     b = _constant(conv_in[2]) if len(conv_in) > 2 else None
-    scale, bias, mean, var = (_constant(v).astype(np.float64)  # type: ignore[union-attr]
-                              for v in bn.onnx_inputs()[1:])  # type: ignore[attr-defined]
+    scale, bias, mean, var = (
+        _constant(v).astype(np.float64)  # type: ignore[union-attr]
+        for v in bn.onnx_inputs()[1:]
+    )  # type: ignore[attr-defined]
     eps = float(onnx_attrs(bn).get("epsilon", 1e-5))
     k = scale / np.sqrt(var + eps)
     w64 = w.astype(np.float64) * k.reshape((-1,) + (1,) * (w.ndim - 1))  # type: ignore
@@ -237,8 +247,7 @@ def _group_step(planner: Any, group: Group) -> Callable:
     def fused(env: list) -> np.ndarray:
         args = [env[s] for s in in_slots] + folded
         y = kernel(args, attrs, 1)[0]
-        if not y.flags.writeable or any(
-                a is not None and np.may_share_memory(y, a) for a in args):
+        if not y.flags.writeable or any(a is not None and np.may_share_memory(y, a) for a in args):
             y = y.copy()  # the epilogues write in place into a fresh array only
         for ufunc, slot, first in epilogues:
             if ufunc is None:  # Relu
@@ -247,8 +256,12 @@ def _group_step(planner: Any, group: Group) -> Callable:
                 np.maximum(y, y.dtype.type(0), out=y)
                 continue
             other = env[slot]
-            if (y.dtype.kind != "f" or other.dtype != y.dtype or other.ndim > y.ndim
-                    or np.broadcast_shapes(y.shape, other.shape) != y.shape):
+            if (
+                y.dtype.kind != "f"
+                or other.dtype != y.dtype
+                or other.ndim > y.ndim
+                or np.broadcast_shapes(y.shape, other.shape) != y.shape
+            ):
                 raise _Unfusable
             with np.errstate(all="ignore"):
                 if first:

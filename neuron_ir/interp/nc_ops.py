@@ -32,8 +32,7 @@ def _impl(*op_types):
 
 
 def _props(op: Operation) -> dict[str, Any]:
-    return {k: python_attr(v) for k, v in op.properties.items()
-            if k not in ("reads", "est_time")}
+    return {k: python_attr(v) for k, v in op.properties.items() if k not in ("reads", "est_time")}
 
 
 def _step(planner: Planner, op: Operation, fn: Callable[[list], np.ndarray]) -> Step:
@@ -161,8 +160,13 @@ def _conv(planner: Planner, op: Operation) -> Step:
     p = _props(op)
     kernel = KERNELS["Conv"]
     w_shape = tuple(op.operands[1].type.get_shape())  # type: ignore[attr-defined]
-    attrs = {"strides": p["strides"], "pads": p["pads"], "dilations": p["dilations"],
-             "group": p["group"], "kernel_shape": list(w_shape[2:])}
+    attrs = {
+        "strides": p["strides"],
+        "pads": p["pads"],
+        "dilations": p["dilations"],
+        "group": p["group"],
+        "kernel_shape": list(w_shape[2:]),
+    }
     return _step(planner, op, lambda a: kernel(a, attrs, 1)[0])
 
 
@@ -187,8 +191,11 @@ def _activation_fn(func: str, params: dict[str, float]) -> Callable[[np.ndarray]
     if kernel is None:
         raise InterpreterError(f"nc.activation: no implementation of '{func}'")
     # alpha/beta carry the ONNX attributes the table names, in order.
-    attrs = {onnx: params[mine] for onnx, mine in zip(names, ("alpha", "beta"), strict=False)
-             if mine in params}
+    attrs = {
+        onnx: params[mine]
+        for onnx, mine in zip(names, ("alpha", "beta"), strict=False)
+        if mine in params
+    }
     return lambda x: kernel([x], attrs, 1)[0]
 
 

@@ -83,8 +83,9 @@ def _custom_inputs(op: CustomOp) -> list[SSAValue | None]:
     return [None if i in absent else next(values) for i in range(total)]
 
 
-def _reference_kernel(op: Operation, op_type: str, attrs: dict[str, Any], n_in: int,
-                      n_out: int) -> Callable:
+def _reference_kernel(
+    op: Operation, op_type: str, attrs: dict[str, Any], n_in: int, n_out: int
+) -> Callable:
     """A kernel that runs onnx.reference's implementation of this one node."""
     import onnx
     from onnx import helper, numpy_helper
@@ -113,12 +114,21 @@ def _reference_kernel(op: Operation, op_type: str, attrs: dict[str, Any], n_in: 
         evaluator = cache.get(key)
         if evaluator is None:
             node = helper.make_node(op_type, present, out_names, domain=domain, **node_attrs)
-            inputs = [helper.make_tensor_value_info(
-                n, helper.np_dtype_to_tensor_dtype(a.dtype) if a.dtype != object
-                else onnx.TensorProto.STRING, None)
-                for n, a in zip(in_names, args, strict=True) if a is not None]
-            outputs = [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None)
-                       for n in out_names]
+            inputs = [
+                helper.make_tensor_value_info(
+                    n,
+                    helper.np_dtype_to_tensor_dtype(a.dtype)
+                    if a.dtype != object
+                    else onnx.TensorProto.STRING,
+                    None,
+                )
+                for n, a in zip(in_names, args, strict=True)
+                if a is not None
+            ]
+            outputs = [
+                helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None)
+                for n in out_names
+            ]
             graph = helper.make_graph([node], "single", inputs, outputs)
             opsets = [helper.make_opsetid("", CANONICAL_OPSET)]
             if domain not in ("", "ai.onnx"):
@@ -127,8 +137,9 @@ def _reference_kernel(op: Operation, op_type: str, attrs: dict[str, Any], n_in: 
             try:
                 evaluator = ReferenceEvaluator(model)
             except Exception as exc:
-                raise InterpreterError(f"no implementation of {describe_op(op)}: "
-                                       f"{type(exc).__name__}: {exc}") from None
+                raise InterpreterError(
+                    f"no implementation of {describe_op(op)}: {type(exc).__name__}: {exc}"
+                ) from None
             cache[key] = evaluator
         feeds = {n: a for n, a in zip(in_names, args, strict=True) if a is not None}
         results = [np.asarray(r) for r in evaluator.run(None, feeds)]
@@ -138,13 +149,13 @@ def _reference_kernel(op: Operation, op_type: str, attrs: dict[str, Any], n_in: 
     return run
 
 
-def branch_step(planner: Planner, op: Operation, then_region: Region,
-                 else_region: Region) -> Step:
+def branch_step(planner: Planner, op: Operation, then_region: Region, else_region: Region) -> Step:
     """onnx.If and scf.if: run one region, forward what it yields."""
     cond_slot = planner.slot(op.operands[0])
     then_plan, _, then_out = planner.plan_region(then_region)
-    else_plan, _, else_out = (planner.plan_region(else_region) if else_region.blocks
-                              else (Plan(), [], []))
+    else_plan, _, else_out = (
+        planner.plan_region(else_region) if else_region.blocks else (Plan(), [], [])
+    )
     out_slots = [planner.slot(r) for r in op.results]
 
     def step(env: Env) -> None:
@@ -188,8 +199,8 @@ def _loop(planner: Planner, op: Operation) -> Step:
             body.execute(env)
             if cond_slot >= 0:
                 cond = bool(np.asarray(env[yielded[0]]).reshape(-1)[0])
-            carried = [env[s] for s in yielded[1:1 + n_carried]]
-            for acc, s in zip(scans, yielded[1 + n_carried:], strict=True):
+            carried = [env[s] for s in yielded[1 : 1 + n_carried]]
+            for acc, s in zip(scans, yielded[1 + n_carried :], strict=True):
                 acc.append(env[s])
             i += 1
         for s, v in zip(out_slots, carried, strict=False):

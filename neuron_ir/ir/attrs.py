@@ -32,8 +32,10 @@ def constant_array(attr: Attribute) -> np.ndarray:
         values = np.array([s.data for s in attr.values.data], dtype=object)
         return values.reshape(attr.type.get_shape())
     if isinstance(attr, DenseResourceAttr):
-        raise InterpreterError("constant data was elided when the IR was printed; "
-                               "re-import the model or print without --elide-constants")
+        raise InterpreterError(
+            "constant data was elided when the IR was printed; "
+            "re-import the model or print without --elide-constants"
+        )
     raise InterpreterError(f"cannot decode constant attribute {attr}")
 
 
@@ -59,8 +61,7 @@ def onnx_attrs(op: Operation) -> dict[str, Any]:
     if isinstance(op, CustomOp):
         return {k: python_attr(v) for k, v in op.attrs.data.items() if k != "__graphs__"}
     kinds = getattr(op, "ONNX_ATTRS", {})
-    return {name: python_attr(value) for name, value in op.properties.items()
-            if name in kinds}
+    return {name: python_attr(value) for name, value in op.properties.items() if name in kinds}
 
 
 def describe_op(op: Operation) -> str:

@@ -59,22 +59,27 @@ _TABLE = [
     ElementType(TensorProto.COMPLEX64, ComplexType(Float32Type()), np.dtype(np.complex64)),
     ElementType(TensorProto.COMPLEX128, ComplexType(Float64Type()), np.dtype(np.complex128)),
     ElementType(TensorProto.FLOAT8E4M3FN, Float8E4M3FNType(), np.dtype(ml_dtypes.float8_e4m3fn)),
-    ElementType(TensorProto.FLOAT8E4M3FNUZ, Float8E4M3FNUZType(),
-                np.dtype(ml_dtypes.float8_e4m3fnuz)),
+    ElementType(
+        TensorProto.FLOAT8E4M3FNUZ, Float8E4M3FNUZType(), np.dtype(ml_dtypes.float8_e4m3fnuz)
+    ),
     ElementType(TensorProto.FLOAT8E5M2, Float8E5M2Type(), np.dtype(ml_dtypes.float8_e5m2)),
-    ElementType(TensorProto.FLOAT8E5M2FNUZ, Float8E5M2FNUZType(),
-                np.dtype(ml_dtypes.float8_e5m2fnuz)),
+    ElementType(
+        TensorProto.FLOAT8E5M2FNUZ, Float8E5M2FNUZType(), np.dtype(ml_dtypes.float8_e5m2fnuz)
+    ),
     ElementType(TensorProto.FLOAT8E8M0, Float8E8M0FNUType(), np.dtype(ml_dtypes.float8_e8m0fnu)),
     ElementType(TensorProto.INT4, _int(4), np.dtype(ml_dtypes.int4), packed=True),
     ElementType(TensorProto.UINT4, _int(4, False), np.dtype(ml_dtypes.uint4), packed=True),
     ElementType(TensorProto.INT2, _int(2), np.dtype(ml_dtypes.int2), packed=True),
     ElementType(TensorProto.UINT2, _int(2, False), np.dtype(ml_dtypes.uint2), packed=True),
-    ElementType(TensorProto.FLOAT4E2M1, Float4E2M1FNType(), np.dtype(ml_dtypes.float4_e2m1fn),
-                packed=True),
-    ElementType(TensorProto.FLOAT6E2M3, Float6E2M3FNType(), np.dtype(ml_dtypes.float6_e2m3fn),
-                packed=True),
-    ElementType(TensorProto.FLOAT6E3M2, Float6E3M2FNType(), np.dtype(ml_dtypes.float6_e3m2fn),
-                packed=True),
+    ElementType(
+        TensorProto.FLOAT4E2M1, Float4E2M1FNType(), np.dtype(ml_dtypes.float4_e2m1fn), packed=True
+    ),
+    ElementType(
+        TensorProto.FLOAT6E2M3, Float6E2M3FNType(), np.dtype(ml_dtypes.float6_e2m3fn), packed=True
+    ),
+    ElementType(
+        TensorProto.FLOAT6E3M2, Float6E3M2FNType(), np.dtype(ml_dtypes.float6_e3m2fn), packed=True
+    ),
     ElementType(TensorProto.STRING, StringType(), np.dtype(object)),
 ]
 

@@ -164,13 +164,16 @@ def _nest(values: list[str], shape: list[int]) -> str:
     if len(shape) <= 1:
         return "[" + ", ".join(values) + "]"
     step = len(values) // shape[0] if shape[0] else 0
-    return "[" + ", ".join(
-        _nest(values[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])
-    ) + "]"
+    return (
+        "["
+        + ", ".join(_nest(values[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0]))
+        + "]"
+    )
 
 
-def print_ir(module: ModuleOp, *, elide_constants_over: int | None = None,
-             generic: bool = False) -> str:
+def print_ir(
+    module: ModuleOp, *, elide_constants_over: int | None = None, generic: bool = False
+) -> str:
     """The module's text form; lossless unless ``elide_constants_over`` is set."""
     stream = io.StringIO()
     printer = NeuronPrinter(
@@ -184,7 +187,8 @@ def print_ir(module: ModuleOp, *, elide_constants_over: int | None = None,
 # Comments and string literals, each matched in linear time. A string must end on its
 # line and use only the escapes xDSL's lexer knows; a lone '"' is one that does not.
 _STRING_SCAN = re.compile(
-    r'//[^\n]*|"[^"\\\n\v\f]*(?:\\(?:["nt\\]|[0-9A-Fa-f]{2})[^"\\\n\v\f]*)*"|"')
+    r'//[^\n]*|"[^"\\\n\v\f]*(?:\\(?:["nt\\]|[0-9A-Fa-f]{2})[^"\\\n\v\f]*)*"|"'
+)
 
 
 def _check_strings(text: str, source: str) -> None:
@@ -201,9 +205,11 @@ def _check_strings(text: str, source: str) -> None:
         start = match.start()
         line = text.count("\n", 0, start) + 1
         column = start - (text.rfind("\n", 0, start) + 1) + 1
-        raise IRParseError(f"{line}:{column}: string literal is not terminated on its "
-                           "line or has an escape other than \\n \\t \\\\ \\\" \\XX",
-                           where=source)
+        raise IRParseError(
+            f"{line}:{column}: string literal is not terminated on its "
+            'line or has an escape other than \\n \\t \\\\ \\" \\XX',
+            where=source,
+        )
 
 
 def parse_ir(text: str, *, source: str = "<ir>", verify: bool = True) -> ModuleOp:
@@ -220,8 +226,9 @@ def parse_ir(text: str, *, source: str = "<ir>", verify: bool = True) -> ModuleO
     except ParseError as exc:
         raise IRParseError(_parse_message(str(exc)), where=source) from None
     except VerifyException as exc:
-        raise IRParseError(f"verification failed: {_describe_failure(module, exc)}",
-                           where=source) from None
+        raise IRParseError(
+            f"verification failed: {_describe_failure(module, exc)}", where=source
+        ) from None
     except RecursionError:
         raise IRParseError("the IR nests too deeply to parse", where=source) from None
     return module
@@ -290,8 +297,10 @@ def _check_dense(module: ModuleOp, source: str) -> None:
             got = len(value.data.data)
             splat = count > 0 and got == (width + 7) // 8
             if got != expected and not splat:
-                raise IRParseError(f"constant '{key}' of {op.name} holds {got} bytes, its "
-                                   f"type needs {expected}", where=source)
+                raise IRParseError(
+                    f"constant '{key}' of {op.name} holds {got} bytes, its type needs {expected}",
+                    where=source,
+                )
 
 
 def _describe_failure(module: ModuleOp, exc: VerifyException) -> str:

@@ -152,7 +152,13 @@ def _pad_spatial(x: np.ndarray, begin: list[int], end: list[int], value: Any) ->
         return x
     shape = (*x.shape[:2], *(n + b + e for n, b, e in zip(x.shape[2:], begin, end, strict=True)))
     y = np.zeros(shape, dtype=x.dtype) if value == 0 else np.full(shape, value, dtype=x.dtype)
-    y[(slice(None), slice(None), *(slice(b, b + n) for b, n in zip(begin, x.shape[2:], strict=True)))] = x
+    y[
+        (
+            slice(None),
+            slice(None),
+            *(slice(b, b + n) for b, n in zip(begin, x.shape[2:], strict=True)),
+        )
+    ] = x
     return y
 
 
@@ -193,9 +199,7 @@ def conv(inputs, attrs, n_out):
     m = w.shape[0]
     g = int(attrs.get("group", 1))
     cg, mg = c // g, m // g
-    out_sp = [
-        (x.shape[2 + i] + begin[i] + end[i] - dk[i]) // strides[i] + 1 for i in range(nd)
-    ]
+    out_sp = [(x.shape[2 + i] + begin[i] + end[i] - dk[i]) // strides[i] + 1 for i in range(nd)]
     p = math.prod(out_sp)
 
     if all(kk == 1 for kk in k) and not any(begin) and not any(end):
@@ -677,7 +681,9 @@ def average_pool(inputs, attrs, n_out):
     in_sp = list(x.shape[2:])
     k, strides, dil, begin, end, extra, out_sp = _pool_geometry(attrs, in_sp)
     ct = _compute_dtype(x.dtype)
-    xp = _pad_spatial(x.astype(ct, copy=False), begin, [e + x_ for e, x_ in zip(end, extra, strict=True)], 0)
+    xp = _pad_spatial(
+        x.astype(ct, copy=False), begin, [e + x_ for e, x_ in zip(end, extra, strict=True)], 0
+    )
     acc = _window_reduce(xp, k, strides, dil, out_sp, np.add)
     include = int(attrs.get("count_include_pad", 0)) == 1
     count = _window_counts(in_sp, k, strides, dil, begin, end, out_sp, include)

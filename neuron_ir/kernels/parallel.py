@@ -45,8 +45,9 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=WORKERS - 1,
-                                       thread_name_prefix="neuron-ir-kernel")
+            _pool = ThreadPoolExecutor(
+                max_workers=WORKERS - 1, thread_name_prefix="neuron-ir-kernel"
+            )
         return _pool
 
 
@@ -115,8 +116,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         batch = a.shape[:-2]
         flops = 2.0 * m * k * n * (int(np.prod(batch)) if batch else 1)
         same_batch = a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2]
-        if not _can_split() or flops < MIN_FLOPS or not (a.ndim == 2 and b.ndim == 2
-                                                         or same_batch):
+        if not _can_split() or flops < MIN_FLOPS or not (a.ndim == 2 and b.ndim == 2 or same_batch):
             return np.matmul(a, b)
         out = np.empty((*batch, m, n), dtype=np.result_type(a, b))
         if a.ndim == 2:
@@ -129,8 +129,7 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         b3 = b.reshape(-1, k, n)
         o3 = out.reshape(-1, m, n)
         if a3.shape[0] >= WORKERS:
-            run_chunks(lambda lo, hi: np.matmul(a3[lo:hi], b3[lo:hi], out=o3[lo:hi]),
-                       a3.shape[0])
+            run_chunks(lambda lo, hi: np.matmul(a3[lo:hi], b3[lo:hi], out=o3[lo:hi]), a3.shape[0])
         else:
             run_chunks(lambda lo, hi: np.matmul(a3[:, lo:hi], b3, out=o3[:, lo:hi]), m)
         return out

@@ -302,12 +302,28 @@ def _isinf(inputs, attrs, n_out):
 # < 3e-8).  Evaluated in float32 it is within 7 ulp (4e-7 absolute) of erf: the rounding
 # of the Horner steps, not the fit, bounds it.  It is ~4x faster than the float64 path
 # below, which dominated BERT's Gelu (Erf on every FFN activation).
-_ERF32_P = tuple(np.float32(c) for c in (
-    1.1283791545894972, 0.18865009058596177, 0.05252710077675409, 0.003694076530919144,
-    0.0002839290671570356, 2.0716038263146608e-06))
-_ERF32_Q = tuple(np.float32(c) for c in (
-    1.0, 0.5005197236729658, 0.11339305659765592, 0.014824300554488063,
-    0.0011464793775741774, 3.82660668299048e-05))
+_ERF32_P = tuple(
+    np.float32(c)
+    for c in (
+        1.1283791545894972,
+        0.18865009058596177,
+        0.05252710077675409,
+        0.003694076530919144,
+        0.0002839290671570356,
+        2.0716038263146608e-06,
+    )
+)
+_ERF32_Q = tuple(
+    np.float32(c)
+    for c in (
+        1.0,
+        0.5005197236729658,
+        0.11339305659765592,
+        0.014824300554488063,
+        0.0011464793775741774,
+        3.82660668299048e-05,
+    )
+)
 _ERF32_CLAMP = np.float32(3.92)
 # float16/bfloat16 are evaluated in float64 with two branches, then rounded once:
 #   |x| < 1: the odd Taylor series erf(x) = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1)),
@@ -687,9 +703,7 @@ def _cast(x: np.ndarray, to: int, saturate: int, round_mode: str) -> np.ndarray:
 
 @kernel("Cast")
 def _cast_kernel(inputs, attrs, n_out):
-    return [
-        _cast(inputs[0], attrs["to"], attrs.get("saturate", 1), attrs.get("round_mode", "up"))
-    ]
+    return [_cast(inputs[0], attrs["to"], attrs.get("saturate", 1), attrs.get("round_mode", "up"))]
 
 
 _NP_TO_ONNX: dict[np.dtype, int] = {}
@@ -759,9 +773,7 @@ kernel("ReduceSumSquare")(_reduction(lambda x, ax, k: _sum(x * x, ax, k)))
 kernel("ReduceL1")(_reduction(lambda x, ax, k: _sum(np.abs(x), ax, k)))
 kernel("ReduceL2")(_reduction(lambda x, ax, k: np.sqrt(_sum(x * x, ax, k))))
 kernel("ReduceLogSum")(_reduction(lambda x, ax, k: np.log(_sum(x, ax, k))))
-kernel("ReduceProd")(
-    _reduction(lambda x, ax, k: np.prod(x, axis=ax, keepdims=k, dtype=x.dtype))
-)
+kernel("ReduceProd")(_reduction(lambda x, ax, k: np.prod(x, axis=ax, keepdims=k, dtype=x.dtype)))
 # initial= makes empty reductions return -inf/+inf (or the integer extremes) per spec.
 kernel("ReduceMax")(
     _reduction(lambda x, ax, k: np.max(x, axis=ax, keepdims=k, initial=_lowest(x.dtype)))

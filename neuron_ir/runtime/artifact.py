@@ -126,8 +126,7 @@ def write(path: str | os.PathLike, module: ModuleOp, meta: dict[str, Any]) -> No
     except OSError as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise ArtifactError(f"cannot write artifact: {exc.strerror or exc}",
-                            where=path) from None
+        raise ArtifactError(f"cannot write artifact: {exc.strerror or exc}", where=path) from None
 
 
 def is_artifact(path: str | os.PathLike) -> bool:
@@ -162,12 +161,16 @@ def _restore(module: ModuleOp, blobs: dict[str, memoryview], where: str) -> None
                 # xDSL's global key registry may have renamed w17 to w17_0 (see above).
                 key = value.resource_handle.data.split("_", 1)[0]
                 if key not in blobs:
-                    raise ArtifactError(f"constant refers to missing weight blob '{key}'",
-                                        where=where)
+                    raise ArtifactError(
+                        f"constant refers to missing weight blob '{key}'", where=where
+                    )
                 needed = _byte_size(value.type)
                 if needed is not None and needed != len(blobs[key]):
-                    raise ArtifactError(f"weight blob '{key}' holds {len(blobs[key])} bytes, "
-                                        f"its type needs {needed}", where=where)
+                    raise ArtifactError(
+                        f"weight blob '{key}' holds {len(blobs[key])} bytes, "
+                        f"its type needs {needed}",
+                        where=where,
+                    )
                 attrs[name] = DenseIntOrFPElementsAttr(value.type, BytesAttr(bytes(blobs[key])))
 
 
@@ -184,20 +187,23 @@ def read(path: str | os.PathLike) -> tuple[ModuleOp, dict[str, Any]]:
     except OSError as exc:
         raise ArtifactError(f"cannot read artifact: {exc.strerror or exc}", where=where) from None
     view = memoryview(raw)
-    if len(raw) < _HEADER.size or raw[:len(MAGIC)] != MAGIC:
+    if len(raw) < _HEADER.size or raw[: len(MAGIC)] != MAGIC:
         raise ArtifactError("not a neuron-ir artifact (bad magic)", where=where)
     _, version, meta_len = _HEADER.unpack_from(raw)
     if version != FORMAT_VERSION:
-        raise ArtifactError(f"artifact format version {version} is not supported "
-                            f"(this neuron-ir reads version {FORMAT_VERSION})", where=where)
+        raise ArtifactError(
+            f"artifact format version {version} is not supported "
+            f"(this neuron-ir reads version {FORMAT_VERSION})",
+            where=where,
+        )
     pos = _HEADER.size
     if pos + meta_len + _CRC.size > len(raw):
         raise ArtifactError("artifact is truncated (in the metadata)", where=where)
     (head_crc,) = _CRC.unpack_from(raw, pos + meta_len)
-    if zlib.crc32(view[:pos + meta_len]) != head_crc:
+    if zlib.crc32(view[: pos + meta_len]) != head_crc:
         raise ArtifactError("artifact header is corrupt (checksum mismatch)", where=where)
     try:
-        meta = json.loads(bytes(view[pos:pos + meta_len]).decode("utf-8"))
+        meta = json.loads(bytes(view[pos : pos + meta_len]).decode("utf-8"))
         ir_len, data_len = int(meta["ir_length"]), int(meta["data_length"])
         table = {str(k): (int(o), int(n)) for k, (o, n) in meta["blobs"].items()}
         if ir_len < 0 or data_len < 0:
@@ -205,19 +211,21 @@ def read(path: str | os.PathLike) -> tuple[ModuleOp, dict[str, Any]]:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"artifact metadata is corrupt ({exc})", where=where) from None
     pos += meta_len + _CRC.size
-    ir = view[pos:pos + ir_len]
+    ir = view[pos : pos + ir_len]
     data_start = pos + ir_len + _pad(pos + ir_len)
     if data_start + data_len > len(raw) or len(ir) != ir_len:
-        raise ArtifactError(f"artifact is truncated ({len(raw)} bytes, expected "
-                            f"{data_start + data_len})", where=where)
-    data = view[data_start:data_start + data_len]
+        raise ArtifactError(
+            f"artifact is truncated ({len(raw)} bytes, expected {data_start + data_len})",
+            where=where,
+        )
+    data = view[data_start : data_start + data_len]
     if zlib.crc32(ir) != meta.get("ir_crc32") or zlib.crc32(data) != meta.get("data_crc32"):
         raise ArtifactError("artifact is corrupt (checksum mismatch)", where=where)
     blobs = {}
     for key, (offset, length) in table.items():
         if offset < 0 or length < 0 or offset + length > data_len:
             raise ArtifactError(f"weight blob '{key}' lies outside the data", where=where)
-        blobs[key] = data[offset:offset + length]
+        blobs[key] = data[offset : offset + length]
     try:
         text = zlib.decompress(ir).decode("utf-8")
     except (zlib.error, UnicodeDecodeError):

@@ -56,10 +56,13 @@ class BatchSpec:
         dynamic = func.attributes.get(DYNAMIC_BATCHING_ATTR)
         names_in = [n for n, _, _ in io_symbols(func)]
         names_out = [n for n, _, _ in io_symbols(func, results=True)]
-        return cls(int(size.value.data), symbol.data,
-                   dict(zip(names_in, batch_axes(func, symbol.data), strict=True)),
-                   dict(zip(names_out, batch_axes(func, symbol.data, True), strict=True)),
-                   not (isinstance(dynamic, IntegerAttr) and not dynamic.value.data))
+        return cls(
+            int(size.value.data),
+            symbol.data,
+            dict(zip(names_in, batch_axes(func, symbol.data), strict=True)),
+            dict(zip(names_out, batch_axes(func, symbol.data, True), strict=True)),
+            not (isinstance(dynamic, IntegerAttr) and not dynamic.value.data),
+        )
 
 
 @dataclass
@@ -86,22 +89,27 @@ def client_batch(spec: BatchSpec, inputs: Mapping[str, Any]) -> int | None:
             continue
         array = np.asarray(inputs[name])
         if array.ndim <= axis:
-            raise BatchError(f"input '{name}' has rank {array.ndim}, but its batch axis "
-                             f"('{spec.symbol}') is dim {axis}")
+            raise BatchError(
+                f"input '{name}' has rank {array.ndim}, but its batch axis "
+                f"('{spec.symbol}') is dim {axis}"
+            )
         sizes[name] = int(array.shape[axis])
     if not sizes:
         return None
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"'{n}' has {b}" for n, b in sizes.items())
-        raise BatchError(f"inputs disagree on the batch size (batch axis '{spec.symbol}'): "
-                         f"{listed}")
+        raise BatchError(
+            f"inputs disagree on the batch size (batch axis '{spec.symbol}'): {listed}"
+        )
     batch = next(iter(sizes.values()))
     if batch == 0:
         raise BatchError(f"input '{next(iter(sizes))}' has an empty batch (size 0)")
     if batch != spec.size and not spec.dynamic:
         name = next(iter(sizes))
-        raise BatchError(f"input '{name}' has batch size {batch}, but the model was "
-                         f"compiled for batch {spec.size} and dynamic batching is off")
+        raise BatchError(
+            f"input '{name}' has batch size {batch}, but the model was "
+            f"compiled for batch {spec.size} and dynamic batching is off"
+        )
     return batch
 
 
@@ -124,14 +132,18 @@ def split(spec: BatchSpec, inputs: Mapping[str, Any]) -> Chunks:
                 chunk[name] = value
             else:
                 array = np.asarray(value)
-                chunk[name] = (array[(slice(None),) * axis + (slice(start, start + n),)]
-                               if start + n <= batch else np.take(array, index, axis=axis))
+                chunk[name] = (
+                    array[(slice(None),) * axis + (slice(start, start + n),)]
+                    if start + n <= batch
+                    else np.take(array, index, axis=axis)
+                )
         chunks.append(chunk)
     return Chunks(batch, chunks, n)
 
 
-def join(spec: BatchSpec, chunks: Chunks,
-         results: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def join(
+    spec: BatchSpec, chunks: Chunks, results: list[Mapping[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """Join the chunks' outputs along their batch axes, dropping the padding."""
     if chunks.client_batch == 0 or len(results) == 1 and chunks.client_batch == spec.size:
         return {k: np.asarray(v) for k, v in results[0].items()}
@@ -144,28 +156,33 @@ def join(spec: BatchSpec, chunks: Chunks,
             first = parts[0]
             for k, part in enumerate(parts[1:], start=1):
                 if part.shape != first.shape or not np.array_equal(
-                        part, first, equal_nan=part.dtype.kind in "fc"):
+                    part, first, equal_nan=part.dtype.kind in "fc"
+                ):
                     raise BatchError(
                         f"output '{name}' has no batch axis but differs between chunk 0 "
                         f"and chunk {k} of the client batch; it depends on the samples, "
                         "so the model cannot be run in chunks (run batches of exactly "
-                        f"{n})")
+                        f"{n})"
+                    )
             out[name] = first
             continue
         # A rebatched model may fold the batch into a leading dim (rows of a Gemm):
         # then each sample owns ``rows`` consecutive entries of that axis.
         sizes = {part.shape[axis] if part.ndim > axis else -1 for part in parts}
         if len(sizes) != 1 or next(iter(sizes)) <= 0 or next(iter(sizes)) % n:
-            raise BatchError(f"output '{name}' has {sorted(sizes)} along its batch axis "
-                             f"{axis}, not a multiple of the compiled batch {n}")
+            raise BatchError(
+                f"output '{name}' has {sorted(sizes)} along its batch axis "
+                f"{axis}, not a multiple of the compiled batch {n}"
+            )
         rows = next(iter(sizes)) // n
         joined = np.concatenate(parts, axis=axis) if len(parts) > 1 else parts[0]
         out[name] = joined[(slice(None),) * axis + (slice(0, chunks.client_batch * rows),)]
     return out
 
 
-def run_batched(spec: BatchSpec, run_chunk: RunChunk,
-                inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def run_batched(
+    spec: BatchSpec, run_chunk: RunChunk, inputs: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
     """Run ``inputs`` of any client batch through ``run_chunk`` (which takes exactly
     the compiled batch), chunk by chunk."""
     chunks = split(spec, inputs)

@@ -53,8 +53,10 @@ def select_bucket(symbol: str, size: int, boundaries: Sequence[int], where: str 
     """The smallest bucket >= ``size``; an error naming the input when none fits."""
     k = bisect.bisect_left(boundaries, size)
     if k == len(boundaries):
-        raise BucketError(f"{where or 'input'}: size {size} along '{symbol}' is above the "
-                          f"largest bucket {boundaries[-1]}")
+        raise BucketError(
+            f"{where or 'input'}: size {size} along '{symbol}' is above the "
+            f"largest bucket {boundaries[-1]}"
+        )
     return boundaries[k]
 
 
@@ -88,8 +90,9 @@ class BucketChoice:
     padding_waste: float  # padded elements / real elements - 1, averaged over the sample
 
 
-def expected_time(sizes: Iterable[int], boundaries: Sequence[int],
-                  cost: Callable[[int], float]) -> float:
+def expected_time(
+    sizes: Iterable[int], boundaries: Sequence[int], cost: Callable[[int], float]
+) -> float:
     """Mean time per call over ``sizes`` when each runs in its smallest fitting bucket."""
     counts = Counter(int(s) for s in sizes)
     ordered = sorted(boundaries)
@@ -106,8 +109,12 @@ def padding_waste(sizes: Iterable[int], boundaries: Sequence[int]) -> float:
     return padded / real - 1.0
 
 
-def choose_boundaries(sizes: Iterable[int], k: int, cost: Callable[[int], float],
-                      candidates: Sequence[int] | None = None) -> BucketChoice:
+def choose_boundaries(
+    sizes: Iterable[int],
+    k: int,
+    cost: Callable[[int], float],
+    candidates: Sequence[int] | None = None,
+) -> BucketChoice:
     """At most ``k`` boundaries, the largest sample included, minimising the expected
     ``cost`` of the bucket each sample runs in; exact (a DP over sorted candidates).
 
@@ -151,8 +158,11 @@ def choose_boundaries(sizes: Iterable[int], k: int, cost: Callable[[int], float]
         chosen.append(points[j])
         j, m = back[m][j], m - 1
     boundaries = tuple(sorted(chosen))
-    return BucketChoice(boundaries, expected_time(counts.elements(), boundaries, cost),
-                        padding_waste(counts.elements(), boundaries))
+    return BucketChoice(
+        boundaries,
+        expected_time(counts.elements(), boundaries, cost),
+        padding_waste(counts.elements(), boundaries),
+    )
 
 
 def powers_of_two(top: int, k: int | None = None) -> list[int]:
@@ -192,8 +202,10 @@ class BucketAxes:
         func = main_func(module)
 
         def axes(results: bool) -> dict[str, dict[str, int]]:
-            return {name: {s: dims.index(s) for s in symbols if s in dims}
-                    for name, dims, _ in io_symbols(func, results)}
+            return {
+                name: {s: dims.index(s) for s in symbols if s in dims}
+                for name, dims, _ in io_symbols(func, results)
+            }
 
         return cls(axes(False), axes(True))
 
@@ -204,13 +216,19 @@ class BucketedModel(CompiledModel):
     slices the outputs that carry it back. The representative ``module`` (report,
     stage report, default timeline) is the largest bucket's."""
 
-    def __init__(self, variants: dict[tuple[int, ...], CompiledModel], symbols: Sequence[str],
-                 axes: BucketAxes, pad_values: Mapping[str, float] | None = None,
-                 padding_report: Sequence[str] = ()):
+    def __init__(
+        self,
+        variants: dict[tuple[int, ...], CompiledModel],
+        symbols: Sequence[str],
+        axes: BucketAxes,
+        pad_values: Mapping[str, float] | None = None,
+        padding_report: Sequence[str] = (),
+    ):
         self.variants = dict(sorted(variants.items()))
         self.symbols = list(symbols)
-        self.boundaries = {s: sorted({k[i] for k in self.variants})
-                           for i, s in enumerate(self.symbols)}
+        self.boundaries = {
+            s: sorted({k[i] for k in self.variants}) for i, s in enumerate(self.symbols)
+        }
         self.axes = axes
         self.pad_values = dict(pad_values or {})
         self.padding_report = list(padding_report)
@@ -230,13 +248,15 @@ class BucketedModel(CompiledModel):
             array = np.asarray(inputs[name])
             for symbol, axis in by_symbol.items():
                 if array.ndim <= axis:
-                    raise BucketError(f"input '{name}': rank {array.ndim} has no axis {axis} "
-                                      f"for '{symbol}'")
+                    raise BucketError(
+                        f"input '{name}': rank {array.ndim} has no axis {axis} for '{symbol}'"
+                    )
                 size = int(array.shape[axis])
                 if symbol in found and found[symbol][0] != size:
                     other, first = found[symbol][1], found[symbol][0]
-                    raise BucketError(f"inputs '{other}' and '{name}' disagree on '{symbol}': "
-                                      f"{first} vs {size}")
+                    raise BucketError(
+                        f"inputs '{other}' and '{name}' disagree on '{symbol}': {first} vs {size}"
+                    )
                 found.setdefault(symbol, (size, name))
         missing = [s for s in self.symbols if s not in found]
         if missing:
@@ -249,8 +269,11 @@ class BucketedModel(CompiledModel):
         key = []
         for symbol in self.symbols:
             carriers = [n for n, a in self.axes.inputs.items() if symbol in a and n in inputs]
-            key.append(select_bucket(symbol, sizes[symbol], self.boundaries[symbol],
-                                     where=f"input '{carriers[0]}'"))
+            key.append(
+                select_bucket(
+                    symbol, sizes[symbol], self.boundaries[symbol], where=f"input '{carriers[0]}'"
+                )
+            )
         return tuple(key)
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -265,27 +288,37 @@ class BucketedModel(CompiledModel):
             padded[name] = array
         outputs = self.variants[key].run(padded)
         self.last_bucket = key
-        return {name: _unpad(value, self.axes.outputs.get(name, {}), sizes)
-                for name, value in outputs.items()}
+        return {
+            name: _unpad(value, self.axes.outputs.get(name, {}), sizes)
+            for name, value in outputs.items()
+        }
 
     def bucket_label(self, key: Sequence[int]) -> str:
         return bucket_label(self.symbols, key)
 
-    def timeline(self, cpu_flops_per_s: float | None = None, requests: int = 1,
-                 bucket: tuple[int, ...] | None = None) -> Timeline:
+    def timeline(
+        self,
+        cpu_flops_per_s: float | None = None,
+        requests: int = 1,
+        bucket: tuple[int, ...] | None = None,
+    ) -> Timeline:
         """The simulated timeline of ``bucket`` (default: the largest)."""
         if bucket is None:
             return super().timeline(cpu_flops_per_s, requests)
         if bucket not in self.variants:
-            raise BucketError(f"no bucket {self.bucket_label(bucket)}; buckets: "
-                              + "; ".join(self.bucket_label(k) for k in self.variants))
+            raise BucketError(
+                f"no bucket {self.bucket_label(bucket)}; buckets: "
+                + "; ".join(self.bucket_label(k) for k in self.variants)
+            )
         return self.variants[bucket].timeline(cpu_flops_per_s, requests)
 
     def describe_deployment(self) -> str:
         lines = ["buckets:"]
         for key, variant in self.variants.items():
-            lines.append(f"  {self.bucket_label(key):<24} simulated latency "
-                         f"{variant.simulated_latency * 1e3:9.3f} ms")
+            lines.append(
+                f"  {self.bucket_label(key):<24} simulated latency "
+                f"{variant.simulated_latency * 1e3:9.3f} ms"
+            )
         pads = ", ".join(f"{k}={v:g}" for k, v in self.pad_values.items()) or "0 for all"
         lines.append(f"pad values: {pads}")
         lines.extend(self.padding_report)
@@ -299,41 +332,49 @@ class BucketedModel(CompiledModel):
             for key, variant in self.variants.items():
                 variant.module.attributes[BUCKET_ATTR] = StringAttr(self.bucket_label(key))
                 wrapper.body.block.add_op(variant.module)
-            artifact.write(path, wrapper, {
-                "target": self.target,
-                "pipeline": self.pipeline,
-                "replicas": self.replicas,
-                "batch": self.batch,
-                "inputs": self.input_names,
-                "outputs": self.output_names,
-                "buckets": {"symbols": self.symbols,
-                            "keys": [list(k) for k in self.variants],
-                            "pad_values": self.pad_values,
-                            "axes": {"inputs": self.axes.inputs,
-                                     "outputs": self.axes.outputs}},
-            })
+            artifact.write(
+                path,
+                wrapper,
+                {
+                    "target": self.target,
+                    "pipeline": self.pipeline,
+                    "replicas": self.replicas,
+                    "batch": self.batch,
+                    "inputs": self.input_names,
+                    "outputs": self.output_names,
+                    "buckets": {
+                        "symbols": self.symbols,
+                        "keys": [list(k) for k in self.variants],
+                        "pad_values": self.pad_values,
+                        "axes": {"inputs": self.axes.inputs, "outputs": self.axes.outputs},
+                    },
+                },
+            )
         finally:
             for variant in self.variants.values():
                 variant.module.detach()
                 variant.module.attributes.pop(BUCKET_ATTR, None)
 
     @classmethod
-    def from_artifact(cls, wrapper: ModuleOp, meta: Mapping[str, Any], where: str
-                      ) -> BucketedModel:
+    def from_artifact(cls, wrapper: ModuleOp, meta: Mapping[str, Any], where: str) -> BucketedModel:
         spec = meta["buckets"]
         modules = [op for op in wrapper.ops if isinstance(op, ModuleOp)]
         keys = [tuple(int(v) for v in k) for k in spec["keys"]]
         if len(modules) != len(keys):
-            raise artifact.ArtifactError(f"artifact holds {len(modules)} bucket programs but "
-                                         f"lists {len(keys)}", where=where)
+            raise artifact.ArtifactError(
+                f"artifact holds {len(modules)} bucket programs but lists {len(keys)}", where=where
+            )
         variants = {}
         for key, module in zip(keys, modules, strict=True):
             module.detach()
             module.attributes.pop(BUCKET_ATTR, None)
-            variants[key] = CompiledModel(module, meta["target"], meta.get("pipeline"),
-                                          int(meta.get("replicas", 1)))
-        axes = BucketAxes({k: dict(v) for k, v in spec["axes"]["inputs"].items()},
-                          {k: dict(v) for k, v in spec["axes"]["outputs"].items()})
+            variants[key] = CompiledModel(
+                module, meta["target"], meta.get("pipeline"), int(meta.get("replicas", 1))
+            )
+        axes = BucketAxes(
+            {k: dict(v) for k, v in spec["axes"]["inputs"].items()},
+            {k: dict(v) for k, v in spec["axes"]["outputs"].items()},
+        )
         return cls(variants, spec["symbols"], axes, spec.get("pad_values", {}))
 
 

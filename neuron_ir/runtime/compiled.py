@@ -26,8 +26,13 @@ from .timeline import CPU_FLOPS_PER_S, StageReport, Timeline, simulate, stage_re
 class CompiledModel:
     """A module that went through the pipeline, with its target, ready to run."""
 
-    def __init__(self, module: ModuleOp, target: str | TargetProfile = "inf1",
-                 pipeline: str | None = None, replicas: int = 1):
+    def __init__(
+        self,
+        module: ModuleOp,
+        target: str | TargetProfile = "inf1",
+        pipeline: str | None = None,
+        replicas: int = 1,
+    ):
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise CompileError(f"replicas must be a positive integer, not {replicas!r}")
         self.module = module
@@ -87,8 +92,9 @@ class CompiledModel:
         """Run on named inputs; with a compiled batch, any client batch, in chunks
         (:mod:`neuron_ir.runtime.batching`)."""
         if not isinstance(inputs, Mapping):
-            raise UsageError(f"run takes a mapping from input name to array, "
-                             f"not {type(inputs).__name__}")
+            raise UsageError(
+                f"run takes a mapping from input name to array, not {type(inputs).__name__}"
+            )
         spec = self.batching
         if spec is None:
             return self.interpreter.run(inputs)
@@ -101,8 +107,7 @@ class CompiledModel:
         default = rate == CPU_FLOPS_PER_S and requests == 1
         if default and self._timeline is not None:
             return self._timeline
-        result = simulate(self.module, self.profile, cpu_flops_per_s=rate,
-                          requests=requests)
+        result = simulate(self.module, self.profile, cpu_flops_per_s=rate, requests=requests)
         if default:
             self._timeline = result
         return result
@@ -130,12 +135,15 @@ class CompiledModel:
         """Every NeuronCore program priced by the cost model at ``batch`` (default: as
         compiled) without recompiling, with placement as compiled (it does not depend
         on the batch)."""
-        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int)
-                                  or batch < 1):
+        if batch is not None and (
+            isinstance(batch, bool) or not isinstance(batch, int) or batch < 1
+        ):
             raise CompileError(f"batch must be a positive integer, not {batch!r}")
-        return [price_program(stage_costs(op, self.profile), self.profile,
-                              op.batch.value.data, batch)
-                for op in self.module.walk() if isinstance(op, ProgramOp)]
+        return [
+            price_program(stage_costs(op, self.profile), self.profile, op.batch.value.data, batch)
+            for op in self.module.walk()
+            if isinstance(op, ProgramOp)
+        ]
 
     def stage_report(self) -> StageReport:
         """Per stage: ops, FLOPs, weight MB, SBUF use, time; bottleneck and ideal."""
@@ -143,25 +151,28 @@ class CompiledModel:
 
     def save(self, path: str | os.PathLike) -> None:
         """One file: IR text plus weights in binary (:mod:`neuron_ir.runtime.artifact`)."""
-        artifact.write(path, self.module, {
-            "target": self.target,
-            "pipeline": self.pipeline,
-            "replicas": self.replicas,
-            "batch": self.batch,
-            "inputs": self.input_names,
-            "outputs": self.output_names,
-        })
+        artifact.write(
+            path,
+            self.module,
+            {
+                "target": self.target,
+                "pipeline": self.pipeline,
+                "replicas": self.replicas,
+                "batch": self.batch,
+                "inputs": self.input_names,
+                "outputs": self.output_names,
+            },
+        )
 
     @classmethod
-    def from_artifact(cls, module: ModuleOp, meta: Mapping[str, Any],
-                      where: str) -> CompiledModel:
+    def from_artifact(cls, module: ModuleOp, meta: Mapping[str, Any], where: str) -> CompiledModel:
         """The model :func:`artifact.read` gave back (see ``neuron_ir.load``)."""
         try:
-            return cls(module, meta["target"], meta.get("pipeline"),
-                       int(meta.get("replicas", 1)))
+            return cls(module, meta["target"], meta.get("pipeline"), int(meta.get("replicas", 1)))
         except (KeyError, TypeError, ValueError):
-            raise artifact.ArtifactError("artifact metadata is corrupt (no target)",
-                                         where=where) from None
+            raise artifact.ArtifactError(
+                "artifact metadata is corrupt (no target)", where=where
+            ) from None
         except NeuronIRError as exc:
             raise artifact.ArtifactError(exc.message, where=where) from None
 
@@ -174,6 +185,8 @@ def main_io_names(module: ModuleOp) -> tuple[list[str], list[str]]:
     for op in module.ops:
         if isinstance(op, FuncOp) and op.sym_name.data == "main":
             ftype = op.function_type
-            return (io_names(op, op.arg_attrs, len(ftype.inputs.data), "arg"),
-                    io_names(op, op.res_attrs, len(ftype.outputs.data), "result"))
+            return (
+                io_names(op, op.arg_attrs, len(ftype.inputs.data), "arg"),
+                io_names(op, op.res_attrs, len(ftype.outputs.data), "result"),
+            )
     return [], []

@@ -41,16 +41,45 @@ from ..target.cost import OpWork, op_time, price_program, weights_fit
 CPU_FLOPS_PER_S = 50e9  # assumption: one host core running the reference kernels
 TRACKS = ("tensor", "vector", "scalar", "gpsimd", "dma", "cpu")
 
-_TENSOR = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum", "MatMulInteger",
-           "ConvInteger", "QLinearMatMul", "QLinearConv"}
-_SCALAR = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid",
-           "HardSwish", "Tanh", "Erf", "Gelu", "Exp", "Log", "Softplus", "Softsign",
-           "Sqrt", "Reciprocal", "Sin", "Cos", "Mish", "ThresholdedRelu"}
+_TENSOR = {
+    "MatMul",
+    "Gemm",
+    "Conv",
+    "ConvTranspose",
+    "Einsum",
+    "MatMulInteger",
+    "ConvInteger",
+    "QLinearMatMul",
+    "QLinearConv",
+}
+_SCALAR = {
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Erf",
+    "Gelu",
+    "Exp",
+    "Log",
+    "Softplus",
+    "Softsign",
+    "Sqrt",
+    "Reciprocal",
+    "Sin",
+    "Cos",
+    "Mish",
+    "ThresholdedRelu",
+}
 _GPSIMD = {"Gather", "GatherElements", "GatherND"}
 # Pure metadata changes: no data moves on the NeuronCore, so no time and no event.
 _FREE = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Constant"}
-_DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8",
-          "uint8": "int8"}
+_DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8", "uint8": "int8"}
 
 
 @dataclass(frozen=True)
@@ -194,8 +223,11 @@ class _Simulator:
     def _emit(self, op: Operation, track: str, duration: float) -> None:
         start = max(self._ready(op.operands), self.free[track])
         self.free[track] = start + duration
-        self.events.append(Event(op_type(op), track, start, duration, _label(op, self.request),
-                                 request=self.request))
+        self.events.append(
+            Event(
+                op_type(op), track, start, duration, _label(op, self.request), request=self.request
+            )
+        )
         if track == "cpu" and self.request == 0:
             self.cpu_busy += duration
         for r in op.results:
@@ -220,9 +252,17 @@ class _Simulator:
                 est = inner.properties.get("est_time")
                 seconds = float(est.value.data) if est is not None else 0.0  # type: ignore
                 engine = getattr(inner, "ENGINE", "vector")
-                self.events.append(Event(op_type(inner), engine, t, seconds,
-                                         {**_label(inner, self.request), "stage": k}, core,
-                                         self.request))
+                self.events.append(
+                    Event(
+                        op_type(inner),
+                        engine,
+                        t,
+                        seconds,
+                        {**_label(inner, self.request), "stage": k},
+                        core,
+                        self.request,
+                    )
+                )
                 t += seconds
             self.core_free[core] = end = t
             if self.request == 0:
@@ -272,9 +312,11 @@ class _Simulator:
         self._emit(op, engine, self._device_time(op, engine))
 
     def call(self, op: Operation) -> None:
-        callee = self.funcs.get(op.properties["callee"].root_reference.data
-                                if "callee" in op.properties
-                                else op.attributes["callee"].root_reference.data)
+        callee = self.funcs.get(
+            op.properties["callee"].root_reference.data
+            if "callee" in op.properties
+            else op.attributes["callee"].root_reference.data
+        )
         if callee is None or not callee.body.blocks:
             self._emit(op, "cpu", 0.0)
             return
@@ -289,8 +331,12 @@ class _Simulator:
                 self.ready[res] = self.ready.get(value, 0.0)
 
 
-def simulate(module: ModuleOp, target: str | TargetProfile = "inf1",
-             cpu_flops_per_s: float = CPU_FLOPS_PER_S, requests: int = 1) -> Timeline:
+def simulate(
+    module: ModuleOp,
+    target: str | TargetProfile = "inf1",
+    cpu_flops_per_s: float = CPU_FLOPS_PER_S,
+    requests: int = 1,
+) -> Timeline:
     """The simulated timeline of ``requests`` runs of ``@main`` queued at time 0."""
     if requests < 1:
         raise ValueError(f"requests must be >= 1, not {requests}")
@@ -306,8 +352,9 @@ def simulate(module: ModuleOp, target: str | TargetProfile = "inf1",
             sim.request = i
             sim.ready = {}
             sim.block(block.ops, on_device=False)
-            done = max([sim._ready(outs)] + [e.start + e.duration for e in sim.events
-                                             if e.request == i])
+            done = max(
+                [sim._ready(outs)] + [e.start + e.duration for e in sim.events if e.request == i]
+            )
             if i == 0:
                 latency = done
             makespan = max(makespan, done)
@@ -328,18 +375,38 @@ def to_chrome_trace(events: list[Event]) -> dict:
     tids = {t: i for i, t in enumerate(TRACKS)}
     cores = sorted({e.core for e in events if e.track != "cpu"}) or [0]
     host = max(cores) + 1
-    meta: list[dict] = [{"name": "process_name", "ph": "M", "pid": c,
-                         "args": {"name": f"NeuronCore {c}"}} for c in cores]
+    meta: list[dict] = [
+        {"name": "process_name", "ph": "M", "pid": c, "args": {"name": f"NeuronCore {c}"}}
+        for c in cores
+    ]
     meta.append({"name": "process_name", "ph": "M", "pid": host, "args": {"name": "Host CPU"}})
     threads = sorted({(host if e.track == "cpu" else e.core, e.track) for e in events})
     for pid, t in threads:
-        meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tids[t],
-                     "args": {"name": t}})
-        meta.append({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": tids[t],
-                     "args": {"sort_index": tids[t]}})
-    trace = [{"name": e.name, "ph": "X", "ts": e.start * 1e6, "dur": e.duration * 1e6,
-              "pid": host if e.track == "cpu" else e.core, "tid": tids[e.track],
-              "cat": e.track, "args": {**e.args, "request": e.request}} for e in events]
+        meta.append(
+            {"name": "thread_name", "ph": "M", "pid": pid, "tid": tids[t], "args": {"name": t}}
+        )
+        meta.append(
+            {
+                "name": "thread_sort_index",
+                "ph": "M",
+                "pid": pid,
+                "tid": tids[t],
+                "args": {"sort_index": tids[t]},
+            }
+        )
+    trace = [
+        {
+            "name": e.name,
+            "ph": "X",
+            "ts": e.start * 1e6,
+            "dur": e.duration * 1e6,
+            "pid": host if e.track == "cpu" else e.core,
+            "tid": tids[e.track],
+            "cat": e.track,
+            "args": {**e.args, "request": e.request},
+        }
+        for e in events
+    ]
     return {"traceEvents": meta + trace, "displayTimeUnit": "ns"}
 
 
@@ -363,8 +430,9 @@ class StageRow:
     @property
     def sbuf_use(self) -> float:
         """Share of the core's SBUF held by cached weights and the working set."""
-        return min(self.sbuf_weight_bytes + self.activation_bytes, self.sbuf_bytes) \
-            / self.sbuf_bytes
+        return (
+            min(self.sbuf_weight_bytes + self.activation_bytes, self.sbuf_bytes) / self.sbuf_bytes
+        )
 
 
 @dataclass
@@ -400,10 +468,12 @@ class StageReport:
 
     def text(self) -> str:
         mb = 1e6
-        lines = [f"pipeline report ({self.target}, batch {self.batch}, {self.cores} core(s)"
-                 f" x {self.replicas} replica(s)):",
-                 "  stage core   ops  xfer      GFLOP  weights MB  tables MB  "
-                 "SBUF MB (use)  spill MB   time us"]
+        lines = [
+            f"pipeline report ({self.target}, batch {self.batch}, {self.cores} core(s)"
+            f" x {self.replicas} replica(s)):",
+            "  stage core   ops  xfer      GFLOP  weights MB  tables MB  "
+            "SBUF MB (use)  spill MB   time us",
+        ]
         slow = self.bottleneck
         for r in self.rows:
             mark = "  <- bottleneck" if r.time == slow and self.cores > 1 else ""
@@ -413,14 +483,18 @@ class StageReport:
                 f"{r.table_bytes / mb:10.2f} "
                 f"{(r.sbuf_weight_bytes + r.activation_bytes) / mb:8.2f} "
                 f"({100 * r.sbuf_use:3.0f}%) {r.spill_bytes / mb:9.2f} "
-                f"{r.time * 1e6:9.1f}{mark}")
-        lines.append(f"  bottleneck {slow * 1e6:.1f} us, ideal (total/{self.cores}) "
-                     f"{self.ideal * 1e6:.1f} us, ratio {self.ratio:.3f}; total {self.total * 1e6:.1f} us")
+                f"{r.time * 1e6:9.1f}{mark}"
+            )
+        lines.append(
+            f"  bottleneck {slow * 1e6:.1f} us, ideal (total/{self.cores}) "
+            f"{self.ideal * 1e6:.1f} us, ratio {self.ratio:.3f}; total {self.total * 1e6:.1f} us"
+        )
         return "\n".join(lines) + "\n"
 
 
-def stage_report(module: ModuleOp, target: str | TargetProfile = "inf1",
-                 replicas: int = 1) -> StageReport:
+def stage_report(
+    module: ModuleOp, target: str | TargetProfile = "inf1", replicas: int = 1
+) -> StageReport:
     """Every stage of every ``nc.program`` of ``module``, priced by the cost model
     (times are the ops' ``est_time``, as ``nc-estimate`` set them)."""
     from ..target.cost import stage_costs
@@ -437,19 +511,29 @@ def stage_report(module: ModuleOp, target: str | TargetProfile = "inf1",
             batch = program.batch.value.data
             costs = stage_costs(program, profile)
             price = price_program(costs, profile, batch)
-            for k, (region, cost, p) in enumerate(zip(program.stages, costs, price.stages,
-                                                      strict=True)):
+            for k, (region, cost, p) in enumerate(
+                zip(program.stages, costs, price.stages, strict=True)
+            ):
                 ops = [o for o in region.block.ops if not is_structural(o)]
                 moves = [o for o in ops if o.name in ("nc.send", "nc.recv")]
                 est = [o.properties.get("est_time") for o in ops]
                 moved = [o.properties.get("est_time") for o in moves]
-                rows.append(StageRow(
-                    func.sym_name.data, k, len(rows), len(ops) - len(moves), len(moves),
-                    sum(op_flops(o) for o in ops),
-                    sum(w.nbytes for w in cost.weights if not w.gather_only),
-                    sum(w.nbytes for w in cost.weights if w.gather_only),
-                    p.sbuf_weight_bytes, p.activation_bytes, profile.sbuf_bytes,
-                    p.spill_bytes,
-                    sum(float(e.value.data) for e in est if e is not None),  # type: ignore
-                    sum(float(e.value.data) for e in moved if e is not None)))  # type: ignore
+                rows.append(
+                    StageRow(
+                        func.sym_name.data,
+                        k,
+                        len(rows),
+                        len(ops) - len(moves),
+                        len(moves),
+                        sum(op_flops(o) for o in ops),
+                        sum(w.nbytes for w in cost.weights if not w.gather_only),
+                        sum(w.nbytes for w in cost.weights if w.gather_only),
+                        p.sbuf_weight_bytes,
+                        p.activation_bytes,
+                        profile.sbuf_bytes,
+                        p.spill_bytes,
+                        sum(float(e.value.data) for e in est if e is not None),  # type: ignore
+                        sum(float(e.value.data) for e in moved if e is not None),
+                    )
+                )  # type: ignore
     return StageReport(profile.name, batch, replicas, rows)

@@ -89,8 +89,9 @@ class OpWork:
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; dtypes: {', '.join(DTYPES)}")
         if self.weight_location not in WEIGHT_LOCATIONS:
-            raise ValueError(f"weight_location must be 'sbuf' or 'hbm', not "
-                             f"{self.weight_location!r}")
+            raise ValueError(
+                f"weight_location must be 'sbuf' or 'hbm', not {self.weight_location!r}"
+            )
         for name in ("flops", "elements", "bytes_in", "bytes_out", "weight_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)}")
@@ -125,8 +126,7 @@ def memory_time(work: OpWork, profile: TargetProfile) -> float:
     """Seconds of device-memory traffic the op causes (weights in HBM, spills, DMA)."""
     if work.engine == "dma":
         # A DMA op is pure data movement on the core's share of the chip's DMA engines.
-        return max(work.bytes_in, work.bytes_out) / (profile.dma_bandwidth
-                                                      / profile.cores_per_chip)
+        return max(work.bytes_in, work.bytes_out) / (profile.dma_bandwidth / profile.cores_per_chip)
     hbm_bytes = work.weight_bytes if work.weight_location == "hbm" else 0.0
     if work.spills:
         hbm_bytes += work.bytes_in + work.bytes_out
@@ -141,8 +141,9 @@ def op_time(work: OpWork, profile: TargetProfile) -> float:
     non-decreasing in flops, elements, weight bytes and (when they move) activation
     bytes.
     """
-    return max(compute_time(work, profile), memory_time(work, profile)) \
-        + profile.dispatch_overhead_s
+    return (
+        max(compute_time(work, profile), memory_time(work, profile)) + profile.dispatch_overhead_s
+    )
 
 
 def transfer_time(nbytes: float, profile: TargetProfile, kind: str = "dma") -> float:
@@ -193,8 +194,13 @@ _FREE_OPS = frozenset({"nc.reshape"})
 _TRANSFER_OPS = frozenset({"nc.send", "nc.recv"})
 
 
-def stored_weight_bytes(nelements: int, itemsize: int, tensor_engine: bool,
-                        profile: TargetProfile, autocast: bool = True) -> int:
+def stored_weight_bytes(
+    nelements: int,
+    itemsize: int,
+    tensor_engine: bool,
+    profile: TargetProfile,
+    autocast: bool = True,
+) -> int:
     """Bytes a weight takes on the device.
 
     Assumption: Neuron's compilers cast matmul operands to bf16 by default
@@ -262,8 +268,13 @@ class StagePrice:
     transfer_bytes: float
 
 
-def op_seconds(op: OpCost, weights: tuple[WeightCost, ...], profile: TargetProfile,
-               scale: float = 1.0, spill_fraction: float = 0.0) -> float:
+def op_seconds(
+    op: OpCost,
+    weights: tuple[WeightCost, ...],
+    profile: TargetProfile,
+    scale: float = 1.0,
+    spill_fraction: float = 0.0,
+) -> float:
     """Seconds ``op`` takes with the stage's weights where ``weights`` says.
 
     ``scale`` is priced batch / compiled batch: activation work scales with it, a
@@ -277,10 +288,16 @@ def op_seconds(op: OpCost, weights: tuple[WeightCost, ...], profile: TargetProfi
         return transfer_time(op.transfer * scale, profile, "link" if op.link else "dma")
     hbm = sum(weights[w].nbytes for w in op.weights if weights[w].memory == "hbm")
     gathered = sum(min(nbytes * scale, weights[k].nbytes) for k, nbytes in op.gathered)
-    work = OpWork(engine=op.engine, flops=op.flops * scale, elements=op.elements * scale,
-                  bytes_in=op.act_in * scale, bytes_out=op.act_out * scale,
-                  weight_bytes=float(hbm + gathered),
-                  weight_location="hbm" if hbm + gathered else "sbuf", dtype=op.dtype)
+    work = OpWork(
+        engine=op.engine,
+        flops=op.flops * scale,
+        elements=op.elements * scale,
+        bytes_in=op.act_in * scale,
+        bytes_out=op.act_out * scale,
+        weight_bytes=float(hbm + gathered),
+        weight_location="hbm" if hbm + gathered else "sbuf",
+        dtype=op.dtype,
+    )
     spilled = spill_fraction * (op.act_in + op.act_out) * scale
     return op_time(work, profile) + spilled / core_dram_bandwidth(profile)
 
@@ -311,18 +328,26 @@ def price_stage(stage: StageCost, profile: TargetProfile, scale: float = 1.0) ->
     """Price one stage at ``scale`` x its compiled batch (see the module docstring)."""
     frac = spill_fraction(stage, profile, scale)
     times = tuple(op_seconds(op, stage.weights, profile, scale, frac) for op in stage.ops)
-    hbm = sum(stage.weights[w].nbytes for op in stage.ops for w in op.weights
-              if stage.weights[w].memory == "hbm")
+    hbm = sum(
+        stage.weights[w].nbytes
+        for op in stage.ops
+        for w in op.weights
+        if stage.weights[w].memory == "hbm"
+    )
     acts = sum(op.act_in + op.act_out for op in stage.ops if op.name not in _TRANSFER_OPS)
     return StagePrice(
-        time=float(sum(times)), op_times=times,
+        time=float(sum(times)),
+        op_times=times,
         sbuf_weight_bytes=sum(w.nbytes for w in stage.weights if w.memory == "sbuf"),
         hbm_weight_bytes=hbm,
-        gather_bytes=sum(min(n * scale, stage.weights[k].nbytes)
-                         for op in stage.ops for k, n in op.gathered),
-        activation_bytes=stage.peak_activation * scale, spill_fraction=frac,
+        gather_bytes=sum(
+            min(n * scale, stage.weights[k].nbytes) for op in stage.ops for k, n in op.gathered
+        ),
+        activation_bytes=stage.peak_activation * scale,
+        spill_fraction=frac,
         spill_bytes=frac * acts * scale,
-        transfer_bytes=sum(op.transfer for op in stage.ops) * scale)
+        transfer_bytes=sum(op.transfer for op in stage.ops) * scale,
+    )
 
 
 @dataclass(frozen=True)
@@ -352,8 +377,12 @@ class ProgramPrice:
         return self.latency / len(self.stages)
 
 
-def price_program(stages: list[StageCost] | tuple[StageCost, ...], profile: TargetProfile,
-                  compiled_batch: int, batch: int | None = None) -> ProgramPrice:
+def price_program(
+    stages: list[StageCost] | tuple[StageCost, ...],
+    profile: TargetProfile,
+    compiled_batch: int,
+    batch: int | None = None,
+) -> ProgramPrice:
     """Price a program's stages (from :func:`stage_costs`) at ``batch`` without
     recompiling: activation work scales by ``batch / compiled_batch``."""
     batch = compiled_batch if batch is None else batch
@@ -403,23 +432,27 @@ def weight_cost(op: Any, profile: TargetProfile, autocast: bool = True) -> Weigh
     gather_only = bool(uses) and all(o.name == "nc.gather" and i == 0 for o, i in uses)
     tensor = bool(uses) and all(getattr(o, "ENGINE", "") == "tensor" for o, _ in uses)
     dtype = dtype_of(result.type.element_type)
-    nbytes = stored_weight_bytes(int(_elements(result)), dtype.itemsize, tensor, profile,
-                                 autocast)
+    nbytes = stored_weight_bytes(int(_elements(result)), dtype.itemsize, tensor, profile, autocast)
     name = op.attributes.get("onnx.name")
-    return WeightCost(nbytes, op.memory.data, gather_only,
-                      getattr(name, "data", "") if name is not None else "")
+    return WeightCost(
+        nbytes, op.memory.data, gather_only, getattr(name, "data", "") if name is not None else ""
+    )
 
 
-def block_cost(block: Any, profile: TargetProfile, autocast: bool = True,
-               stage: int | None = None) -> StageCost:
+def block_cost(
+    block: Any, profile: TargetProfile, autocast: bool = True, stage: int | None = None
+) -> StageCost:
     """The :class:`StageCost` of one stage block (ops in block order)."""
     from ..analysis.flops import op_flops
     from ..ir.util import dtype_of
 
     if stage is None:
         parent = block.parent
-        stage = parent.parent_op().regions.index(parent) if parent is not None \
-            and parent.parent_op() is not None else 0
+        stage = (
+            parent.parent_op().regions.index(parent)
+            if parent is not None and parent.parent_op() is not None
+            else 0
+        )
     index: dict[Any, int] = {}
     weights: list[WeightCost] = []
     ops: list[OpCost] = []
@@ -430,10 +463,16 @@ def block_cost(block: Any, profile: TargetProfile, autocast: bool = True,
             weights.append(weight_cost(op, profile, autocast))
             continue
         acts = [v for v in op.operands if v not in index]
-        whole = tuple(dict.fromkeys(index[v] for v in op.operands
-                                    if v in index and not weights[index[v]].gather_only))
-        gathered = tuple((index[v], _nbytes(op.results[0])) for v in op.operands
-                         if v in index and weights[index[v]].gather_only)
+        whole = tuple(
+            dict.fromkeys(
+                index[v] for v in op.operands if v in index and not weights[index[v]].gather_only
+            )
+        )
+        gathered = tuple(
+            (index[v], _nbytes(op.results[0]))
+            for v in op.operands
+            if v in index and weights[index[v]].gather_only
+        )
         out = op.results[0] if op.results else None
         dtype = dtype_of(out.type.element_type) if out is not None else None
         engine = getattr(op, "ENGINE", "vector")
@@ -442,14 +481,21 @@ def block_cost(block: Any, profile: TargetProfile, autocast: bool = True,
             transfer = _nbytes(op.operands[0] if op.name == "nc.send" else out)
             other = int((op.to_stage if op.name == "nc.send" else op.from_stage).value.data)
             link = other // profile.cores_per_chip != stage // profile.cores_per_chip
-        ops.append(OpCost(
-            name=op.name, engine=engine,
-            dtype=_COST_DTYPE.get(dtype.name, "fp32") if dtype is not None else "fp32",
-            flops=float(op_flops(op)) if engine == "tensor" else 0.0,
-            elements=0.0 if op.name in _FREE_OPS or out is None else _elements(out),
-            act_in=sum(_nbytes(v) for v in acts),
-            act_out=sum(_nbytes(r) for r in op.results),
-            weights=whole, gathered=gathered, transfer=transfer, link=link))
+        ops.append(
+            OpCost(
+                name=op.name,
+                engine=engine,
+                dtype=_COST_DTYPE.get(dtype.name, "fp32") if dtype is not None else "fp32",
+                flops=float(op_flops(op)) if engine == "tensor" else 0.0,
+                elements=0.0 if op.name in _FREE_OPS or out is None else _elements(out),
+                act_in=sum(_nbytes(v) for v in acts),
+                act_out=sum(_nbytes(r) for r in op.results),
+                weights=whole,
+                gathered=gathered,
+                transfer=transfer,
+                link=link,
+            )
+        )
     return StageCost(tuple(ops), tuple(weights), peak_live_bytes(body, set(index)))
 
 

@@ -76,18 +76,24 @@ _DTYPES = {
 # Why a dtype is refused (by numpy dtype name); anything else: "not supported".
 _DTYPE_WHY = {
     "float64": "the NeuronCore computes in 32-bit or narrower types",
-    "complex64": "no complex arithmetic", "complex128": "no complex arithmetic",
+    "complex64": "no complex arithmetic",
+    "complex128": "no complex arithmetic",
     "object": "string tensors stay on the CPU",
-    "uint16": "only 8-bit unsigned integers", "uint32": "only 8-bit unsigned integers",
+    "uint16": "only 8-bit unsigned integers",
+    "uint32": "only 8-bit unsigned integers",
     "uint64": "only 8-bit unsigned integers",
     "float8_e4m3fn": "NeuronCore-v2 has no e4m3fn float8 (inf1: no float8 at all)",
     "float8_e5m2": "NeuronCore-v1 has no float8",
     "float8_e4m3fnuz": "FNUZ float8 variants are not supported",
     "float8_e5m2fnuz": "FNUZ float8 variants are not supported",
     "float8_e8m0fnu": "no microscaling types",
-    "int4": "no sub-byte types", "uint4": "no sub-byte types", "int2": "no sub-byte types",
-    "uint2": "no sub-byte types", "float4_e2m1fn": "no sub-byte types",
-    "float6_e2m3fn": "no sub-byte types", "float6_e3m2fn": "no sub-byte types",
+    "int4": "no sub-byte types",
+    "uint4": "no sub-byte types",
+    "int2": "no sub-byte types",
+    "uint2": "no sub-byte types",
+    "float4_e2m1fn": "no sub-byte types",
+    "float6_e2m3fn": "no sub-byte types",
+    "float6_e3m2fn": "no sub-byte types",
 }
 
 # ---------------------------------------------------------------------------
@@ -116,8 +122,11 @@ class Node:
         return info_of_type(self.inputs[k].type).dtype
 
     def is_const(self, k: int) -> bool:
-        return (k < len(self.inputs) and self.inputs[k] is not None
-                and isinstance(self.inputs[k].owner, ConstantOp))
+        return (
+            k < len(self.inputs)
+            and self.inputs[k] is not None
+            and isinstance(self.inputs[k].owner, ConstantOp)
+        )
 
     def const(self, k: int) -> np.ndarray | None:
         """Input ``k``'s value if it is a (non-elided) constant."""
@@ -167,10 +176,21 @@ def _avg_pool(node: Node) -> str | None:
 
 
 _RESIZE_COORD = {
-    "inf1": {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
-             "tf_half_pixel_for_nn"},
-    "inf2": {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
-             "tf_half_pixel_for_nn", "half_pixel_symmetric"},
+    "inf1": {
+        "half_pixel",
+        "pytorch_half_pixel",
+        "align_corners",
+        "asymmetric",
+        "tf_half_pixel_for_nn",
+    },
+    "inf2": {
+        "half_pixel",
+        "pytorch_half_pixel",
+        "align_corners",
+        "asymmetric",
+        "tf_half_pixel_for_nn",
+        "half_pixel_symmetric",
+    },
 }
 _RESIZE_MODES = {"inf1": ("nearest", "linear"), "inf2": ("nearest", "linear", "cubic")}
 
@@ -335,15 +355,26 @@ class Entry:
         return self.inf1 if target == "inf1" else self.inf2
 
 
-def _both(note: str = "", src: str = "onnx", check: Checker | None = None,
-          const: tuple[int, ...] = (), floats_only: bool = False, lowers: bool = True,
-          outputs: int | None = 1, lower_check: Checker | None = None) -> Entry:
-    return Entry(True, True, note, src, check, const, floats_only, lowers, outputs,
-                 lower_check)
+def _both(
+    note: str = "",
+    src: str = "onnx",
+    check: Checker | None = None,
+    const: tuple[int, ...] = (),
+    floats_only: bool = False,
+    lowers: bool = True,
+    outputs: int | None = 1,
+    lower_check: Checker | None = None,
+) -> Entry:
+    return Entry(True, True, note, src, check, const, floats_only, lowers, outputs, lower_check)
 
 
-def _inf2(note: str, src: str = "assumed", check: Checker | None = None,
-          const: tuple[int, ...] = (), lowers: bool = True) -> Entry:
+def _inf2(
+    note: str,
+    src: str = "assumed",
+    check: Checker | None = None,
+    const: tuple[int, ...] = (),
+    lowers: bool = True,
+) -> Entry:
     return Entry(False, True, note, src, check, const, lowers=lowers)
 
 
@@ -358,90 +389,155 @@ _AXES = "axes must be a compile-time constant"
 
 TABLE: dict[str, Entry] = {
     # -- elementwise arithmetic and math
-    "Add": _both(), "Sub": _both(), "Mul": _both(), "Div": _both(),
-    "Abs": _both(), "Neg": _both(), "Ceil": _both(), "Floor": _both(),
-    "Exp": _both(), "Log": _both(), "Sqrt": _both(), "Reciprocal": _both(),
+    "Add": _both(),
+    "Sub": _both(),
+    "Mul": _both(),
+    "Div": _both(),
+    "Abs": _both(),
+    "Neg": _both(),
+    "Ceil": _both(),
+    "Floor": _both(),
+    "Exp": _both(),
+    "Log": _both(),
+    "Sqrt": _both(),
+    "Reciprocal": _both(),
     "Pow": _both("inf1: compile-time exponent", check=_pow),
-    "Max": _both(), "Min": _both(), "Mean": _both(), "Sum": _both(),
-    "Sin": _both(src="torch"), "Cos": _both(src="torch"),
-    "Erf": _both(src="torch"), "Sign": _both(src="tf"), "Round": _both(src="tf"),
+    "Max": _both(),
+    "Min": _both(),
+    "Mean": _both(),
+    "Sum": _both(),
+    "Sin": _both(src="torch"),
+    "Cos": _both(src="torch"),
+    "Erf": _both(src="torch"),
+    "Sign": _both(src="tf"),
+    "Round": _both(src="tf"),
     "Mod": _both("inf1: fmod=0 (remainder) only", src="torch", check=_mod),
     "IsNaN": _both(src="tf"),
     "Clip": _both(),
     # -- activations
-    "Relu": _both(), "LeakyRelu": _both(), "PRelu": _both(), "Elu": _both(),
-    "Selu": _both(), "Sigmoid": _both(), "HardSigmoid": _both(), "Tanh": _both(),
-    "Softplus": _both(), "Softsign": _both(), "ThresholdedRelu": _both(),
-    "Gelu": _both(src="torch"), "HardSwish": _both(src="torch"),
-    "Swish": _both(src="torch"), "Mish": _both(src="assumed"),
+    "Relu": _both(),
+    "LeakyRelu": _both(),
+    "PRelu": _both(),
+    "Elu": _both(),
+    "Selu": _both(),
+    "Sigmoid": _both(),
+    "HardSigmoid": _both(),
+    "Tanh": _both(),
+    "Softplus": _both(),
+    "Softsign": _both(),
+    "ThresholdedRelu": _both(),
+    "Gelu": _both(src="torch"),
+    "HardSwish": _both(src="torch"),
+    "Swish": _both(src="torch"),
+    "Mish": _both(src="assumed"),
     "Celu": _both(src="assumed"),
-    "Softmax": _both(), "LogSoftmax": _both(),
+    "Softmax": _both(),
+    "LogSoftmax": _both(),
     # -- comparisons and logic
-    "Equal": _both(src="tf"), "Less": _both(src="tf"), "Greater": _both(src="tf"),
-    "LessOrEqual": _both(src="tf"), "GreaterOrEqual": _both(src="tf"),
-    "Not": _both(src="tf"), "And": _both(src="tf"), "Or": _both(src="tf"),
+    "Equal": _both(src="tf"),
+    "Less": _both(src="tf"),
+    "Greater": _both(src="tf"),
+    "LessOrEqual": _both(src="tf"),
+    "GreaterOrEqual": _both(src="tf"),
+    "Not": _both(src="tf"),
+    "And": _both(src="tf"),
+    "Or": _both(src="tf"),
     "Xor": _both(src="torch"),
     "Where": _both("the three-input select; nonzero-style use is NonZero", src="torch"),
     # -- matmul and convolution (TensorEngine)
-    "MatMul": _both(floats_only=True), "Gemm": _both(floats_only=True),
-    "Einsum": _both("at most 2 operands, no diagonal/trace (assumed)", src="torch",
-                    check=_einsum, floats_only=True, lowers=False),
-    "Conv": _both("1-D/2-D on inf1, up to 3-D on inf2 (assumed); groups, dilations ok",
-                  check=_conv, floats_only=True),
-    "ConvTranspose": _both("1-D/2-D on inf1, up to 3-D on inf2 (assumed)", check=_conv,
-                           floats_only=True),
+    "MatMul": _both(floats_only=True),
+    "Gemm": _both(floats_only=True),
+    "Einsum": _both(
+        "at most 2 operands, no diagonal/trace (assumed)",
+        src="torch",
+        check=_einsum,
+        floats_only=True,
+        lowers=False,
+    ),
+    "Conv": _both(
+        "1-D/2-D on inf1, up to 3-D on inf2 (assumed); groups, dilations ok",
+        check=_conv,
+        floats_only=True,
+    ),
+    "ConvTranspose": _both(
+        "1-D/2-D on inf1, up to 3-D on inf2 (assumed)", check=_conv, floats_only=True
+    ),
     # -- pooling and normalization
     "MaxPool": _both("1-D to 3-D", check=_max_pool),
     "AveragePool": _both("1-D/2-D on inf1, up to 3-D on inf2", check=_avg_pool),
-    "GlobalAveragePool": _both(), "GlobalMaxPool": _both(),
-    "BatchNormalization": _both("inference mode only; statistics constant",
-                                 check=_batch_norm, const=(1, 2, 3, 4)),
+    "GlobalAveragePool": _both(),
+    "GlobalMaxPool": _both(),
+    "BatchNormalization": _both(
+        "inference mode only; statistics constant", check=_batch_norm, const=(1, 2, 3, 4)
+    ),
     "LayerNormalization": _both(src="torch", outputs=3, lower_check=_stash_f32),
     "InstanceNormalization": _both(src="torch"),
     "GroupNormalization": _both(src="torch", lower_check=_stash_f32),
-    "RMSNormalization": _both("decomposes like LayerNormalization", src="assumed",
-                              lower_check=_stash_f32),
+    "RMSNormalization": _both(
+        "decomposes like LayerNormalization", src="assumed", lower_check=_stash_f32
+    ),
     "LpNormalization": _both("p in {1, 2} (the schema's range)", src="torch"),
     "LRN": _both(lowers=False),
     "Dropout": _both("inference only (identity)", check=_dropout, outputs=2),
     # -- reductions
-    "ReduceSum": _both(_AXES, const=(1,)), "ReduceMean": _both(_AXES, const=(1,)),
-    "ReduceMax": _both(_AXES, const=(1,)), "ReduceMin": _both(_AXES, const=(1,)),
+    "ReduceSum": _both(_AXES, const=(1,)),
+    "ReduceMean": _both(_AXES, const=(1,)),
+    "ReduceMax": _both(_AXES, const=(1,)),
+    "ReduceMin": _both(_AXES, const=(1,)),
     "ReduceProd": _both(_AXES, src="tf", const=(1,)),
     "ReduceL1": _both(_AXES, src="torch", const=(1,)),
     "ReduceL2": _both(_AXES, src="torch", const=(1,)),
     "ReduceSumSquare": _both(_AXES, src="assumed", const=(1,)),
     "ReduceLogSumExp": _both(_AXES, src="assumed", const=(1,)),
-    "ArgMax": _both("inf1: select_last_index=0 (assumed)", check=_arg_extreme,
-                    lower_check=_first_index),
-    "ArgMin": _both("inf1: select_last_index=0 (assumed)", check=_arg_extreme,
-                    lower_check=_first_index),
+    "ArgMax": _both(
+        "inf1: select_last_index=0 (assumed)", check=_arg_extreme, lower_check=_first_index
+    ),
+    "ArgMin": _both(
+        "inf1: select_last_index=0 (assumed)", check=_arg_extreme, lower_check=_first_index
+    ),
     "TopK": _both("K a compile-time constant", src="torch", const=(1,), lowers=False),
     "CumSum": _both("axis a compile-time constant", src="assumed", const=(1,)),
     # -- shape and data movement
-    "Identity": _both(), "Flatten": _both(), "Transpose": _both(),
+    "Identity": _both(),
+    "Flatten": _both(),
+    "Transpose": _both(),
     "Reshape": _both("static target shape", const=(1,)),
-    "Squeeze": _both(_AXES, const=(1,)), "Unsqueeze": _both(_AXES, const=(1,)),
+    "Squeeze": _both(_AXES, const=(1,)),
+    "Unsqueeze": _both(_AXES, const=(1,)),
     "Concat": _both(),
     "Split": _both("split sizes a compile-time constant", const=(1,), outputs=None),
     "Slice": _both("starts/ends/axes/steps compile-time constants", const=(1, 2, 3, 4)),
     "Expand": _both("static target shape", src="torch", const=(1,)),
     "Tile": _both("repeats a compile-time constant", src="tf", const=(1,)),
-    "Pad": _both("inf1: constant/reflect; inf2: also edge (assumed); pads constant",
-                 check=_pad, const=(1, 2, 3)),
+    "Pad": _both(
+        "inf1: constant/reflect; inf2: also edge (assumed); pads constant",
+        check=_pad,
+        const=(1, 2, 3),
+    ),
     "Cast": _both("both element types supported on the target", lower_check=_saturating),
     "Gather": _both("int32/int64 indices", check=_gather_indices(1)),
-    "GatherElements": _both("int32/int64 indices; a Gather on the flattened data",
-                            src="assumed", check=_gather_indices(1)),
-    "GatherND": _both("int32/int64 indices; a Gather on the flattened data",
-                      src="assumed", check=_gather_indices(1), lower_check=_nd_batch),
+    "GatherElements": _both(
+        "int32/int64 indices; a Gather on the flattened data",
+        src="assumed",
+        check=_gather_indices(1),
+    ),
+    "GatherND": _both(
+        "int32/int64 indices; a Gather on the flattened data",
+        src="assumed",
+        check=_gather_indices(1),
+        lower_check=_nd_batch,
+    ),
     "DepthToSpace": _both("static reshape + transpose", src="torch"),
     "SpaceToDepth": _both("static reshape + transpose", src="assumed"),
     "Trilu": _both("k a compile-time constant", src="torch", const=(1,)),
     "OneHot": _both("depth a compile-time constant", src="torch", const=(1,), lowers=False),
-    "Resize": _both("nearest/linear over the 2 innermost axes on inf1; inf2 also "
-                    "cubic, any axes (assumed); no crop-and-resize, no antialias (assumed)",
-                    src="torch", check=_resize, const=(1, 2, 3)),
+    "Resize": _both(
+        "nearest/linear over the 2 innermost axes on inf1; inf2 also "
+        "cubic, any axes (assumed); no crop-and-resize, no antialias (assumed)",
+        src="torch",
+        check=_resize,
+        const=(1, 2, 3),
+    ),
     "Upsample": _both("as Resize (deprecated form)", check=_resize, lowers=False),
     # -- constants and shape queries (static shapes make them constants)
     "Constant": _both("goes wherever its users go"),
@@ -451,48 +547,67 @@ TABLE: dict[str, Entry] = {
     "Shape": _both("a constant once shapes are static", src="tf", lowers=False),
     "Size": _both("a constant once shapes are static", src="tf", lowers=False),
     # -- recurrences
-    "LSTM": _both("static length (no sequence_lens); inf1: default activations (assumed)",
-                  src="torch", check=_recurrent, lowers=False),  # "limited support"
-    "GRU": _inf2("static length, unrolled; not in the Inf1 lists", check=_recurrent,
-                 lowers=False),
-    "RNN": _inf2("static length, unrolled; not in the Inf1 lists", check=_recurrent,
-                 lowers=False),
+    "LSTM": _both(
+        "static length (no sequence_lens); inf1: default activations (assumed)",
+        src="torch",
+        check=_recurrent,
+        lowers=False,
+    ),  # "limited support"
+    "GRU": _inf2("static length, unrolled; not in the Inf1 lists", check=_recurrent, lowers=False),
+    "RNN": _inf2("static length, unrolled; not in the Inf1 lists", check=_recurrent, lowers=False),
     # -- inf2 only: plain XLA HLO that no Inf1 list names
-    "ScatterND": _inf2("XLA scatter; reduction none/add/mul/max/min; not in the Inf1 "
-                       "lists", src="xla", check=_scatter,
-                       lowers=False),
-    "ScatterElements": _inf2("XLA scatter; reduction none/add/mul/max/min; not in the "
-                             "Inf1 lists", src="xla", check=_scatter,
-                       lowers=False),
+    "ScatterND": _inf2(
+        "XLA scatter; reduction none/add/mul/max/min; not in the Inf1 lists",
+        src="xla",
+        check=_scatter,
+        lowers=False,
+    ),
+    "ScatterElements": _inf2(
+        "XLA scatter; reduction none/add/mul/max/min; not in the Inf1 lists",
+        src="xla",
+        check=_scatter,
+        lowers=False,
+    ),
     # -- never on the NeuronCore
-    "NonMaxSuppression": _never(_DATA_DEP, "limits"), "NonZero": _never(_DATA_DEP, "limits"),
-    "Unique": _never(_DATA_DEP, "limits"), "Compress": _never(_DATA_DEP, "limits"),
+    "NonMaxSuppression": _never(_DATA_DEP, "limits"),
+    "NonZero": _never(_DATA_DEP, "limits"),
+    "Unique": _never(_DATA_DEP, "limits"),
+    "Compress": _never(_DATA_DEP, "limits"),
     "RoiAlign": _never("samples at box coordinates read from the data"),
     "MaxRoiPool": _never("pools regions whose coordinates are read from the data"),
-    "RandomNormal": _never(_RANDOM), "RandomUniform": _never(_RANDOM),
-    "RandomNormalLike": _never(_RANDOM), "RandomUniformLike": _never(_RANDOM),
-    "Bernoulli": _never(_RANDOM), "Multinomial": _never(_RANDOM),
-    "StringNormalizer": _never("string tensors"), "StringConcat": _never("string tensors"),
-    "StringSplit": _never("string tensors"), "RegexFullMatch": _never("string tensors"),
+    "RandomNormal": _never(_RANDOM),
+    "RandomUniform": _never(_RANDOM),
+    "RandomNormalLike": _never(_RANDOM),
+    "RandomUniformLike": _never(_RANDOM),
+    "Bernoulli": _never(_RANDOM),
+    "Multinomial": _never(_RANDOM),
+    "StringNormalizer": _never("string tensors"),
+    "StringConcat": _never("string tensors"),
+    "StringSplit": _never("string tensors"),
+    "RegexFullMatch": _never("string tensors"),
     "TfIdfVectorizer": _never("string/n-gram hashing, data-dependent"),
     "ImageDecoder": _never("decodes compressed image bytes"),
-    "If": _never("control flow runs on the CPU; its bodies are partitioned separately",
-                 "limits"),
-    "Loop": _never("control flow runs on the CPU; its body is partitioned separately",
-                   "limits"),
-    "Scan": _never("control flow runs on the CPU; its body is partitioned separately",
-                   "limits"),
-    "SequenceAt": _never("sequence values"), "SequenceConstruct": _never("sequence values"),
-    "SequenceEmpty": _never("sequence values"), "SequenceErase": _never("sequence values"),
+    "If": _never("control flow runs on the CPU; its bodies are partitioned separately", "limits"),
+    "Loop": _never("control flow runs on the CPU; its body is partitioned separately", "limits"),
+    "Scan": _never("control flow runs on the CPU; its body is partitioned separately", "limits"),
+    "SequenceAt": _never("sequence values"),
+    "SequenceConstruct": _never("sequence values"),
+    "SequenceEmpty": _never("sequence values"),
+    "SequenceErase": _never("sequence values"),
     "SequenceInsert": _never("sequence values"),
-    "SequenceLength": _never("sequence values"), "SequenceMap": _never("sequence values"),
+    "SequenceLength": _never("sequence values"),
+    "SequenceMap": _never("sequence values"),
     "SplitToSequence": _never("sequence values"),
     "ConcatFromSequence": _never("sequence values"),
-    "Optional": _never("optional values"), "OptionalGetElement": _never("optional values"),
+    "Optional": _never("optional values"),
+    "OptionalGetElement": _never("optional values"),
     "OptionalHasElement": _never("optional values"),
-    "QuantizeLinear": _never(_INT8, "types"), "DequantizeLinear": _never(_INT8, "types"),
-    "DynamicQuantizeLinear": _never(_INT8, "types"), "QLinearConv": _never(_INT8, "types"),
-    "QLinearMatMul": _never(_INT8, "types"), "ConvInteger": _never(_INT8, "types"),
+    "QuantizeLinear": _never(_INT8, "types"),
+    "DequantizeLinear": _never(_INT8, "types"),
+    "DynamicQuantizeLinear": _never(_INT8, "types"),
+    "QLinearConv": _never(_INT8, "types"),
+    "QLinearMatMul": _never(_INT8, "types"),
+    "ConvInteger": _never(_INT8, "types"),
     "MatMulInteger": _never(_INT8, "types"),
 }
 
@@ -546,8 +661,7 @@ def _reason(op: Operation, target: str, lowering: bool) -> str | None:
         return None
     if isinstance(op, CustomOp):
         domain = op.domain.data or "ai.onnx"
-        return (f"{op.op_type.data}: custom operator of domain '{domain}' has no "
-                "NeuronCore lowering")
+        return f"{op.op_type.data}: custom operator of domain '{domain}' has no NeuronCore lowering"
     if not isinstance(op, OnnxOp):
         return f"{op.name}: control flow runs on the CPU"
     name = op.ONNX_TYPE
@@ -565,8 +679,9 @@ def _reason(op: Operation, target: str, lowering: bool) -> str | None:
     for value in values:
         info = info_of_type(value.type)
         if info.shape is None or any(d is None for d in info.shape):
-            return (f"{name}: dynamic shape ({_type_text(value)}); the NeuronCore needs "
-                    "static shapes")
+            return (
+                f"{name}: dynamic shape ({_type_text(value)}); the NeuronCore needs static shapes"
+            )
     for value in values:
         dtype = info_of_type(value.type).dtype
         if dtype is None:
@@ -578,8 +693,10 @@ def _reason(op: Operation, target: str, lowering: bool) -> str | None:
         for value in inputs:
             dtype = None if value is None else info_of_type(value.type).dtype
             if dtype in _INTS:
-                return (f"{name}: integer dtype {dtype.name} would need the INT8 "
-                        "TensorEngine path, which the compiler does not offer")
+                return (
+                    f"{name}: integer dtype {dtype.name} would need the INT8 "
+                    "TensorEngine path, which the compiler does not offer"
+                )
     node = Node(op, name, target, {**op.ONNX_DEFAULTS, **onnx_attrs(op)}, inputs, outputs)
     for k in entry.const_inputs:
         if k < len(inputs) and inputs[k] is not None and not node.is_const(k):
@@ -597,11 +714,13 @@ def _lowering_reason(name: str, entry: Entry, node: Node) -> str | None:
     if not entry.lowers:
         return f"{name}: lower-to-nc has no lowering for it"
     if entry.outputs is not None:
-        for k, value in enumerate(node.outputs[entry.outputs:], entry.outputs):
+        for k, value in enumerate(node.outputs[entry.outputs :], entry.outputs):
             if value is not None and value.uses:
                 arg = node.op.ONNX_OUTPUTS[min(k, len(node.op.ONNX_OUTPUTS) - 1)][0]
-                return (f"{name}: output '{arg}' is used; lower-to-nc produces only the "
-                        f"first {entry.outputs}")
+                return (
+                    f"{name}: output '{arg}' is used; lower-to-nc produces only the "
+                    f"first {entry.outputs}"
+                )
     if entry.lower_check is not None:
         reason = entry.lower_check(node)
         if reason is not None:
@@ -625,11 +744,20 @@ def table_markdown() -> str:
     lines.append("")
     lines.append("Sources: " + "; ".join(f"[{k}] {v}" for k, v in _SRC_NAMES.items()) + ".")
     lines.append("")
-    lines.append("Everywhere: static shapes only; element types float32/float16/bfloat16, "
-                 "bool and 8- to 64-bit signed integers (64-bit narrowed to 32), uint8; "
-                 "inf2 also float8 e5m2. Any op not listed has no NeuronCore lowering.")
+    lines.append(
+        "Everywhere: static shapes only; element types float32/float16/bfloat16, "
+        "bool and 8- to 64-bit signed integers (64-bit narrowed to 32), uint8; "
+        "inf2 also float8 e5m2. Any op not listed has no NeuronCore lowering."
+    )
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["TARGETS", "TABLE", "Entry", "supported_op_types", "table_markdown",
-           "target_reason", "unsupported_reason"]
+__all__ = [
+    "TARGETS",
+    "TABLE",
+    "Entry",
+    "supported_op_types",
+    "table_markdown",
+    "target_reason",
+    "unsupported_reason",
+]

@@ -250,18 +250,21 @@ class Instance:
 
 
 # [INF1I] and [INF2I], the instance-size tables: chips and vCPUs per size.
-INSTANCES: Mapping[str, Instance] = FrozenDict({
-    i.name: i for i in (
-        Instance("inf1.xlarge", "inf1", 1, 4),
-        Instance("inf1.2xlarge", "inf1", 1, 8),
-        Instance("inf1.6xlarge", "inf1", 4, 24),
-        Instance("inf1.24xlarge", "inf1", 16, 96),
-        Instance("inf2.xlarge", "inf2", 1, 4),
-        Instance("inf2.8xlarge", "inf2", 1, 32),
-        Instance("inf2.24xlarge", "inf2", 6, 96),
-        Instance("inf2.48xlarge", "inf2", 12, 192),
-    )
-})
+INSTANCES: Mapping[str, Instance] = FrozenDict(
+    {
+        i.name: i
+        for i in (
+            Instance("inf1.xlarge", "inf1", 1, 4),
+            Instance("inf1.2xlarge", "inf1", 1, 8),
+            Instance("inf1.6xlarge", "inf1", 4, 24),
+            Instance("inf1.24xlarge", "inf1", 16, 96),
+            Instance("inf2.xlarge", "inf2", 1, 4),
+            Instance("inf2.8xlarge", "inf2", 1, 32),
+            Instance("inf2.24xlarge", "inf2", 6, 96),
+            Instance("inf2.48xlarge", "inf2", 12, 192),
+        )
+    }
+)
 
 
 class UnknownInstanceError(NeuronIRError, ValueError):
@@ -274,5 +277,4 @@ def get_instance(name: str) -> Instance:
         return INSTANCES[name.lower()]
     except (KeyError, AttributeError):
         known = ", ".join(INSTANCES)
-        raise UnknownInstanceError(f"unknown instance {name!r}; known instances: {known}") \
-            from None
+        raise UnknownInstanceError(f"unknown instance {name!r}; known instances: {known}") from None

@@ -102,8 +102,9 @@ def _mismatch(case: NodeCase, run, in_names: list[str], out_names: list[str]) ->
                     return f"output '{name}': values differ"
                 continue
             try:
-                np.testing.assert_allclose(have, want, rtol=case.rtol, atol=case.atol,
-                                           equal_nan=True)
+                np.testing.assert_allclose(
+                    have, want, rtol=case.rtol, atol=case.atol, equal_nan=True
+                )
             except AssertionError:
                 diff = np.abs(have.astype(np.float64) - want.astype(np.float64))
                 return f"output '{name}': values differ (max abs diff {np.nanmax(diff):.3g})"
@@ -195,8 +196,9 @@ def shape_agreement(case: NodeCase) -> tuple[int, int, list[str]]:
     initializers = {t.name for t in model.graph.initializer}
     in_names = [i.name for i in model.graph.input if i.name not in initializers]
     inputs = case.data_sets[0][0] if case.data_sets else []
-    pins = input_shapes_spec({n: _as_array(v).shape
-                              for n, v in zip(in_names, inputs, strict=False)})
+    pins = input_shapes_spec(
+        {n: _as_array(v).shape for n, v in zip(in_names, inputs, strict=False)}
+    )
     try:
         module = import_model(model)
         with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -216,10 +218,15 @@ def shape_agreement(case: NodeCase) -> tuple[int, int, list[str]]:
     for name, (elem, dims) in theirs.items():
         mine = ours.get(name)
         expected_dtype = BY_ONNX[elem].numpy if elem in BY_ONNX else None
-        if mine is not None and mine.shape == dims and (
-                expected_dtype is None or mine.dtype == expected_dtype):
+        if (
+            mine is not None
+            and mine.shape == dims
+            and (expected_dtype is None or mine.dtype == expected_dtype)
+        ):
             agree += 1
         else:
-            problems.append(f"{name}: ours {None if mine is None else (mine.dtype, mine.shape)}"
-                            f", onnx {(expected_dtype, dims)}")
+            problems.append(
+                f"{name}: ours {None if mine is None else (mine.dtype, mine.shape)}"
+                f", onnx {(expected_dtype, dims)}"
+            )
     return agree, len(theirs), problems

@@ -72,9 +72,11 @@ _INPUTS: dict[str, InputMaker] = {
         rng, batch, seq
     ),
     "yolov5_detect": lambda rng, batch, seq: {
-        "images": rng.standard_normal((1, 3, 64, 64), dtype=np.float32)},
+        "images": rng.standard_normal((1, 3, 64, 64), dtype=np.float32)
+    },
     "ssd_vgg": lambda rng, batch, seq: {
-        "images": rng.standard_normal((1, 3, 75, 75), dtype=np.float32)},
+        "images": rng.standard_normal((1, 3, 75, 75), dtype=np.float32)
+    },
     "dlrm_bag": lambda rng, batch, seq: exporters.example_bag_inputs(rng, batch),
 }
 

@@ -30,11 +30,13 @@ V5_ANCHORS = {8: [(10, 13), (16, 30), (33, 23)], 4: [(30, 61), (62, 45), (59, 11
 V5_IMAGE = 64
 
 
-def _conv_bn_silu(b: GraphBuilder, x: str, name: str, cin: int, cout: int, k: int,
-                  stride: int = 1) -> str:
+def _conv_bn_silu(
+    b: GraphBuilder, x: str, name: str, cin: int, cout: int, k: int, stride: int = 1
+) -> str:
     with b.scope(name):
-        y = _nn.batch_norm(b, _nn.conv(b, x, f"{name}.conv", cin, cout, k, stride=stride),
-                           f"{name}.bn", cout)
+        y = _nn.batch_norm(
+            b, _nn.conv(b, x, f"{name}.conv", cin, cout, k, stride=stride), f"{name}.bn", cout
+        )
         return b.op("Mul", y, b.op("Sigmoid", y))
 
 
@@ -50,10 +52,16 @@ def _v5_detect(b: GraphBuilder, feature: str, cin: int, size: int, index: int) -
     ys, xs = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
     grid = (np.stack([xs, ys], -1).astype(np.float32) - 0.5)[None, None]
     anchors = np.array(V5_ANCHORS[size], np.float32).reshape(1, 3, 1, 1, 2)
-    xy = b.op("Mul", b.op("Add", b.op("Mul", xy, b.const(2.0)),
-                          b.param(f"grid.{index}", grid)), b.const(float(stride)))
-    wh = b.op("Mul", b.op("Pow", b.op("Mul", wh, b.const(2.0)), b.const(2.0)),
-              b.param(f"anchor_grid.{index}", anchors))
+    xy = b.op(
+        "Mul",
+        b.op("Add", b.op("Mul", xy, b.const(2.0)), b.param(f"grid.{index}", grid)),
+        b.const(float(stride)),
+    )
+    wh = b.op(
+        "Mul",
+        b.op("Pow", b.op("Mul", wh, b.const(2.0)), b.const(2.0)),
+        b.param(f"anchor_grid.{index}", anchors),
+    )
     out = b.op("Concat", xy, wh, conf, axis=4)
     return b.op("Reshape", out, b.ints(1, -1, outs))
 
@@ -91,16 +99,18 @@ def build_ssd_vgg(seed: int = 6002) -> onnx.ModelProto:
         cin = cout
     conv4 = x  # [1, 24, 10, 10]
     with b.scope("l2norm"):
-        norm = b.op("Sqrt", b.op("Add", b.reduce_sum(b.op("Mul", conv4, conv4), [1]),
-                                 b.const(1e-10)))
+        norm = b.op(
+            "Sqrt", b.op("Add", b.reduce_sum(b.op("Mul", conv4, conv4), [1]), b.const(1e-10))
+        )
         scale = b.param("l2norm.weight", np.full((1, cin, 1, 1), 20.0, np.float32))
         source0 = b.op("Mul", b.op("Div", conv4, norm), scale)
     with b.scope("pool5"):
         x = b.op("MaxPool", conv4, kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
     with b.scope("fc6"):
         w = b.param("fc6.weight", b.normal((32, cin, 3, 3), math.sqrt(2.0 / (cin * 9))))
-        x = b.op("Relu", b.op("Conv", x, w, dilations=[2, 2], pads=[2, 2, 2, 2],
-                               kernel_shape=[3, 3]))
+        x = b.op(
+            "Relu", b.op("Conv", x, w, dilations=[2, 2], pads=[2, 2, 2, 2], kernel_shape=[3, 3])
+        )
     with b.scope("extras"):
         source1 = b.op("Relu", _nn.conv(b, x, "extras.0", 32, 32, 3, stride=2, bias=True))
     locs, confs = [], []

@@ -139,8 +139,9 @@ def build_resnet50(seed: int = 2004) -> onnx.ModelProto:
         for block in range(blocks):
             stride = 2 if stage > 1 and block == 0 else 1
             with b.scope(f"layer{stage}", str(block)):
-                x = _bottleneck(b, x, f"layer{stage}.{block}", cin, width, width * 4, stride,
-                                groups=1)
+                x = _bottleneck(
+                    b, x, f"layer{stage}.{block}", cin, width, width * 4, stride, groups=1
+                )
             cin = width * 4
     logits = _classifier(b, x, cin, classes=1000)
     b.output(logits, "logits", FLOAT, ["N", 1000])

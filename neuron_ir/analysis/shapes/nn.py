@@ -41,10 +41,10 @@ def _dtype(*infos: TensorInfo | None) -> np.dtype | None:
     return None
 
 
-def _out(dtype: np.dtype | None, shape: Sequence[Dim] | None, *, data_dependent: bool = False
-         ) -> TensorInfo:
-    return TensorInfo(dtype, None if shape is None else tuple(shape),
-                      data_dependent=data_dependent)
+def _out(
+    dtype: np.dtype | None, shape: Sequence[Dim] | None, *, data_dependent: bool = False
+) -> TensorInfo:
+    return TensorInfo(dtype, None if shape is None else tuple(shape), data_dependent=data_dependent)
 
 
 def _str(value: Any) -> str:
@@ -128,8 +128,9 @@ def _bcast(ctx: ShapeContext, a: Shape, b: Shape) -> Shape:
     return tuple(_bcast_dim(ctx, x, y) for x, y in zip(a, b, strict=True))
 
 
-def _check_rank(ctx: ShapeContext, info: TensorInfo | None, ranks: Sequence[int],
-                what: str) -> None:
+def _check_rank(
+    ctx: ShapeContext, info: TensorInfo | None, ranks: Sequence[int], what: str
+) -> None:
     if info is not None and info.shape is not None and len(info.shape) not in ranks:
         want = " or ".join(str(r) for r in ranks)
         raise ShapeError(f"{ctx.op_type}: {what} must have rank {want}, got {len(info.shape)}")
@@ -155,13 +156,16 @@ def _spatial_attr(ctx: ShapeContext, name: str, nd: int, default: int) -> list[i
     if values is None:
         return [default] * nd
     if len(values) != nd:
-        raise ShapeError(f"{ctx.op_type}: '{name}' has {len(values)} entries, "
-                         f"expected {nd} (one per spatial dim)")
+        raise ShapeError(
+            f"{ctx.op_type}: '{name}' has {len(values)} entries, "
+            f"expected {nd} (one per spatial dim)"
+        )
     return values
 
 
-def _spatial_rank(ctx: ShapeContext, *shapes: Shape | None, names: Sequence[str] = ()
-                  ) -> int | None:
+def _spatial_rank(
+    ctx: ShapeContext, *shapes: Shape | None, names: Sequence[str] = ()
+) -> int | None:
     """Number of spatial dims, from any input of rank 2 + nd or a per-dim attribute."""
     for shape in shapes:
         if shape is not None:
@@ -175,8 +179,17 @@ def _spatial_rank(ctx: ShapeContext, *shapes: Shape | None, names: Sequence[str]
     return None
 
 
-def _window_out(ctx: ShapeContext, n: Dim, k: Dim, stride: int, dil: int, begin: int,
-                end: int, auto_pad: str, ceil_mode: bool = False) -> Dim:
+def _window_out(
+    ctx: ShapeContext,
+    n: Dim,
+    k: Dim,
+    stride: int,
+    dil: int,
+    begin: int,
+    end: int,
+    auto_pad: str,
+    ceil_mode: bool = False,
+) -> Dim:
     """Output length of a sliding window over ``n`` positions (Conv and pooling).
 
     SAME_* pads so that the output is ceil(n / stride) whatever the kernel (the
@@ -198,8 +211,10 @@ def _window_out(ctx: ShapeContext, n: Dim, k: Dim, stride: int, dil: int, begin:
     dk = (k - 1) * dil + 1
     span = n + begin + end - dk
     if span < 0:
-        raise ShapeError(f"{ctx.op_type}: window of extent {dk} is larger than the "
-                         f"padded input ({n} + {begin + end} padding)")
+        raise ShapeError(
+            f"{ctx.op_type}: window of extent {dk} is larger than the "
+            f"padded input ({n} + {begin + end} padding)"
+        )
     if not ceil_mode:
         return span // stride + 1
     o = -(-span // stride) + 1
@@ -208,8 +223,9 @@ def _window_out(ctx: ShapeContext, n: Dim, k: Dim, stride: int, dil: int, begin:
     return o
 
 
-def _window_spatial(ctx: ShapeContext, in_sp: Sequence[Dim], kernel: Sequence[Dim],
-                    *, ceil_mode: bool = False) -> list[Dim]:
+def _window_spatial(
+    ctx: ShapeContext, in_sp: Sequence[Dim], kernel: Sequence[Dim], *, ceil_mode: bool = False
+) -> list[Dim]:
     nd = len(in_sp)
     strides = _spatial_attr(ctx, "strides", nd, 1)
     dil = _spatial_attr(ctx, "dilations", nd, 1)
@@ -219,8 +235,12 @@ def _window_spatial(ctx: ShapeContext, in_sp: Sequence[Dim], kernel: Sequence[Di
     if any(p < 0 for p in pads):
         raise ShapeError(f"{ctx.op_type}: negative pads {pads}")
     auto_pad = _str(ctx.attr("auto_pad", "NOTSET"))
-    return [_window_out(ctx, in_sp[i], kernel[i], strides[i], dil[i], pads[i], pads[nd + i],
-                        auto_pad, ceil_mode) for i in range(nd)]
+    return [
+        _window_out(
+            ctx, in_sp[i], kernel[i], strides[i], dil[i], pads[i], pads[nd + i], auto_pad, ceil_mode
+        )
+        for i in range(nd)
+    ]
 
 
 def _kernel_dims(ctx: ShapeContext, nd: int, w_shape: Shape | None) -> list[Dim]:
@@ -230,14 +250,19 @@ def _kernel_dims(ctx: ShapeContext, nd: int, w_shape: Shape | None) -> list[Dim]
     if attr is None:
         return from_w
     if len(attr) != nd:
-        raise ShapeError(f"{ctx.op_type}: 'kernel_shape' has {len(attr)} entries, "
-                         f"expected {nd}")
-    return [_merge(ctx, a, w, "kernel_shape vs weight shape") for a, w in
-            zip(attr, from_w, strict=True)]
+        raise ShapeError(f"{ctx.op_type}: 'kernel_shape' has {len(attr)} entries, expected {nd}")
+    return [
+        _merge(ctx, a, w, "kernel_shape vs weight shape") for a, w in zip(attr, from_w, strict=True)
+    ]
 
 
-def _conv_like(ctx: ShapeContext, x: TensorInfo | None, w: TensorInfo | None,
-               bias_index: int | None, dtype: np.dtype | None) -> list[TensorInfo]:
+def _conv_like(
+    ctx: ShapeContext,
+    x: TensorInfo | None,
+    w: TensorInfo | None,
+    bias_index: int | None,
+    dtype: np.dtype | None,
+) -> list[TensorInfo]:
     """Conv geometry shared by Conv, ConvInteger, QLinearConv and DeformConv:
     X (N, C, D1..Dn), W (M, C/group, k1..kn) -> (N, M, O1..On)."""
     xs, ws = _shape(x), _shape(w)
@@ -256,8 +281,10 @@ def _conv_like(ctx: ShapeContext, x: TensorInfo | None, w: TensorInfo | None,
         raise ShapeError(f"{ctx.op_type}: {m} output channels not divisible by group {group}")
     cw = _dim(ws, 1)
     if c is not None and cw is not None and c != cw * group:
-        raise ShapeError(f"{ctx.op_type}: input has {c} channels but the weight expects "
-                         f"{cw} x group {group} = {cw * group}")
+        raise ShapeError(
+            f"{ctx.op_type}: input has {c} channels but the weight expects "
+            f"{cw} x group {group} = {cw * group}"
+        )
     if bias_index is not None:
         m = _check_vector(ctx, bias_index, m, "bias")
     kernel = _kernel_dims(ctx, nd, ws)
@@ -300,8 +327,10 @@ def _deform_conv(ctx: ShapeContext) -> list[TensorInfo]:
         if len(os_) != len(y.shape):
             raise ShapeError(f"DeformConv: offset rank {len(os_)} != output rank {len(y.shape)}")
         dims = [_merge(ctx, y.shape[0], os_[0], "batch size of offset")] + [y.shape[1]]
-        dims += [_merge(ctx, a, b, "offset spatial dims") for a, b in
-                 zip(y.shape[2:], os_[2:], strict=True)]
+        dims += [
+            _merge(ctx, a, b, "offset spatial dims")
+            for a, b in zip(y.shape[2:], os_[2:], strict=True)
+        ]
         return [_out(y.dtype, dims)]
     return [y]
 
@@ -314,8 +343,9 @@ def _conv_transpose(ctx: ShapeContext) -> list[TensorInfo]:
     x, w = ctx.input(0), ctx.input(1)
     xs, ws = _shape(x), _shape(w)
     dtype = _dtype(x, w)
-    nd = _spatial_rank(ctx, xs, ws, names=("kernel_shape", "strides", "dilations",
-                                           "output_padding", "pads"))
+    nd = _spatial_rank(
+        ctx, xs, ws, names=("kernel_shape", "strides", "dilations", "output_padding", "pads")
+    )
     if nd is None:
         return [_out(dtype, None)]
     if xs is not None and ws is not None and len(xs) != len(ws):
@@ -349,8 +379,9 @@ def _conv_transpose(ctx: ShapeContext) -> list[TensorInfo]:
         elif auto_pad == "NOTSET":
             pads = _ints(ctx, "pads") or [0] * (2 * nd)
             if len(pads) != 2 * nd:
-                raise ShapeError(f"ConvTranspose: 'pads' has {len(pads)} entries, "
-                                 f"expected {2 * nd}")
+                raise ShapeError(
+                    f"ConvTranspose: 'pads' has {len(pads)} entries, expected {2 * nd}"
+                )
         else:
             raise ShapeError(f"ConvTranspose: unknown auto_pad '{auto_pad}'")
         out_sp = []
@@ -457,8 +488,9 @@ def _einsum(ctx: ShapeContext) -> list[TensorInfo]:
     inputs = ctx.inputs
     dtype = _dtype(*inputs)
     if len(terms) != len(inputs):
-        raise ShapeError(f"Einsum: equation '{eq}' has {len(terms)} operands, "
-                         f"got {len(inputs)} inputs")
+        raise ShapeError(
+            f"Einsum: equation '{eq}' has {len(terms)} operands, got {len(inputs)} inputs"
+        )
     label_dim: dict[str, Dim] = {}
     ell_shapes: list[Shape] = []
     ell_unknown = False  # some operand with an ellipsis has unknown rank
@@ -482,8 +514,8 @@ def _einsum(ctx: ShapeContext) -> list[TensorInfo]:
         if n_ell < 0 or (n_ell and not has_ell):
             raise ShapeError(f"Einsum: term '{term}' does not match operand rank {len(shape)}")
         if has_ell:
-            ell_shapes.append(tuple(shape[len(head):len(head) + n_ell]))
-        dims = list(shape[:len(head)]) + list(shape[len(head) + n_ell:])
+            ell_shapes.append(tuple(shape[len(head) : len(head) + n_ell]))
+        dims = list(shape[: len(head)]) + list(shape[len(head) + n_ell :])
         for ch, d in zip(letters, dims, strict=True):
             # numpy broadcasts a size-1 labelled dim against the others.
             label_dim[ch] = _bcast_dim(ctx, label_dim[ch], d) if ch in label_dim else d
@@ -491,7 +523,8 @@ def _einsum(ctx: ShapeContext) -> list[TensorInfo]:
         # Implicit output: the ellipsis dims, then the labels used exactly once in
         # alphabetical (ASCII) order.
         rhs = ("..." if "..." in lhs else "") + "".join(
-            sorted(ch for ch, n in counts.items() if n == 1))
+            sorted(ch for ch, n in counts.items() if n == 1)
+        )
     head, has_ell, tail = rhs.partition("...")
     out: list[Dim] = []
     for ch in head:
@@ -547,8 +580,7 @@ def _group_normalization(ctx: ShapeContext) -> list[TensorInfo]:
     c = _channels(ctx, ctx.input(0), (1, 2))
     groups = ctx.attr("num_groups")
     if groups is not None and c is not None and (int(groups) <= 0 or c % int(groups)):
-        raise ShapeError(f"GroupNormalization: {c} channels not divisible into "
-                         f"{groups} groups")
+        raise ShapeError(f"GroupNormalization: {c} channels not divisible into {groups} groups")
     return _same_as_input(ctx)
 
 
@@ -612,10 +644,13 @@ def _loss(ctx: ShapeContext) -> list[TensorInfo]:
         per_elem = (xs[0], *xs[2:])
         if ls is not None:
             if len(ls) != len(per_elem):
-                raise ShapeError(f"{ctx.op_type}: labels of shape {ls} do not match "
-                                 f"scores of shape {xs}")
-            per_elem = tuple(_merge(ctx, a, b, "labels vs scores dims")
-                             for a, b in zip(per_elem, ls, strict=True))
+                raise ShapeError(
+                    f"{ctx.op_type}: labels of shape {ls} do not match scores of shape {xs}"
+                )
+            per_elem = tuple(
+                _merge(ctx, a, b, "labels vs scores dims")
+                for a, b in zip(per_elem, ls, strict=True)
+            )
     elif ls is not None:
         per_elem = ls
     reduction = _str(ctx.attr("reduction", "mean"))
@@ -643,8 +678,9 @@ def _pool(ctx: ShapeContext) -> Shape | None:
     if xs is None:
         return (None, None, *[None] * nd)
     if len(xs) != nd + 2:
-        raise ShapeError(f"{ctx.op_type}: input rank {len(xs)} does not match "
-                         f"kernel_shape {kernel}")
+        raise ShapeError(
+            f"{ctx.op_type}: input rank {len(xs)} does not match kernel_shape {kernel}"
+        )
     ceil_mode = bool(int(ctx.attr("ceil_mode", 0)))
     return (xs[0], xs[1], *_window_spatial(ctx, xs[2:], kernel, ceil_mode=ceil_mode))
 
@@ -706,15 +742,25 @@ def _max_unpool(ctx: ShapeContext) -> list[TensorInfo]:
             return [_out(dtype, (n, c, *[None] * nd))]
         if len(target) != nd + 2:
             raise ShapeError(f"MaxUnpool: output_shape {target} must have rank {nd + 2}")
-        return [_out(dtype, (_merge(ctx, n, target[0], "output_shape batch"),
-                             _merge(ctx, c, target[1], "output_shape channels"), *target[2:]))]
+        return [
+            _out(
+                dtype,
+                (
+                    _merge(ctx, n, target[0], "output_shape batch"),
+                    _merge(ctx, c, target[1], "output_shape channels"),
+                    *target[2:],
+                ),
+            )
+        ]
     strides = _spatial_attr(ctx, "strides", nd, 1)
     pads = _ints(ctx, "pads") or [0] * (2 * nd)
     if len(pads) != 2 * nd:
         raise ShapeError(f"MaxUnpool: 'pads' has {len(pads)} entries, expected {2 * nd}")
     in_sp = list(xs[2:]) if xs is not None else [None] * nd
-    out_sp = [None if d is None else (d - 1) * strides[i] + kernel[i] - pads[i] - pads[nd + i]
-              for i, d in enumerate(in_sp)]
+    out_sp = [
+        None if d is None else (d - 1) * strides[i] + kernel[i] - pads[i] - pads[nd + i]
+        for i, d in enumerate(in_sp)
+    ]
     return [_out(dtype, (n, c, *out_sp))]
 
 
@@ -748,8 +794,9 @@ def _nonempty_const(ctx: ShapeContext, index: int) -> tuple[bool, np.ndarray | N
     return True, None
 
 
-def _resized(ctx: ShapeContext, x: TensorInfo | None, scales_index: int,
-             sizes_index: int | None) -> list[TensorInfo]:
+def _resized(
+    ctx: ShapeContext, x: TensorInfo | None, scales_index: int, sizes_index: int | None
+) -> list[TensorInfo]:
     """Resize/Upsample: dims along ``axes`` become floor(in * scale), or the
     requested sizes (adjusted by keep_aspect_ratio_policy); other dims stay."""
     xs = _shape(x)
@@ -777,8 +824,10 @@ def _resized(ctx: ShapeContext, x: TensorInfo | None, scales_index: int,
             raise ShapeError(f"{ctx.op_type}: repeated axes {axes_attr}")
     out = list(in_dims)
     if known is not None and known.size != len(axes):
-        raise ShapeError(f"{ctx.op_type}: {'scales' if scales is not None else 'sizes'} has "
-                         f"{known.size} entries, expected {len(axes)}")
+        raise ShapeError(
+            f"{ctx.op_type}: {'scales' if scales is not None else 'sizes'} has "
+            f"{known.size} entries, expected {len(axes)}"
+        )
     if scales is not None:
         # The spec's output size floor(in * scale), in double precision like the kernel.
         for ax, s in zip(axes, scales.reshape(-1).astype(np.float64), strict=True):
@@ -822,8 +871,9 @@ def _upsample(ctx: ShapeContext) -> list[TensorInfo]:
     if scales is not None:
         # Opset 7 Upsample: scales is an attribute rather than input 1.
         value = np.asarray(scales, dtype=np.float32)
-        ctx = ShapeContext(ctx.op_type, [ctx.input(0), TensorInfo.of_array(value)],
-                           ctx.attrs, ctx.n_out)
+        ctx = ShapeContext(
+            ctx.op_type, [ctx.input(0), TensorInfo.of_array(value)], ctx.attrs, ctx.n_out
+        )
     return _resized(ctx, ctx.input(0), 1, None)
 
 
@@ -837,7 +887,8 @@ def _pad(ctx: ShapeContext) -> list[TensorInfo]:
     pads_shape = _shape(ctx.input(1))
     axes_info = ctx.input(3)
     axes_given = axes_info is not None and not (
-        axes_info.shape is not None and 0 in axes_info.shape)
+        axes_info.shape is not None and 0 in axes_info.shape
+    )
     axes_v = _const_ints(ctx, 3)
     if xs is None:
         # Without axes the pads cover every dim twice: that gives the rank.
@@ -886,8 +937,11 @@ def _center_crop_pad(ctx: ShapeContext) -> list[TensorInfo]:
             return [_out(dtype, target)]
         return [_out(dtype, None)]
     r = len(xs)
-    axes = list(range(r)) if axes_attr is None else [
-        _norm_axis(ctx, a, r, "axes entry") for a in axes_attr]
+    axes = (
+        list(range(r))
+        if axes_attr is None
+        else [_norm_axis(ctx, a, r, "axes entry") for a in axes_attr]
+    )
     out = list(xs)
     if target is None:
         for ax in axes:
@@ -924,7 +978,7 @@ def _topk(ctx: ShapeContext) -> list[TensorInfo]:
                 raise ShapeError(f"TopK: negative K {kk}")
             if xs[axis] is not None and kk > xs[axis]:
                 raise ShapeError(f"TopK: K={kk} exceeds the axis size {xs[axis]}")
-        shape = (*xs[:axis], kk, *xs[axis + 1:])
+        shape = (*xs[:axis], kk, *xs[axis + 1 :])
     return [_out(_dtype(x), shape), _out(_INT64, shape)]
 
 
@@ -1035,8 +1089,11 @@ def _col2im(ctx: ShapeContext) -> list[TensorInfo]:
     nd = _merge(ctx, nd, nd_b, "lengths of image_shape vs block_shape")
     if nd is None:
         return [_out(dtype, None)]
-    c = None if block is None else _div(ctx, _dim(xs, 1), math.prod(block),
-                                        "input dim 1 / prod(block_shape)")
+    c = (
+        None
+        if block is None
+        else _div(ctx, _dim(xs, 1), math.prod(block), "input dim 1 / prod(block_shape)")
+    )
     if image is not None and block is not None and _dim(xs, 2) is not None:
         # The number of blocks L must match the sliding positions over the image.
         strides = _spatial_attr(ctx, "strides", nd, 1)
@@ -1046,10 +1103,13 @@ def _col2im(ctx: ShapeContext) -> list[TensorInfo]:
             raise ShapeError(f"Col2Im: 'pads' has {len(pads)} entries, expected {2 * nd}")
         blocks = math.prod(
             (image[i] + pads[i] + pads[nd + i] - (dil[i] * (block[i] - 1) + 1)) // strides[i] + 1
-            for i in range(nd))
+            for i in range(nd)
+        )
         if blocks != xs[2]:
-            raise ShapeError(f"Col2Im: input has {xs[2]} blocks, image_shape {image} and "
-                             f"block_shape {block} give {blocks}")
+            raise ShapeError(
+                f"Col2Im: input has {xs[2]} blocks, image_shape {image} and "
+                f"block_shape {block} give {blocks}"
+            )
     spatial = list(image) if image is not None else [None] * nd
     return [_out(dtype, (_dim(xs, 0), c, *spatial))]
 
@@ -1079,8 +1139,9 @@ def _attention(ctx: ShapeContext) -> list[TensorInfo]:
         if len(s) == 4:
             return s
         if heads_attr is None:
-            raise ShapeError(f"Attention: 3-D {what} needs the q_num_heads and "
-                             f"kv_num_heads attributes")
+            raise ShapeError(
+                f"Attention: 3-D {what} needs the q_num_heads and kv_num_heads attributes"
+            )
         heads = int(heads_attr)
         return s[0], heads, s[1], _div(ctx, s[2], heads, f"{what} hidden size / heads")
 
@@ -1141,13 +1202,22 @@ def _linear_attention(ctx: ShapeContext) -> list[TensorInfo]:
     b = _merge(ctx, b, _dim(ps, 0), "batch size of past_state")
     hkv = _merge(ctx, hkv, _dim(ps, 1), "kv heads of past_state")
     if hq is not None and hkv is not None and (hkv <= 0 or hq % hkv):
-        raise ShapeError(f"LinearAttention: q_num_heads {hq} is not a multiple of "
-                         f"kv_num_heads {hkv}")
-    dk = _merge(ctx, _div(ctx, _dim(qs, 2), hq, "query hidden / q_num_heads"),
-                _div(ctx, _dim(ks, 2), hkv, "key hidden / kv_num_heads"), "key head size")
+        raise ShapeError(
+            f"LinearAttention: q_num_heads {hq} is not a multiple of kv_num_heads {hkv}"
+        )
+    dk = _merge(
+        ctx,
+        _div(ctx, _dim(qs, 2), hq, "query hidden / q_num_heads"),
+        _div(ctx, _dim(ks, 2), hkv, "key hidden / kv_num_heads"),
+        "key head size",
+    )
     dk = _merge(ctx, dk, _dim(ps, 2), "key head size of past_state")
-    dv = _merge(ctx, _div(ctx, _dim(vs, 2), hkv, "value hidden / kv_num_heads"), _dim(ps, 3),
-                "value head size of past_state")
+    dv = _merge(
+        ctx,
+        _div(ctx, _dim(vs, 2), hkv, "value hidden / kv_num_heads"),
+        _dim(ps, 3),
+        "value head size of past_state",
+    )
     dtype = _dtype(q, k, v)
     return [_out(dtype, (b, t, _mul(hq, dv))), _out(_dtype(past, q), (b, hkv, dk, dv))]
 
@@ -1179,15 +1249,21 @@ def _recurrent(ctx: ShapeContext) -> list[TensorInfo]:
         seq, batch = _dim(xs, 0), _dim(xs, 1)
     for s, what in ((ws, "W"), (rs, "R")):
         if _dim(s, 0) is not None and s[0] != dirs:
-            raise ShapeError(f"{ctx.op_type}: {what} dim 0 is {s[0]}, expected {dirs} "
-                             f"for direction '{direction}'")
+            raise ShapeError(
+                f"{ctx.op_type}: {what} dim 0 is {s[0]}, expected {dirs} "
+                f"for direction '{direction}'"
+            )
     _merge(ctx, _dim(xs, 2), _dim(ws, 2), "input size of X vs W")
     hidden = ctx.attr("hidden_size")
     hidden = None if hidden is None else int(hidden)
     hidden = _merge(ctx, hidden, _dim(rs, 2), "hidden_size vs R")
     for s, what in ((ws, "W"), (rs, "R")):
-        hidden = _merge(ctx, hidden, _div(ctx, _dim(s, 1), gates, f"{what} dim 1 / gates"),
-                        f"hidden size of {what}")
+        hidden = _merge(
+            ctx,
+            hidden,
+            _div(ctx, _dim(s, 1), gates, f"{what} dim 1 / gates"),
+            f"hidden size of {what}",
+        )
     dtype = _dtype(x, w, r)
     if layout:
         y = (batch, seq, dirs, hidden)
@@ -1221,8 +1297,10 @@ def _quantize_linear(ctx: ShapeContext) -> list[TensorInfo]:
     if out_dtype is not None and int(out_dtype) != 0:
         dtype = _elem_type(int(out_dtype), "QuantizeLinear output_dtype")
         if zp is not None and zp.dtype is not None and zp.dtype != dtype:
-            raise ShapeError(f"QuantizeLinear: output_dtype {dtype} differs from the zero "
-                             f"point's type {zp.dtype}")
+            raise ShapeError(
+                f"QuantizeLinear: output_dtype {dtype} differs from the zero "
+                f"point's type {zp.dtype}"
+            )
     elif zp is not None:
         dtype = zp.dtype
     else:

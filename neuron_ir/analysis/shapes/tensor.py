@@ -146,8 +146,12 @@ def _broadcast(ctx: ShapeContext, shapes: Sequence[Shape | None]) -> Shape | Non
     return tuple(out)
 
 
-def _info(dtype: np.dtype | None, shape: Sequence[Dim] | None, dd: bool = False,
-          value: np.ndarray | None = None) -> TensorInfo:
+def _info(
+    dtype: np.dtype | None,
+    shape: Sequence[Dim] | None,
+    dd: bool = False,
+    value: np.ndarray | None = None,
+) -> TensorInfo:
     shape = None if shape is None else tuple(None if d is None else int(d) for d in shape)
     return TensorInfo(dtype, shape, value, dd)
 
@@ -156,14 +160,54 @@ def _info(dtype: np.dtype | None, shape: Sequence[Dim] | None, dd: bool = False,
 
 _SAME = (
     # math
-    "Abs", "Neg", "Ceil", "Floor", "Round", "Sign", "Reciprocal", "Sqrt", "Exp", "Log",
-    "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
-    "Tanh", "Erf", "BitwiseNot", "Not",
+    "Abs",
+    "Neg",
+    "Ceil",
+    "Floor",
+    "Round",
+    "Sign",
+    "Reciprocal",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Sin",
+    "Cos",
+    "Tan",
+    "Asin",
+    "Acos",
+    "Atan",
+    "Sinh",
+    "Cosh",
+    "Asinh",
+    "Acosh",
+    "Atanh",
+    "Tanh",
+    "Erf",
+    "BitwiseNot",
+    "Not",
     # activations
-    "Sigmoid", "HardSigmoid", "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Softplus",
-    "Softsign", "HardSwish", "Mish", "Gelu", "ThresholdedRelu", "Shrink", "Swish",
+    "Sigmoid",
+    "HardSigmoid",
+    "Relu",
+    "LeakyRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Softplus",
+    "Softsign",
+    "HardSwish",
+    "Mish",
+    "Gelu",
+    "ThresholdedRelu",
+    "Shrink",
+    "Swish",
     # same shape, same type
-    "Clip", "Trilu", "ReverseSequence", "ScatterElements", "ScatterND", "Scatter",
+    "Clip",
+    "Trilu",
+    "ReverseSequence",
+    "ScatterElements",
+    "ScatterND",
+    "Scatter",
 )
 
 
@@ -234,12 +278,24 @@ def _multinomial(ctx: ShapeContext) -> list[TensorInfo]:
 # ------------------------------------------------------------- elementwise: n-ary
 
 _SAME_TYPE_BINARY = (
-    "Add", "Sub", "Mul", "Div", "Pow", "Mod", "BitShift", "BitwiseAnd", "BitwiseOr",
-    "BitwiseXor", "Max", "Min", "Sum", "Mean", "StringConcat",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Mod",
+    "BitShift",
+    "BitwiseAnd",
+    "BitwiseOr",
+    "BitwiseXor",
+    "Max",
+    "Min",
+    "Sum",
+    "Mean",
+    "StringConcat",
 )
 _VARIADIC = ("Max", "Min", "Sum", "Mean")
-_BOOL_BINARY = ("And", "Or", "Xor", "Equal", "Less", "LessOrEqual", "Greater",
-                "GreaterOrEqual")
+_BOOL_BINARY = ("And", "Or", "Xor", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual")
 
 
 @shape_rule(*_SAME_TYPE_BINARY, *_BOOL_BINARY)
@@ -276,15 +332,15 @@ def _prelu(ctx: ShapeContext) -> list[TensorInfo]:
         return [_info(x.dtype, x.shape, _dd(x, slope))]
     r, q = len(x.shape), len(slope.shape)
     if q > r:
-        raise ShapeError(f"PRelu: slope {_fmt(slope.shape)} has higher rank than X "
-                         f"{_fmt(x.shape)}")
+        raise ShapeError(f"PRelu: slope {_fmt(slope.shape)} has higher rank than X {_fmt(x.shape)}")
     out = list(x.shape)
     for k, s in enumerate(slope.shape):
         i = r - q + k
         if s is not None and s != 1:
             if out[i] is not None and out[i] != s:
-                raise ShapeError(f"PRelu: slope {_fmt(slope.shape)} does not broadcast to X "
-                                 f"{_fmt(x.shape)}")
+                raise ShapeError(
+                    f"PRelu: slope {_fmt(slope.shape)} does not broadcast to X {_fmt(x.shape)}"
+                )
             out[i] = s
     return [_info(x.dtype, out, _dd(x, slope))]
 
@@ -292,8 +348,16 @@ def _prelu(ctx: ShapeContext) -> list[TensorInfo]:
 # ----------------------------------------------------------------------- reductions
 
 _REDUCTIONS = (
-    "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum",
-    "ReduceLogSumExp", "ReduceProd", "ReduceMax", "ReduceMin", "ReduceMean",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceProd",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceMean",
 )
 
 
@@ -376,8 +440,9 @@ def _reshape(ctx: ShapeContext) -> list[TensorInfo]:
                 out.append(None)
                 continue
             if i >= len(in_shape):
-                raise ShapeError(f"Reshape: shape {target} copies dim {i} of a rank-"
-                                 f"{len(in_shape)} input")
+                raise ShapeError(
+                    f"Reshape: shape {target} copies dim {i} of a rank-{len(in_shape)} input"
+                )
             out.append(in_shape[i])
             copied.add(i)
         else:
@@ -406,8 +471,9 @@ def _reshape(ctx: ShapeContext) -> list[TensorInfo]:
             fill = p_rest // p_explicit
         out = [fill if d == -1 else d for d in out]
     elif rest_known and copied_nonzero and p_rest != p_explicit:
-        raise ShapeError(f"Reshape: cannot reshape {_fmt(in_shape)} ({_prod(in_shape)} "
-                         f"elements) to {target}")
+        raise ShapeError(
+            f"Reshape: cannot reshape {_fmt(in_shape)} ({_prod(in_shape)} elements) to {target}"
+        )
     return [_info(x.dtype, out, dd)]
 
 
@@ -493,8 +559,9 @@ def _split(ctx: ShapeContext) -> list[TensorInfo]:
             if any(s < 0 for s in given):
                 raise ShapeError(f"Split: negative split size in {given}")
             if dim is not None and sum(given) != dim:
-                raise ShapeError(f"Split: sizes {given} do not add up to dim {dim} of "
-                                 f"{_fmt(x.shape)}")
+                raise ShapeError(
+                    f"Split: sizes {given} do not add up to dim {dim} of {_fmt(x.shape)}"
+                )
             sizes = list(given)
     else:
         parts = int(ctx.attr("num_outputs", n))
@@ -539,10 +606,25 @@ def _slice(ctx: ShapeContext) -> list[TensorInfo]:
         return [_info(x.dtype, None, dd)]
     rank = len(x.shape)
     starts, ends = _ints(starts_in.value), _ints(ends_in.value)
-    n = next((v for v in (_list_len(starts_in), _list_len(ends_in), _list_len(axes_in),
-                          _list_len(steps_in)) if v is not None), None)
-    for info, what in ((starts_in, "starts"), (ends_in, "ends"), (axes_in, "axes"),
-                       (steps_in, "steps")):
+    n = next(
+        (
+            v
+            for v in (
+                _list_len(starts_in),
+                _list_len(ends_in),
+                _list_len(axes_in),
+                _list_len(steps_in),
+            )
+            if v is not None
+        ),
+        None,
+    )
+    for info, what in (
+        (starts_in, "starts"),
+        (ends_in, "ends"),
+        (axes_in, "axes"),
+        (steps_in, "steps"),
+    ):
         m = _list_len(info)
         if m is not None and n is not None and m != n:
             raise ShapeError(f"Slice: '{what}' has {m} entries, expected {n}")
@@ -803,8 +885,9 @@ def _gather_elements(ctx: ShapeContext) -> list[TensorInfo]:
     if idx.shape is None:
         return [_info(x.dtype, None if x.shape is None else [None] * len(x.shape), dd)]
     if x.shape is not None and len(x.shape) != len(idx.shape):
-        raise ShapeError(f"GatherElements: data {_fmt(x.shape)} and indices "
-                         f"{_fmt(idx.shape)} differ in rank")
+        raise ShapeError(
+            f"GatherElements: data {_fmt(x.shape)} and indices {_fmt(idx.shape)} differ in rank"
+        )
     return [_info(x.dtype, idx.shape, dd)]
 
 
@@ -819,11 +902,14 @@ def _gather_nd(ctx: ShapeContext) -> list[TensorInfo]:
         return [_info(x.dtype, None, dd)]
     r, q, k = len(x.shape), len(idx.shape), idx.shape[-1]
     if b < 0 or b >= min(r, q):
-        raise ShapeError(f"GatherND: batch_dims {b} too large for data {_fmt(x.shape)} and "
-                         f"indices {_fmt(idx.shape)}")
+        raise ShapeError(
+            f"GatherND: batch_dims {b} too large for data {_fmt(x.shape)} and "
+            f"indices {_fmt(idx.shape)}"
+        )
     if k < 1 or b + k > r:
-        raise ShapeError(f"GatherND: index depth {k} does not fit data {_fmt(x.shape)} "
-                         f"with batch_dims {b}")
+        raise ShapeError(
+            f"GatherND: index depth {k} does not fit data {_fmt(x.shape)} with batch_dims {b}"
+        )
     batch = [_merge(ctx, x.shape[i], idx.shape[i], f"batch dim {i}") for i in range(b)]
     return [_info(x.dtype, batch + list(idx.shape[b:-1]) + list(x.shape[b + k :]), dd)]
 
@@ -926,8 +1012,9 @@ def _det(ctx: ShapeContext) -> list[TensorInfo]:
 @shape_rule("StringNormalizer")
 def _string_normalizer(ctx: ShapeContext) -> list[TensorInfo]:
     x = _req(ctx, 0)
-    if x.shape is not None and (len(x.shape) not in (1, 2) or
-                                (len(x.shape) == 2 and x.shape[0] not in (1, None))):
+    if x.shape is not None and (
+        len(x.shape) not in (1, 2) or (len(x.shape) == 2 and x.shape[0] not in (1, None))
+    ):
         raise ShapeError(f"StringNormalizer: input must be [C] or [1, C], got {_fmt(x.shape)}")
     stop = ctx.attr("stopwords")
     if not stop and x.shape is not None and x.shape[-1] not in (0, None):
@@ -963,8 +1050,13 @@ def _mel_weight_matrix(ctx: ShapeContext) -> list[TensorInfo]:
     dtype = _onnx_dtype(ctx.attr("output_datatype", TensorProto.FLOAT), ctx.op_type)
     bins = _scalar(ctx, 0, "num_mel_bins")
     n = _scalar(ctx, 1, "dft_length")
-    return [_info(dtype, (None if n is None else int(n) // 2 + 1,
-                          None if bins is None else int(bins)), _dd(*ins))]
+    return [
+        _info(
+            dtype,
+            (None if n is None else int(n) // 2 + 1, None if bins is None else int(bins)),
+            _dd(*ins),
+        )
+    ]
 
 
 @shape_rule("DFT")
@@ -979,8 +1071,9 @@ def _dft(ctx: ShapeContext) -> list[TensorInfo]:
         return [_info(x.dtype, None, dd)]
     rank = len(x.shape)
     if rank < 2 or x.shape[-1] not in (1, 2, None):
-        raise ShapeError(f"DFT: input must end in a dim of 1 (real) or 2 (complex), got "
-                         f"{_fmt(x.shape)}")
+        raise ShapeError(
+            f"DFT: input must end in a dim of 1 (real) or 2 (complex), got {_fmt(x.shape)}"
+        )
     if axis_in is not None:
         axis = _scalar(ctx, 2, "axis")
     else:

@@ -32,8 +32,7 @@ def control_flow() -> onnx.ModelProto:
         helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"),
         helper.make_node("Constant", [], ["zero"], value_float=0.0, name="zero"),
         helper.make_node("Greater", ["s", "zero"], ["c"], name="cmp"),
-        helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g,
-                         name="branch"),
+        helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g, name="branch"),
     ]
     graph = helper.make_graph(nodes, "cf", [x], [y])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -42,19 +41,25 @@ def control_flow() -> onnx.ModelProto:
 def custom() -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])
-    nodes = [helper.make_node("FancyOp", ["x", "", "x"], ["y"], domain="com.example",
-                              name="fancy", mode="fast", k=3)]
+    nodes = [
+        helper.make_node(
+            "FancyOp", ["x", "", "x"], ["y"], domain="com.example", name="fancy", mode="fast", k=3
+        )
+    ]
     graph = helper.make_graph(nodes, "custom", [x], [y])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                   helper.make_opsetid("com.example", 1)])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    )
 
 
 def cycle() -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
-    nodes = [helper.make_node("Add", ["x", "b"], ["a"], name="first"),
-             helper.make_node("Relu", ["a"], ["b"], name="second"),
-             helper.make_node("Identity", ["b"], ["y"], name="out")]
+    nodes = [
+        helper.make_node("Add", ["x", "b"], ["a"], name="first"),
+        helper.make_node("Relu", ["a"], ["b"], name="second"),
+        helper.make_node("Identity", ["b"], ["y"], name="out"),
+    ]
     graph = helper.make_graph(nodes, "cycle", [x], [y])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
