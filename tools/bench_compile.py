@@ -23,19 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import onnx
+import onnxruntime as ort
+from xdsl.passes import PassPipeline
 
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from xdsl.passes import PassPipeline  # noqa: E402
-
-import neuron_ir  # noqa: E402
-from neuron_ir import zoo  # noqa: E402
-from neuron_ir.compiler import DEFAULT_PIPELINE  # noqa: E402
-from passes import available_passes  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_interpreter import exported_models, median_time, spread  # noqa: E402
+import neuron_ir
+from neuron_ir import zoo
+from neuron_ir.compiler import DEFAULT_PIPELINE
+from neuron_ir.testing.bench import exported_models, median_time, spread
+from passes import available_passes
 
 
 def timed_compile(model: onnx.ModelProto, shapes: dict, target: str) -> dict[str, float]:

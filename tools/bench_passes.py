@@ -9,15 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from xdsl.passes import PassPipeline
 
-from xdsl.passes import PassPipeline  # noqa: E402
-
-import neuron_ir  # noqa: E402
-from neuron_ir import zoo  # noqa: E402
-from passes import available_passes  # noqa: E402
+import neuron_ir
+from neuron_ir import zoo
+from passes import available_passes
 
 DEFAULT_PIPELINE = {
     "bert_base": 'shape-inference{dims="batch:1,sequence:128"},lower-control-flow,partition',

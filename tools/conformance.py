@@ -13,10 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from neuron_ir.testing.conformance import node_cases, run_failure
 
-from neuron_ir.testing.conformance import node_cases, run_failure  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 XFAIL = ROOT / "tests" / "conformance_xfail.txt"
 

@@ -41,8 +41,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 TIMEOUT = 10.0  # seconds a case may take
 MEMORY_LIMIT = 3 << 30  # bytes of address space a worker may map

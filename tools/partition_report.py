@@ -13,16 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+from xdsl.passes import PassPipeline
+
+import neuron_ir
+from neuron_ir import zoo
+from neuron_ir.analysis.report import partition_report
+from neuron_ir.compiler import input_shapes_spec
+from passes import available_passes
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from xdsl.passes import PassPipeline  # noqa: E402
-
-import neuron_ir  # noqa: E402
-from neuron_ir import zoo  # noqa: E402
-from neuron_ir.analysis.report import partition_report  # noqa: E402
-from neuron_ir.compiler import input_shapes_spec  # noqa: E402
-from passes import available_passes  # noqa: E402
 
 
 def pipeline_for(feeds, target: str) -> str:

@@ -12,11 +12,8 @@ import collections
 import re
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from neuron_ir.testing.conformance import node_cases, roundtrip_failure  # noqa: E402
+from neuron_ir.testing.conformance import node_cases, roundtrip_failure
 
 
 def main() -> int:

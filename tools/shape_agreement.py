@@ -11,11 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from neuron_ir.testing.conformance import node_cases, shape_agreement  # noqa: E402
+from neuron_ir.testing.conformance import node_cases, shape_agreement
 
 
 def main() -> int:
