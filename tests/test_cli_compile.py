@@ -200,3 +200,95 @@ def test_plan_choice_is_the_best_under_the_budget(model_path):
         base = one[(p.batch, p.cores)]
         assert p.latency == pytest.approx(base.latency)
         assert p.throughput == pytest.approx(base.throughput * p.replicas)
+
+
+def test_bucket_pad_and_dynamic_batching_flags(model_path, tmp_path, capsys):
+    out = tmp_path / "k.nir"
+    code, stdout, err = _run(
+        capsys,
+        model_path,
+        "-o",
+        out,
+        "--batch",
+        "2",
+        "--batch-dim",
+        "batch",
+        "--no-dynamic-batching",
+        "--bucket",
+        "sequence=8,16",
+        "--pad-value",
+        "input_ids=0",
+        "--quiet",
+    )
+    assert code == 0, err
+    assert "buckets:" in stdout and "sequence=16" in stdout
+    model = neuron_ir.load(str(out))
+    assert model.boundaries == {"sequence": [8, 16]} and model.pad_values == {"input_ids": 0}
+    feeds = zoo.example_inputs("tiny_bert", batch=2, seq=11)
+    model.run(feeds)
+    assert model.last_bucket == (16,)
+    with pytest.raises(neuron_ir.NeuronIRError, match="batch"):
+        model.run(zoo.example_inputs("tiny_bert", batch=3, seq=11))  # not 2: refused
+
+
+def test_auto_buckets_from_a_samples_file(model_path, tmp_path, capsys):
+    samples = tmp_path / "sizes.txt"
+    samples.write_text("3 5 5 6 7 9\n12, 30, 31 4\n")
+    code, stdout, err = _run(
+        capsys,
+        model_path,
+        "-o",
+        tmp_path / "a.nir",
+        "--dims",
+        "batch:1",
+        "--bucket",
+        "sequence=auto:2",
+        "--size-samples",
+        samples,
+        "--quiet",
+    )
+    assert code == 0, err
+    assert "chosen from 10 sizes (auto:2)" in stdout
+    assert neuron_ir.load(str(tmp_path / "a.nir")).boundaries["sequence"][-1] == 31
+
+
+def test_allow_hbm_weights_flag_reaches_the_pipeline(model_path, tmp_path, capsys):
+    code, _, err = _run(
+        capsys,
+        model_path,
+        "-o",
+        tmp_path / "h.nir",
+        "--dims",
+        "batch:1,sequence:16",
+        "--cores",
+        "2",
+        "--allow-hbm-weights",
+        "--quiet",
+    )
+    assert code == 0, err
+    assert "allow-hbm-weights=true" in neuron_ir.load(str(tmp_path / "h.nir")).pipeline
+
+
+def test_progress_lines_only_on_a_terminal(model_path, tmp_path, capsys, monkeypatch):
+    argv = [model_path, "-o", tmp_path / "p.nir", "--dims", "batch:1,sequence:16"]
+    code, _, err = _run(capsys, *argv)  # captured stderr is not a terminal
+    assert code == 0 and err == ""
+    import sys
+
+    class Tty:
+        def __init__(self):
+            self.text = ""
+
+        def isatty(self):
+            return True
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            pass
+
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert main([str(a) for a in argv]) == 0
+    assert "compiling for inf1" in tty.text and "writing" in tty.text
