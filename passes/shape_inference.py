@@ -84,9 +84,10 @@ def _parse_shapes(spec: str) -> dict[str, tuple[int, ...]]:
         if name in seen:
             raise PassError(f"input-shapes names '{name}' twice")
         seen.add(name)
-        if any(not 0 < d <= MAX_DIM for d in out[name]):
-            # A zero-size input has no work in it: almost surely a typo for a size.
-            raise PassError(f"input-shapes entry '{item}': dims must be between 1 and {MAX_DIM}")
+        if any(not 0 <= d <= MAX_DIM for d in out[name]):
+            # A whole shape may hold an empty dim (ONNX allows empty tensors: an empty
+            # axes list, a zero-length batch of boxes); a symbol bound to 0 may not.
+            raise PassError(f"input-shapes entry '{item}': dims must be between 0 and {MAX_DIM}")
     return out
 
 

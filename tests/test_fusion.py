@@ -149,8 +149,14 @@ def _chain_model(bn_attrs: dict, shared: bool, stats_from_input: bool) -> onnx.M
     if stats_from_input:
         inits = [i for i in inits if i.name != "bn_m"]
         inputs.append(helper.make_tensor_value_info("bn_m", TensorProto.FLOAT, [c]))
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), _bn("bn", "c", "y", **bn_attrs)]
+    bn = _bn("bn", "c", "y", **bn_attrs)
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if bn_attrs.get("training_mode"):  # training mode must also yield the running stats
+        bn.output.extend(["bn_rm", "bn_rv"])
+        outputs += [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("bn_rm", "bn_rv")
+        ]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), bn]
     if shared:  # the conv result has a second use: it must stay materialized
         outputs.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, None))
     graph = helper.make_graph(nodes, "chain", inputs, outputs, inits)

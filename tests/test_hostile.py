@@ -475,7 +475,7 @@ def test_invalid_onnx_is_refused(model, message):
     [
         ({"input_shapes": {"x": (4.5, 32)}}, "dim 0 must be an integer, not 4.5"),
         ({"input_shapes": "x:2,x:2"}, "input-shapes names 'x' twice"),
-        ({"input_shapes": "x:0"}, "dims must be between 1 and"),
+        ({"input_shapes": "x:-1"}, "dims must be between 0 and"),
         ({"input_shapes": {"x": (True,)}}, "must be an integer, not True"),
         ({"dims": "batch:2,batch:3"}, "dims names 'batch' twice"),
         ({"dims": "batch:0"}, "size must be between 1 and"),
