@@ -137,27 +137,34 @@ def _core_counts(total: int) -> list[int]:
     return sorted(counts)
 
 
-def _point(model: CompiledModel, host_time: float, batch: int, replicas: int) -> PlanPoint:
+def _points(model: CompiledModel, host_time: float, batch: int, replicas: range) -> list[PlanPoint]:
+    """One batch priced once, then every number of copies (they share the price)."""
     prices = model.price(batch)
     sbuf = model.profile.sbuf_bytes
     device_latency = sum(p.latency for p in prices)
     host = host_time * batch / model.batch
     bottleneck = max([host, *(p.bottleneck for p in prices)])
     stages = [s for p in prices for s in p.stages]
-    return PlanPoint(
-        batch=batch,
-        cores=model.cores,
-        replicas=replicas,
-        latency=device_latency + host,
-        throughput=batch * replicas / bottleneck if bottleneck > 0 else 0.0,
-        # Activations fill what the cached weights leave; beyond that they spill.
-        sbuf_use=max(
-            [min(1.0, (s.sbuf_weight_bytes + s.activation_bytes) / sbuf) for s in stages],
-            default=0.0,
-        ),
-        spill_bytes=sum(s.spill_bytes for s in stages),
-        hbm_weight_bytes=sum(s.hbm_weight_bytes for s in stages),
+    # Activations fill what the cached weights leave; beyond that they spill.
+    sbuf_use = max(
+        [min(1.0, (s.sbuf_weight_bytes + s.activation_bytes) / sbuf) for s in stages],
+        default=0.0,
     )
+    spill = sum(s.spill_bytes for s in stages)
+    hbm = sum(s.hbm_weight_bytes for s in stages)
+    return [
+        PlanPoint(
+            batch=batch,
+            cores=model.cores,
+            replicas=r,
+            latency=device_latency + host,
+            throughput=batch * r / bottleneck if bottleneck > 0 else 0.0,
+            sbuf_use=sbuf_use,
+            spill_bytes=spill,
+            hbm_weight_bytes=hbm,
+        )
+        for r in replicas
+    ]
 
 
 def plan(
@@ -200,9 +207,9 @@ def plan(
             result.skipped[n] = f"the program has {model.cores} stage(s)"
             continue
         host_time = model.timeline().busy().get("cpu", 0.0)
-        for replicas in range(1, inst.cores // n + 1):
-            for batch in batches:
-                result.points.append(_point(model, host_time, batch, replicas))
+        copies = range(1, inst.cores // n + 1)
+        for batch in batches:
+            result.points.extend(_points(model, host_time, batch, copies))
     if not result.points:
         reasons = "; ".join(f"{n} core(s): {why}" for n, why in result.skipped.items())
         raise PlanError(f"no deployment fits {inst.name}: {reasons}")
