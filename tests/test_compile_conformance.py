@@ -39,6 +39,8 @@ def _check(case) -> None:
     if listed is None:
         assert reason is None, reason
         return
+    if reason is None and case.name.startswith("test_bernoulli"):
+        return  # random output (ONNX fixes no generator): it can match by chance
     assert reason is not None, f"{case.name} passes now: remove it from {XFAIL_FILE.name}"
     assert listed in reason, f"listed as '{listed}' but fails with: {reason}"
     pytest.xfail(listed)

@@ -38,6 +38,8 @@ def check_case(case) -> None:
         assert reason is None, reason
         return
     why, expect = XFAILS[case.name]
+    if reason is None and why.startswith("random output"):
+        return  # a random op's few values can match the expected ones by chance
     assert reason is not None, f"listed as failing ({why}) but passes: remove it from the list"
     reason = " ".join(reason.split())[:300]
     assert reason == expect, (
