@@ -25,6 +25,7 @@ from typing import Any
 
 from xdsl.dialects.builtin import ModuleOp
 
+from dialects.nc import ProgramOp
 from passes.estimate import EstimatePass
 from passes.pipeline import Dims, InputShapes, default_pipeline, pipeline_text, run_passes
 from passes.pipeline_shard import PipelineShardPass
@@ -33,6 +34,8 @@ from passes.place_weights import PlaceWeightsPass
 from .compiler import _import
 from .errors import NeuronIRError
 from .runtime.compiled import CompiledModel
+from .target import TargetProfile
+from .target.cost import StageCost, price_program, stage_costs
 from .target.profiles import Instance, get_instance
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
@@ -137,12 +140,35 @@ def _core_counts(total: int) -> list[int]:
     return sorted(counts)
 
 
-def _points(model: CompiledModel, host_time: float, batch: int, replicas: range) -> list[PlanPoint]:
+@dataclass(frozen=True)
+class _Priced:
+    """What pricing one compiled core count at any batch needs, read off its IR once."""
+
+    programs: list[tuple[list[StageCost], int]]  # (stage costs, compiled batch)
+    profile: TargetProfile
+    cores: int
+    compiled_batch: int
+    host_time: float  # seconds of CPU-placed work per compiled batch
+
+    @classmethod
+    def of(cls, model: CompiledModel) -> _Priced:
+        programs = [
+            (stage_costs(op, model.profile), op.batch.value.data)
+            for op in model.module.walk()
+            if isinstance(op, ProgramOp)
+        ]
+        host = model.timeline().busy().get("cpu", 0.0)
+        return cls(programs, model.profile, model.cores, model.batch, host)
+
+
+def _points(priced: _Priced, batch: int, replicas: range) -> list[PlanPoint]:
     """One batch priced once, then every number of copies (they share the price)."""
-    prices = model.price(batch)
-    sbuf = model.profile.sbuf_bytes
+    prices = [
+        price_program(costs, priced.profile, compiled, batch) for costs, compiled in priced.programs
+    ]
+    sbuf = priced.profile.sbuf_bytes
     device_latency = sum(p.latency for p in prices)
-    host = host_time * batch / model.batch
+    host = priced.host_time * batch / priced.compiled_batch
     bottleneck = max([host, *(p.bottleneck for p in prices)])
     stages = [s for p in prices for s in p.stages]
     # Activations fill what the cached weights leave; beyond that they spill.
@@ -155,7 +181,7 @@ def _points(model: CompiledModel, host_time: float, batch: int, replicas: range)
     return [
         PlanPoint(
             batch=batch,
-            cores=model.cores,
+            cores=priced.cores,
             replicas=r,
             latency=device_latency + host,
             throughput=batch * r / bottleneck if bottleneck > 0 else 0.0,
@@ -203,13 +229,13 @@ def plan(
             result.skipped[n] = exc.message if hasattr(exc, "message") else str(exc)
             continue
         model = CompiledModel(module, inst.target, pipeline_text((*front, *tail)))
-        if model.cores != n:
+        if model.cores != n:  # fewer ops than cores
             result.skipped[n] = f"the program has {model.cores} stage(s)"
             continue
-        host_time = model.timeline().busy().get("cpu", 0.0)
+        priced = _Priced.of(model)
         copies = range(1, inst.cores // n + 1)
         for batch in batches:
-            result.points.extend(_points(model, host_time, batch, copies))
+            result.points.extend(_points(priced, batch, copies))
     if not result.points:
         reasons = "; ".join(f"{n} core(s): {why}" for n, why in result.skipped.items())
         raise PlanError(f"no deployment fits {inst.name}: {reasons}")
