@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from neuron_ir.testing.conformance import compile_failure, node_cases
+from neuron_ir.testing.conformance import compile_failure, sweep
 
 XFAIL = Path(__file__).resolve().parent.parent / "tests" / "compile_conformance_xfail.txt"
 
@@ -39,15 +39,7 @@ def main() -> int:
     parser.add_argument("--write-xfail", action="store_true")
     args = parser.parse_args()
     start = time.perf_counter()
-    failures: dict[str, str] = {}
-    total = 0
-    for case in node_cases():
-        if args.k and args.k not in case.name:
-            continue
-        total += 1
-        reason = compile_failure(case, args.target)
-        if reason is not None:
-            failures[case.name] = " ".join(reason.split())[:300]
+    total, failures = sweep(lambda case: compile_failure(case, args.target), args.k)
     passed = total - len(failures)
     print(
         f"{passed} of {total} tensor-typed node test cases compile ({args.target}) and "

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from neuron_ir.testing.conformance import node_cases, run_failure
+from neuron_ir.testing.conformance import run_failure, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,15 +26,7 @@ def main() -> int:
     parser.add_argument("--write-xfail", action="store_true")
     args = parser.parse_args()
     start = time.perf_counter()
-    failures: dict[str, str] = {}
-    total = 0
-    for case in node_cases():
-        if args.k and args.k not in case.name:
-            continue
-        total += 1
-        reason = run_failure(case)
-        if reason is not None:
-            failures[case.name] = " ".join(reason.split())[:300]
+    total, failures = sweep(run_failure, args.k)
     passed = total - len(failures)
     print(
         f"{passed} of {total} tensor-typed node test cases pass "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,3 +230,20 @@ def shape_agreement(case: NodeCase) -> tuple[int, int, list[str]]:
                 f", onnx {(expected_dtype, dims)}"
             )
     return agree, len(theirs), problems
+
+
+def sweep(
+    check: Callable[[NodeCase], str | None], only: str | None = None
+) -> tuple[int, dict[str, str]]:
+    """(cases run, {name: failure reason on one line}) of ``check`` over every node test
+    case whose name contains ``only`` (all when None): the loop of the conformance tools."""
+    failures: dict[str, str] = {}
+    total = 0
+    for case in node_cases():
+        if only and only not in case.name:
+            continue
+        total += 1
+        reason = check(case)
+        if reason is not None:
+            failures[case.name] = " ".join(reason.split())[:300]
+    return total, failures
