@@ -209,3 +209,167 @@ def module_weight(module) -> np.ndarray:
     main = next(op for op in module.ops if op.sym_name.data == "main")
     const = next(op for op in main.body.block.ops if op.name == "onnx.Constant")
     return constant_array(const.properties["value"])
+
+
+# ---------------------------------------------------------------------------
+# regions: elementwise DAGs and a row-wise last op, split over both cores
+
+
+def _bert_layer_model(seq: int = 64, hidden: int = 128, ffn: int = 512) -> onnx.ModelProto:
+    """The shapes of a BERT layer's three region kinds, big enough that the products
+    split (2 * seq * hidden * ffn > parallel.MIN_FLOPS; 4 heads of 128 x 128 scores):
+    Gelu after the first FFN
+    product (a DAG: the biased product is read by Div and by Mul), bias, residual and
+    LayerNormalization after the second, and the attention scores' Div, mask Add and
+    Softmax after a batched product."""
+    heads = 4
+    inits = [
+        _init("w1", RNG.normal(0, 0.1, (hidden, ffn)).astype(np.float32)),
+        _init("b1", RNG.normal(0, 1, ffn).astype(np.float32)),
+        _init("w2", RNG.normal(0, 0.05, (ffn, hidden)).astype(np.float32)),
+        _init("b2", RNG.normal(0, 1, hidden).astype(np.float32)),
+        _init("gamma", RNG.normal(1, 0.1, hidden).astype(np.float32)),
+        _init("beta", RNG.normal(0, 0.1, hidden).astype(np.float32)),
+        _init("sqrt2", np.array(1.4142135, np.float32)),
+        _init("one", np.array(1.0, np.float32)),
+        _init("half", np.array(0.5, np.float32)),
+        _init("scale", np.array(8.0, np.float32)),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m1"]),
+        helper.make_node("Add", ["b1", "m1"], ["h"]),
+        helper.make_node("Div", ["h", "sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["e1"]),
+        helper.make_node("Mul", ["h", "e1"], ["g0"]),
+        helper.make_node("Mul", ["g0", "half"], ["g"]),
+        helper.make_node("MatMul", ["g", "w2"], ["m2"]),
+        helper.make_node("Add", ["b2", "m2"], ["o"]),
+        helper.make_node("Add", ["o", "x"], ["r"]),
+        helper.make_node("LayerNormalization", ["r", "gamma", "beta"], ["ln"], epsilon=1e-12),
+        helper.make_node("MatMul", ["q", "k"], ["s"]),
+        helper.make_node("Div", ["s", "scale"], ["sd"]),
+        helper.make_node("Add", ["sd", "mask"], ["sm"]),
+        helper.make_node("Softmax", ["sm"], ["probs"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bert_layer",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, hidden]),
+            helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, heads, 128, 64]),
+            helper.make_tensor_value_info("k", TensorProto.FLOAT, [1, heads, 64, 128]),
+            helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 1, 128]),
+        ],
+        [
+            helper.make_tensor_value_info("ln", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, None),
+        ],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _bert_layer_feeds(seq: int = 64, hidden: int = 128) -> dict[str, np.ndarray]:
+    return {
+        "x": RNG.normal(0, 1, (1, seq, hidden)).astype(np.float32),
+        "q": RNG.normal(0, 1, (1, 4, 128, 64)).astype(np.float32),
+        "k": RNG.normal(0, 1, (1, 4, 64, 128)).astype(np.float32),
+        "mask": np.where(RNG.random((1, 1, 1, 128)) < 0.2, -1e4, 0.0).astype(np.float32),
+    }
+
+
+def test_bert_regions_are_found_and_match_unfused_bit_for_bit():
+    model = _bert_layer_model()
+    module = neuron_ir.import_model(model)
+    assert _groups(module) == [
+        ["MatMul", "Add", "Div", "Erf", "Add", "Mul", "Mul"],
+        ["MatMul", "Add", "Add", "LayerNormalization"],
+        ["MatMul", "Div", "Add", "Softmax"],
+    ]
+    feeds = _bert_layer_feeds()
+    fused = neuron_ir.Interpreter(module).run(feeds)
+    with fusion.disabled():
+        reference = neuron_ir.Interpreter(module).run(feeds)
+    # The products run the kernels' own split and every region op is its kernel or
+    # the same ufunc: bit-identical, chunked or not.
+    for name in ("ln", "probs"):
+        np.testing.assert_array_equal(fused[name], reference[name], err_msg=name)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for name, want in zip(["ln", "probs"], session.run(None, feeds), strict=True):
+        np.testing.assert_allclose(fused[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_regions_split_across_cores(monkeypatch):
+    """The BERT-shaped regions really run in chunks (else the test above proves only
+    the unsplit path)."""
+    from neuron_ir.kernels import parallel
+
+    calls = []
+    original = parallel.run_chunks
+
+    def counting(fn, n, parts=None):
+        calls.append(n)
+        return original(fn, n, parts)
+
+    monkeypatch.setattr(parallel, "run_chunks", counting)
+    module = neuron_ir.import_model(_bert_layer_model())
+    neuron_ir.Interpreter(module).run(_bert_layer_feeds())
+    if parallel.WORKERS > 1 and parallel._can_split():
+        # FFN1 and FFN2 split their columns (512, 128 wide), the scores their 4 heads.
+        assert 512 in calls and 4 in calls
+
+
+def test_region_value_read_outside_is_not_fused():
+    # h is read by Div (in the region) and returned: the region stops before it.
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["m"]),
+            helper.make_node("Add", ["m", "b"], ["h"]),
+            helper.make_node("Erf", ["h"], ["e"]),
+        ],
+        "escape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 16])],
+        [
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("e", TensorProto.FLOAT, None),
+        ],
+        [
+            _init("w", RNG.normal(0, 1, (16, 4)).astype(np.float32)),
+            _init("b", RNG.normal(0, 1, 4).astype(np.float32)),
+        ],
+    )
+    module = neuron_ir.import_model(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    )
+    assert _groups(module) == [["MatMul", "Add"]]
+    feeds = {"x": RNG.normal(0, 1, (8, 16)).astype(np.float32)}
+    fused = neuron_ir.Interpreter(module).run(feeds)
+    with fusion.disabled():
+        reference = neuron_ir.Interpreter(module).run(feeds)
+    for name in ("h", "e"):
+        np.testing.assert_array_equal(fused[name], reference[name])
+
+
+def test_softmax_over_the_split_axis_is_not_split_there():
+    # Softmax over axis 1 of (1, 512, 64) @ (64, 256): the product splits its 256
+    # columns, which a Softmax over axis 1 may not be split by along its own axis;
+    # the region's ops must then split another way and still match.
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["m"]),
+            helper.make_node("Softmax", ["m"], ["y"], axis=1),
+        ],
+        "softmax_axis",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [_init("w", RNG.normal(0, 1, (64, 256)).astype(np.float32))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    module = neuron_ir.import_model(model)
+    assert _groups(module) == [["MatMul", "Softmax"]]
+    feeds = {"x": RNG.normal(0, 1, (1, 512, 64)).astype(np.float32)}
+    fused = neuron_ir.Interpreter(module).run(feeds)["y"]
+    with fusion.disabled():
+        reference = neuron_ir.Interpreter(module).run(feeds)["y"]
+    np.testing.assert_array_equal(fused, reference)

@@ -144,3 +144,36 @@ def test_loop_with_zero_iterations_gives_empty_scan_outputs():
     assert out["scans"].shape == (0, 2) and np.array_equal(out["v_final"], v0)
     out = neuron_ir.run(module, {"m": np.array(3, np.int64), "v0": v0})
     assert out["scans"].shape == (3, 2) and np.array_equal(out["v_final"], v0 + 3)
+
+
+@pytest.mark.parametrize("indices_used", [False, True])
+def test_unused_optional_outputs_are_not_computed(monkeypatch, indices_used):
+    """MaxPool's Indices cost ~15x its Y on ResNet's stem: computed only when read."""
+    from neuron_ir.kernels import KERNELS
+
+    seen = []
+    original = KERNELS["MaxPool"]
+
+    def recording(inputs, attrs, n_out):
+        seen.append(n_out)
+        return original(inputs, attrs, n_out)
+
+    monkeypatch.setitem(KERNELS, "MaxPool", recording)
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if indices_used:
+        outputs.append(helper.make_tensor_value_info("i", TensorProto.INT64, None))
+    graph = helper.make_graph(
+        [helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[3, 3], strides=[2, 2])],
+        "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 9, 9])],
+        outputs,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).normal(size=(1, 2, 9, 9)).astype(np.float32)
+    got = neuron_ir.Interpreter(neuron_ir.import_model(model)).run({"x": x})
+    assert seen == [2 if indices_used else 1]
+    want = x[:, :, :7:2, :7:2].copy()
+    for dy in range(3):
+        for dx in range(3):
+            want = np.maximum(want, x[:, :, dy : dy + 7 : 2, dx : dx + 7 : 2])
+    np.testing.assert_array_equal(got["y"], want)

@@ -1,23 +1,38 @@
-"""Plan-time fusion of the interpreter: chains of ops run as one step.
+"""Plan-time fusion of the interpreter: a producer and the elementwise ops after it run
+as one step, in one chunk per core.
 
-A chain starts at a producer (Conv, MatMul, Gemm) and follows its result while that
-result has exactly one use, by the next op of the same block:
+A region starts at a producer (Conv, MatMul, Gemm) and takes in the later ops of the
+same block that read its values, while they are:
 
 * ``BatchNormalization`` (inference mode, constant statistics) right after a Conv whose
-  weight and bias are constants is folded into the Conv: w' = w k, b' = (b - mean) k +
+  weight and bias are constants: folded into the Conv, w' = w k, b' = (b - mean) k +
   bias with k = scale / sqrt(var + eps), computed once in float64 and rounded to the
   weight type (what onnxruntime does).  This is the only rewrite that changes rounding:
   the fused result differs from the unfused one by a few float32 ulp of the output,
   which ``tests/test_fusion.py`` bounds.
-* elementwise epilogues (``Relu``, and float ``Add``/``Sub``/``Mul``/``Div`` with an
-  operand that broadcasts into the chain's value) run in place on the producer's fresh
-  output, with the same ufunc and operand order as their kernels: bit-identical to the
-  unfused ops, minus one allocation and one pass of memory traffic each.
+* elementwise ops (``_ELEMENTWISE``) whose result has the region's type, whatever mix of
+  region values and outside operands (which must broadcast into the region) they read:
+  a DAG, so BERT's Gelu (the biased product is read by Div and by Mul) is one region;
+* last, one row-wise op (Softmax, LogSoftmax, LayerNormalization) whose reduced axes
+  the chunks leave whole.
 
-The fused step runs where the chain's last op stood.  That is valid because every
-intermediate has its single use inside the chain, and every other operand of a chain
-op is defined before that op, hence before the last one; the planner counts the chain's
-operand reads at that position so nothing is freed early.
+Every value of the region but the last must be used only inside it.  The step runs
+where the region's last op stood: every outside operand of a region op is defined
+before that op, hence before the last one, and the planner counts the region's operand
+reads at that position so nothing is freed early.
+
+At run time the product is computed by the same plan as its kernel
+(``parallel.MatmulPlan``, ``nn.Conv2dPlan``: a GEMM's columns or rows, a batched
+product's matrices, a convolution's output rows, one chunk per core), so it rounds
+exactly as the unfused kernel does.  When those chunks are slices along an axis the
+region's ops can split too, each chunk then runs the region's ops on its own slice,
+on data still in cache; otherwise the region's ops run in a second split pass.  Each
+op on a chunk is the op's own kernel (elementwise and row-wise kernels give the same
+values on a slice as on the whole), or, where it is the last reader of a value the
+region owns, the same ufunc in place, in the same operand order: bit-identical to the
+unfused op.  Gemm, grouped convolutions and integer or float16 products run their
+kernel whole, then the region.  A run-time shape that would broadcast the region
+raises ``_Unfusable`` and the unfused steps run instead.
 
 The onnx-level interpreter stays the reference: ``disabled()`` plans without fusion,
 and the tests compare both plans on the same inputs.
@@ -25,23 +40,55 @@ and the tests compare both plans on the same inputs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Operation, SSAValue
 
 from dialects.onnx import ConstantOp, OnnxOp
 
 from ..errors import InterpreterError
 from ..ir.attrs import constant_array, describe_op, onnx_attrs
-from ..kernels import KERNELS
+from ..kernels import KERNELS, parallel
+from ..kernels.nn import Conv2dPlan
 from .onnx_ops import _onnx_handler
 
 _PRODUCERS = frozenset({"Conv", "MatMul", "Gemm"})
-_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+_IN_PLACE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+_ELEMENTWISE = frozenset(
+    {
+        *_IN_PLACE,
+        "Pow",
+        "Relu",
+        "Erf",
+        "Tanh",
+        "Sigmoid",
+        "Exp",
+        "Neg",
+        "Abs",
+        "Sqrt",
+        "Reciprocal",
+        "LeakyRelu",
+        "Elu",
+        "Selu",
+        "Celu",
+        "Gelu",
+        "HardSigmoid",
+        "HardSwish",
+        "Softplus",
+        "Softsign",
+        "Mish",
+        "ThresholdedRelu",
+        "Clip",
+    }
+)
+_ROWWISE = frozenset({"Softmax", "LogSoftmax", "LayerNormalization"})
+_WINDOW = 48  # how far past the producer a region looks for its ops
 
 _enabled = True
 
@@ -59,7 +106,8 @@ def disabled() -> Iterator[None]:
 
 @dataclass
 class Group:
-    """One fused chain: the producer, an optional folded BatchNormalization, epilogues."""
+    """One fused region: the producer, an optional folded BatchNormalization, then the
+    region's other ops in block order."""
 
     ops: list[Operation]
     batchnorm: Operation | None = None
@@ -72,6 +120,10 @@ class Group:
 
 def _type(op: Operation) -> str:
     return op.ONNX_TYPE if isinstance(op, OnnxOp) else op.name
+
+
+def _inputs(op: Operation) -> list[SSAValue | None]:
+    return op.onnx_inputs() if isinstance(op, OnnxOp) else list(op.operands)
 
 
 def _single_user(value: SSAValue, block_ops: set[Operation]) -> Operation | None:
@@ -109,59 +161,96 @@ def _foldable_batchnorm(conv: Operation, bn: Operation) -> bool:
     return all(s is not None and s.shape == (w.shape[0],) for s in stats)
 
 
-def _epilogue_ok(op: Operation, value: SSAValue) -> bool:
+def _same_static_type(a: SSAValue, b: SSAValue) -> bool:
+    """False only when both types are known and differ (the op would broadcast the
+    region's value to a bigger shape, or change its type)."""
+    ta, tb = a.type, b.type
+    if isinstance(ta, TensorType) and isinstance(tb, TensorType):
+        return ta == tb
+    return True
+
+
+def _absorbable(op: Operation, members: set[SSAValue], region_value: SSAValue) -> bool:
     kind = _type(op)
-    if kind == "Relu":
-        return True
-    if kind in _BINARY:
-        operands = op.onnx_inputs()  # type: ignore[attr-defined]
-        return len(operands) == 2 and sum(v is value for v in operands) == 1
-    return False
+    if not isinstance(op, OnnxOp) or kind not in _ELEMENTWISE | _ROWWISE:
+        return False
+    if kind not in KERNELS or not op.results:
+        return False
+    if any(r.uses for r in op.results[1:]):  # LayerNormalization's Mean/InvStdDev
+        return False
+    operands = [v for v in _inputs(op) if v is not None]
+    if kind in _ROWWISE and (not operands or operands[0] not in members):
+        return False
+    return any(v in members for v in operands) and _same_static_type(region_value, op.results[0])
+
+
+def _valid_prefix(ops: list[Operation]) -> bool:
+    """Every value but the last op's first result is read only inside ``ops``."""
+    inside = set(ops)
+    for k, op in enumerate(ops):
+        results = op.results[1:] if k == len(ops) - 1 else op.results
+        for r in results:
+            if any(use.operation not in inside for use in r.uses):
+                return False
+    return True
 
 
 def find_groups(ops: Sequence[Operation]) -> list[Group]:
-    """The fusable chains among one block's ops (each op in at most one chain)."""
+    """The fusable regions among one block's ops (each op in at most one region)."""
     block_ops = set(ops)
     taken: set[Operation] = set()
     groups = []
-    for op in ops:
+    for i, op in enumerate(ops):
         if op in taken or not isinstance(op, OnnxOp) or _type(op) not in _PRODUCERS:
             continue
         if len(op.results) != 1:
             continue
-        group = Group([op])
+        base = [op]
+        batchnorm = None
         value = op.results[0]
         user = _single_user(value, block_ops)
         if (
             _type(op) == "Conv"
             and user is not None
+            and user not in taken
             and _type(user) == "BatchNormalization"
             and _foldable_batchnorm(op, user)
         ):
-            group.batchnorm = user
-            group.ops.append(user)
+            batchnorm = user
+            base.append(user)
             value = user.results[0]
-            user = _single_user(value, block_ops)
-        while (
-            user is not None
-            and user not in taken
-            and _epilogue_ok(user, value)
-            and _same_static_type(value, user.results[0])
-        ):
-            group.epilogues.append(user)
-            group.ops.append(user)
-            value = user.results[0]
-            user = _single_user(value, block_ops)
-        if len(group.ops) > 1:
-            groups.append(group)
-            taken.update(group.ops)
+        members = {r for o in base for r in o.results}
+        absorbed: list[Operation] = []
+        for later in ops[i + 1 : i + 1 + _WINDOW]:
+            if later in base:
+                continue
+            if not any(v in members for v in later.operands):
+                continue
+            if later in taken or not _absorbable(later, members, value):
+                break
+            absorbed.append(later)
+            members.update(later.results)
+            if _type(later) in _ROWWISE:
+                break
+        chosen = None
+        for k in range(len(absorbed), 0, -1):
+            if _valid_prefix(base + absorbed[:k]):
+                chosen = base + absorbed[:k]
+                break
+        if chosen is None:
+            if batchnorm is None or not _valid_prefix(base):
+                continue
+            chosen = base
+        group = Group(chosen, batchnorm, chosen[len(base) :])
+        groups.append(group)
+        taken.update(chosen)
     return groups
 
 
 @dataclass
 class Fusions:
     """What the planner needs: each fused op's step (None if absorbed) and the index
-    (in the block) where its chain runs."""
+    (in the block) where its region runs."""
 
     steps: dict[Operation, Callable | None] = field(default_factory=dict)
     anchor: dict[Operation, int] = field(default_factory=dict)
@@ -169,7 +258,7 @@ class Fusions:
 
 
 def plan_fusions(planner: Any, ops: Sequence[Operation]) -> Fusions:
-    """Fused steps for the chains of one block (none when fusion is disabled)."""
+    """Fused steps for the regions of one block (none when fusion is disabled)."""
     fusions = Fusions()
     if not _enabled:
         return fusions
@@ -204,75 +293,275 @@ class _Unfusable(Exception):
     """A run-time case the fused step does not cover: the unfused steps run instead."""
 
 
-def _same_static_type(a: SSAValue, b: SSAValue) -> bool:
-    """False only when both types are known and differ (the epilogue would broadcast
-    the chain's value to a bigger shape, or change its type)."""
-    from xdsl.dialects.builtin import TensorType
+# ---------------------------------------------------------------------------
+# producers: the output's shape, how the kernel would split it, and one chunk of it
 
-    ta, tb = a.type, b.type
-    if isinstance(ta, TensorType) and isinstance(tb, TensorType):
-        return ta == tb
-    return True
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class _Whole:
+    """The producer's result computed up front by its kernel (Gemm, and the products
+    the plans below do not cover)."""
+
+    parts = 0
+    region_axis: int | None = None
+
+    def __init__(self, result: np.ndarray):
+        self.shape, self.dtype, self.result = result.shape, result.dtype, result
+
+    def out(self) -> np.ndarray:
+        return self.result
+
+    def chunk(self, out: np.ndarray, lo: int, hi: int) -> None:
+        pass
+
+    def whole(self, out: np.ndarray) -> None:
+        pass
+
+
+class _Planned:
+    """A product run by the same plan as its kernel (``MatmulPlan``, ``Conv2dPlan``):
+    ``parts`` chunks (0: unsplit), each a slice [lo, hi) along ``region_axis`` of the
+    output when the chunks are such slices (None when they are not)."""
+
+    def __init__(self, plan: Any, shape: tuple, region_axis: int | None):
+        self.plan, self.shape, self.dtype = plan, shape, plan.dtype
+        self.parts, self.region_axis = plan.parts, region_axis
+
+    def out(self) -> np.ndarray:
+        return np.empty(self.shape, dtype=self.dtype)
+
+    def chunk(self, out: np.ndarray, lo: int, hi: int) -> None:
+        self.plan.chunk(out.reshape(self.plan.shape), lo, hi)
+
+    def whole(self, out: np.ndarray) -> None:
+        plan = self.plan
+        if isinstance(plan, parallel.MatmulPlan):
+            np.matmul(plan.a, plan.b, out=out.reshape(plan.shape))
+        else:
+            plan.chunk(out, 0, plan.shape[plan.axis])
+
+
+def _first_non_unit(shape: Sequence[int]) -> int | None:
+    return next((a for a, n in enumerate(shape) if n != 1), None)
+
+
+def _matmul(x: np.ndarray, w: np.ndarray) -> _Planned:
+    """What the MatMul kernel does for float operands of one type (see nn.matmul)."""
+    if x.dtype not in _FLOATS or w.dtype != x.dtype or x.ndim < 2 or w.ndim < 2:
+        raise _Unfusable
+    if x.shape[-1] != w.shape[-2]:
+        raise _Unfusable
+    if w.ndim == 2:
+        shape = (*x.shape[:-1], w.shape[1])
+        plan = parallel.MatmulPlan(x.reshape(-1, x.shape[-1]), w)
+        if plan.scheme == "cols":
+            return _Planned(plan, shape, len(shape) - 1)
+        lead = _first_non_unit(shape[:-1])
+        rows_axis = lead if lead is not None and shape[lead] == plan.shape[0] else None
+        return _Planned(plan, shape, rows_axis)
+    if x.ndim != w.ndim or x.shape[:-2] != w.shape[:-2]:
+        raise _Unfusable
+    x = x if x.flags.c_contiguous else np.ascontiguousarray(x)
+    w = w if w.flags.c_contiguous else np.ascontiguousarray(w)
+    plan = parallel.MatmulPlan(x, w)
+    shape = plan.shape
+    if plan.scheme == "stack":
+        lead = _first_non_unit(shape[:-2])
+        stacks = math.prod(shape[:-2])
+        return _Planned(plan, shape, lead if lead is not None and shape[lead] == stacks else None)
+    if plan.scheme == "stack-rows" and math.prod(shape[:-2]) == 1:
+        return _Planned(plan, shape, len(shape) - 2)
+    return _Planned(plan, shape, None)
+
+
+def _producer(kind: str, args: list, attrs: dict, kernel: Callable) -> _Planned | _Whole:
+    try:
+        if kind == "MatMul":
+            return _matmul(args[0], args[1])
+        if kind == "Conv":
+            plan = Conv2dPlan(args[0], args[1], args[2] if len(args) > 2 else None, attrs)
+            return _Planned(plan, plan.shape, plan.axis)
+    except (_Unfusable, ValueError):
+        pass
+    y = kernel(args, attrs, 1)[0]
+    if not y.flags.writeable or any(a is not None and np.may_share_memory(y, a) for a in args):
+        y = y.copy()  # the region writes in place into a fresh array only
+    return _Whole(y)
+
+
+# ---------------------------------------------------------------------------
+# the region's ops on one chunk
+
+
+@dataclass
+class _RegionOp:
+    kind: str
+    kernel: Callable
+    attrs: dict
+    operands: list[tuple[str, int]]  # ("region", index) | ("outside", slot) | ("none", -1)
+    result: int  # region index of its value
+    in_place: int  # operand position it may overwrite, or -1
+    reduced_from: int | None  # row-wise ops: first reduced axis (negative: from the end)
+
+
+def _reduced_from(kind: str, attrs: dict) -> int | None:
+    """A row-wise op's first reduced axis: LayerNormalization reduces axis..rank-1,
+    Softmax one axis, taken here as axis..rank-1 too (chunks split only axes before)."""
+    if kind not in _ROWWISE:
+        return None
+    return int(attrs.get("axis", -1))
+
+
+def _slice_outside(array: np.ndarray, rank: int, axis: int, lo: int, hi: int) -> np.ndarray:
+    j = axis - (rank - array.ndim)
+    if j < 0 or array.shape[j] == 1:
+        return array
+    return array[(slice(None),) * j + (slice(lo, hi),)]
 
 
 def _group_step(planner: Any, group: Group) -> Callable:
-    producer = group.ops[0]
-    kernel = KERNELS[_type(producer)]
-    attrs = onnx_attrs(producer)
-    in_values = producer.onnx_inputs()  # type: ignore[attr-defined]
+    producer_op = group.ops[0]
+    kind = _type(producer_op)
+    kernel = KERNELS[kind]
+    attrs = onnx_attrs(producer_op)
+    in_values = producer_op.onnx_inputs()  # type: ignore[attr-defined]
     if group.batchnorm is not None:
-        w, b = _folded_conv_inputs(producer, group.batchnorm)
+        w, b = _folded_conv_inputs(producer_op, group.batchnorm)
         in_slots = [planner.slot(in_values[0])]
         folded: list[np.ndarray | None] = [w, b]
     else:
         in_slots = planner.operand_slots(in_values)
         folded = []
-    epilogues = []
-    value = group.ops[1].results[0] if group.batchnorm is not None else producer.results[0]
+    head = group.ops[1] if group.batchnorm is not None else producer_op
+    region_values = {head.results[0]} | {op.results[0] for op in group.epilogues}
+    # The last reader of each region value: the one op that may overwrite it.
+    last_reader = {v: op for op in group.epilogues for v in _inputs(op) if v in region_values}
+    index = {head.results[0]: 0}
+    region_ops: list[_RegionOp] = []
     for op in group.epilogues:
-        operands = op.onnx_inputs()  # type: ignore[attr-defined]
-        if _type(op) == "Relu":
-            epilogues.append((None, -1, False))
-        else:
-            first = operands[0] is value
-            other = operands[1] if first else operands[0]
-            epilogues.append((_BINARY[_type(op)], planner.slot(other), first))
-        value = op.results[0]
+        op_kind = _type(op)
+        operands: list[tuple[str, int]] = []
+        for v in _inputs(op):
+            if v is None:
+                operands.append(("none", -1))
+            elif v in index:
+                operands.append(("region", index[v]))
+            else:
+                operands.append(("outside", planner.slot(v)))
+        in_place = -1
+        if op_kind in _IN_PLACE or op_kind == "Relu":
+            for pos, (where, _) in enumerate(operands):
+                value = _inputs(op)[pos]
+                if where == "region" and last_reader.get(value) is op:
+                    in_place = pos
+                    break
+        op_attrs = onnx_attrs(op)
+        index[op.results[0]] = len(index)
+        region_ops.append(
+            _RegionOp(
+                op_kind,
+                KERNELS[op_kind],
+                op_attrs,
+                operands,
+                index[op.results[0]],
+                in_place,
+                _reduced_from(op_kind, op_attrs),
+            )
+        )
+    outside_slots = [i for op in region_ops for where, i in op.operands if where == "outside"]
     out_slot = planner.slot(group.ops[-1].results[0])
     label = describe_op(group.ops[-1])
     # The unfused steps (each with its own onnx.reference fallback) for what the
     # fused kernels do not cover.
     unfused = [_onnx_handler(planner, op) for op in group.ops]
 
-    def fused(env: list) -> np.ndarray:
+    def run(env: list) -> np.ndarray:
         args = [env[s] for s in in_slots] + folded
-        y = kernel(args, attrs, 1)[0]
-        if not y.flags.writeable or any(a is not None and np.may_share_memory(y, a) for a in args):
-            y = y.copy()  # the epilogues write in place into a fresh array only
-        for ufunc, slot, first in epilogues:
-            if ufunc is None:  # Relu
-                if y.dtype.kind not in "fi":
-                    raise _Unfusable
-                np.maximum(y, y.dtype.type(0), out=y)
-                continue
-            other = env[slot]
-            if (
-                y.dtype.kind != "f"
-                or other.dtype != y.dtype
-                or other.ndim > y.ndim
-                or np.broadcast_shapes(y.shape, other.shape) != y.shape
-            ):
+        with parallel.serial_blas():
+            producer = _producer(kind, args, attrs, kernel)
+            shape = producer.shape
+            rank = len(shape)
+            if producer.dtype not in _FLOATS and region_ops:
                 raise _Unfusable
-            with np.errstate(all="ignore"):
-                if first:
-                    ufunc(y, other, out=y)
+            for slot in outside_slots:
+                other = env[slot]
+                if other.ndim > rank or np.broadcast_shapes(other.shape, shape) != shape:
+                    raise _Unfusable
+            axes = [a for a in range(rank) if shape[a] >= 2]
+            for op in region_ops:
+                if op.reduced_from is not None:
+                    start = op.reduced_from % rank
+                    axes = [a for a in axes if a < start]
+            out = producer.out()
+            if producer.parts and producer.region_axis in axes:
+                # One pass: each chunk runs its slice of the product, then the region.
+                axis = producer.region_axis
+
+                def chunk(lo: int, hi: int) -> None:
+                    producer.chunk(out, lo, hi)
+                    _run_region(out, axis, lo, hi, rank, env)
+
+                parallel.run_chunks(chunk, producer.parts)
+                return out
+            # The product split as its kernel splits it, then the region split its way.
+            if producer.parts:
+                parallel.run_chunks(lambda lo, hi: producer.chunk(out, lo, hi), producer.parts)
+            else:
+                producer.whole(out)
+            if region_ops and axes and math.prod(shape) >= parallel.MIN_ELEMENTS:
+                axis = axes[0]
+                parallel.run_chunks(
+                    lambda lo, hi: _run_region(out, axis, lo, hi, rank, env), shape[axis]
+                )
+            else:
+                _run_region(out, None, 0, 0, rank, env)
+        return out
+
+    def _run_region(out, axis, lo, hi, rank, env) -> None:
+        if not region_ops:
+            return
+        view = out if axis is None else out[(slice(None),) * axis + (slice(lo, hi),)]
+        values: list[Any] = [view] + [None] * len(region_ops)
+        owned = [True] + [False] * len(region_ops)
+        for op in region_ops:
+            inputs: list[Any] = []
+            for where, i in op.operands:
+                if where == "region":
+                    inputs.append(values[i])
+                elif where == "outside":
+                    other = env[i]
+                    inputs.append(
+                        other if axis is None else _slice_outside(other, rank, axis, lo, hi)
+                    )
                 else:
-                    ufunc(other, y, out=y)
-        return y
+                    inputs.append(None)
+            target = op.operands[op.in_place][1] if op.in_place >= 0 else -1
+            if target >= 0 and owned[target] and _in_place_ok(op, inputs):
+                y = inputs[op.in_place]
+                if op.kind == "Relu":
+                    np.maximum(y, y.dtype.type(0), out=y)
+                else:
+                    with np.errstate(all="ignore"):
+                        _IN_PLACE[op.kind](inputs[0], inputs[1], out=y)
+                values[op.result] = y
+                owned[op.result] = True
+                continue
+            y = op.kernel(inputs, op.attrs, 1)[0]
+            values[op.result] = y
+            owned[op.result] = y.flags.writeable and not any(
+                isinstance(a, np.ndarray) and np.may_share_memory(y, a) for a in inputs
+            )
+        last = values[region_ops[-1].result]
+        if last is not view:
+            if last.shape != view.shape or last.dtype != view.dtype:
+                raise _Unfusable
+            view[...] = last
 
     def step(env: list) -> None:
         try:
-            env[out_slot] = fused(env)
+            env[out_slot] = run(env)
             return
         except (NotImplementedError, _Unfusable):
             pass
@@ -284,3 +573,20 @@ def _group_step(planner: Any, group: Group) -> Callable:
             unfused_step(env)
 
     return step
+
+
+def _in_place_ok(op: _RegionOp, inputs: list) -> bool:
+    """The ufunc may write into the operand it overwrites: both floats of one type, and
+    the other operand broadcasts into it."""
+    y = inputs[op.in_place]
+    if not isinstance(y, np.ndarray) or y.dtype.kind != "f" or not y.flags.writeable:
+        return False
+    if op.kind == "Relu":
+        return True
+    other = inputs[1 - op.in_place]
+    return (
+        isinstance(other, np.ndarray)
+        and other.dtype == y.dtype
+        and other.ndim <= y.ndim
+        and np.broadcast_shapes(y.shape, other.shape) == y.shape
+    )

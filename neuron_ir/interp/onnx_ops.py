@@ -36,6 +36,13 @@ def _terminator(planner: Planner, op: Operation) -> None:
     return None
 
 
+# Ops whose trailing outputs are optional extras: computing fewer does not change the
+# first ones (unlike Split, whose output count is its semantics).
+_OPTIONAL_TRAILING_OUTPUTS = frozenset(
+    {"MaxPool", "Dropout", "LayerNormalization", "BatchNormalization"}
+)
+
+
 @_impl(OnnxOp, CustomOp)
 def _onnx_handler(planner: Planner, op: Operation) -> Step:
     op_type = op.ONNX_TYPE if isinstance(op, OnnxOp) else op.op_type.data  # type: ignore
@@ -49,6 +56,11 @@ def _onnx_handler(planner: Planner, op: Operation) -> Step:
     out_slots = [-1 if v is None else planner.slot(v) for v in outputs]
     attrs = onnx_attrs(op)
     n_out = len(outputs)
+    if op_type in _OPTIONAL_TRAILING_OUTPUTS:
+        # Unused trailing outputs are not computed: MaxPool's Indices alone cost ~15x
+        # its Y on ResNet's stem.
+        while n_out > 1 and (outputs[n_out - 1] is None or not outputs[n_out - 1].uses):
+            n_out -= 1
     kernel = KERNELS.get(op_type) if isinstance(op, OnnxOp) else None
     if kernel is None:
         kernel = _reference_kernel(op, op_type, attrs, len(inputs), n_out)

@@ -182,9 +182,90 @@ def _grouped_gemm(w: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return out
 
 
+class Conv2dPlan:
+    """An ungrouped 2-D float convolution (input and weight of one float type) as im2col
+    and GEMM, computed in ``parts`` chunks: the output rows of the one image (each chunk
+    copies only its own im2col columns), or the images of a batch.
+
+    The interpreter's fused regions run the same plan as this kernel, so a fused
+    convolution rounds exactly like the unfused one (see ``parallel.MatmulPlan``).
+    Raises ValueError for what it does not cover."""
+
+    def __init__(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict):
+        if (
+            x.ndim != 4
+            or x.dtype not in (np.float32, np.float64)
+            or w.dtype != x.dtype
+            or int(attrs.get("group", 1)) != 1
+            or w.shape[1] != x.shape[1]
+            or (b is not None and b.dtype != x.dtype)
+        ):
+            raise ValueError("not an ungrouped 2-D float convolution")
+        k = list(w.shape[2:])
+        strides = [int(s) for s in attrs.get("strides", [1, 1])]
+        dil = [int(d) for d in attrs.get("dilations", [1, 1])]
+        dk = [(k[i] - 1) * dil[i] + 1 for i in range(2)]
+        begin, end = _window_pads(attrs, list(x.shape[2:]), dk, strides)
+        oh, ow = ((x.shape[2 + i] + begin[i] + end[i] - dk[i]) // strides[i] + 1 for i in range(2))
+        if oh <= 0 or ow <= 0:
+            raise ValueError("empty output")
+        n, c = x.shape[:2]
+        m = w.shape[0]
+        self.dtype = x.dtype
+        self.shape = (n, m, oh, ow)
+        self.axis = 2 if n == 1 else 0  # the output axis the chunks split
+        flops = 2.0 * n * m * oh * ow * c * k[0] * k[1]
+        self.parts = self.shape[self.axis] if flops >= parallel.MIN_FLOPS else 0
+        self.w2 = w.reshape(m, -1)
+        self.bias = None if b is None else b.reshape(m, 1)
+        self.pointwise = k == [1, 1] and not any(begin) and not any(end)
+        if self.pointwise:
+            self.x = x[:, :, : oh * strides[0] : strides[0], : ow * strides[1] : strides[1]]
+        else:
+            xp = np.ascontiguousarray(_pad_spatial(x, begin, end, 0))
+            self.win = _window_view(xp, [oh, ow], k, strides, dil)  # (N, C, oh, ow, kh, kw)
+
+    def _rows(self, image: int, h0: int, h1: int, out: np.ndarray) -> None:
+        m, oh, ow = self.shape[1:]
+        if self.pointwise:
+            part = self.x[image, :, h0:h1]  # (C, rows, ow): a strided view, copied if need be
+            cols = part.reshape(part.shape[0], -1)
+        else:
+            part = self.win[image, :, h0:h1].transpose(0, 3, 4, 1, 2)  # (C, kh, kw, rows, ow)
+            cols = np.ascontiguousarray(part).reshape(self.w2.shape[1], -1)
+        dest = out[image].reshape(m, oh * ow)[:, h0 * ow : h1 * ow]
+        np.matmul(self.w2, cols, out=dest)
+        if self.bias is not None:
+            dest += self.bias
+
+    def chunk(self, out: np.ndarray, lo: int, hi: int) -> None:
+        """Chunk [lo, hi) along ``axis`` into ``out`` (C-contiguous, ``shape``)."""
+        if self.axis == 2:
+            for image in range(self.shape[0]):
+                self._rows(image, lo, hi, out)
+        else:
+            for image in range(lo, hi):
+                self._rows(image, 0, self.shape[2], out)
+
+    def run(self) -> np.ndarray:
+        out = np.empty(self.shape, dtype=self.dtype)
+        with parallel.serial_blas():
+            if self.parts:
+                parallel.run_chunks(lambda lo, hi: self.chunk(out, lo, hi), self.parts)
+            else:
+                self.chunk(out, 0, self.shape[self.axis])
+        return out
+
+
 @kernel("Conv")
 def conv(inputs, attrs, n_out):
     x, w, b = inputs[0], inputs[1], _opt(inputs, 2)
+    try:
+        plan = Conv2dPlan(x, w, b, attrs)
+    except ValueError:
+        plan = None
+    if plan is not None:
+        return [plan.run()]
     out_dtype = x.dtype
     ct = _compute_dtype(x.dtype)
     x = x.astype(ct, copy=False)

@@ -87,52 +87,108 @@ def _can_split() -> bool:
     BLAS's own and oversubscribe the cores."""
     if not _blas_probed:
         _probe_blas()
-    return WORKERS > 1 and _blas_set is not None
+    return WORKERS > 1 and _blas_set is not None and not in_chunk()
+
+
+_local = threading.local()
+
+
+def in_chunk() -> bool:
+    """True inside a chunk of ``run_chunks``: work there runs serially (a nested split
+    would wait on the pool's only worker, which may be the one waiting)."""
+    return getattr(_local, "depth", 0) > 0
+
+
+def _as_chunk(fn: Callable[[int, int], object], lo: int, hi: int) -> None:
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        fn(lo, hi)
+    finally:
+        _local.depth -= 1
 
 
 def run_chunks(fn: Callable[[int, int], object], n: int, parts: int | None = None) -> None:
     """``fn(lo, hi)`` over ``parts`` contiguous ranges of ``range(n)``, side by side.
 
-    The calling thread runs the first range itself; exceptions propagate."""
+    The calling thread runs the first range itself; exceptions propagate.  Called from
+    inside a chunk it runs ``fn(0, n)`` in the calling thread."""
     parts = min(parts or WORKERS, n)
-    if parts <= 1:
-        fn(0, n)
+    if parts <= 1 or in_chunk():
+        _as_chunk(fn, 0, n)
         return
     bounds = [n * k // parts for k in range(parts + 1)]
-    futures = [_executor().submit(fn, bounds[k], bounds[k + 1]) for k in range(1, parts)]
+    futures = [_executor().submit(_as_chunk, fn, bounds[k], bounds[k + 1]) for k in range(1, parts)]
     try:
-        fn(bounds[0], bounds[1])
+        _as_chunk(fn, bounds[0], bounds[1])
     finally:
         for f in futures:
             f.result()
 
 
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``np.matmul(a, b)`` for 2-D x 2-D and for stacks with equal batch shapes,
-    single-threaded BLAS per chunk, chunks over both cores when large enough."""
-    with serial_blas():
+class MatmulPlan:
+    """How ``a @ b`` (2-D x 2-D, or stacks with equal batch shapes) is computed: whole,
+    or in ``parts`` chunks of columns, rows or stacked matrices, one per core.
+
+    The interpreter's fused regions (``neuron_ir.interp.fusion``) run the same plan as
+    the MatMul kernel, so a fused product rounds exactly like the unfused one: OpenBLAS's
+    result depends on the shape it is called with (edge tiles, small-matrix kernels), so
+    the split must be the same, not merely equivalent."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray):
         m, k = a.shape[-2:]
         n = b.shape[-1]
         batch = a.shape[:-2]
+        self.a, self.b = a, b
+        self.shape = (*batch, m, n)
+        self.dtype = np.result_type(a, b)
         flops = 2.0 * m * k * n * (int(np.prod(batch)) if batch else 1)
         same_batch = a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2]
+        self.scheme: str | None = None
+        self.parts = 0
         if not _can_split() or flops < MIN_FLOPS or not (a.ndim == 2 and b.ndim == 2 or same_batch):
-            return np.matmul(a, b)
-        out = np.empty((*batch, m, n), dtype=np.result_type(a, b))
+            return
         if a.ndim == 2:
-            if m >= 2 * WORKERS:
-                run_chunks(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), m)
+            # Each chunk packs the whole operand it does not split: split the bigger
+            # one.  BERT's (128 x 768) @ (768 x 3072) split by rows packed the weight
+            # twice and ran at half the speed of the column split.
+            if n >= 2 * WORKERS and (n >= m or m < 2 * WORKERS):
+                self.scheme, self.parts = "cols", n
             else:
-                run_chunks(lambda lo, hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi]), n)
-            return out
-        a3 = a.reshape(-1, m, k)
-        b3 = b.reshape(-1, k, n)
-        o3 = out.reshape(-1, m, n)
-        if a3.shape[0] >= WORKERS:
-            run_chunks(lambda lo, hi: np.matmul(a3[lo:hi], b3[lo:hi], out=o3[lo:hi]), a3.shape[0])
+                self.scheme, self.parts = "rows", m
+            return
+        self.a3, self.b3 = a.reshape(-1, m, k), b.reshape(-1, k, n)
+        if self.a3.shape[0] >= WORKERS:
+            self.scheme, self.parts = "stack", self.a3.shape[0]
         else:
-            run_chunks(lambda lo, hi: np.matmul(a3[:, lo:hi], b3, out=o3[:, lo:hi]), m)
-        return out
+            self.scheme, self.parts = "stack-rows", m
+
+    def chunk(self, out: np.ndarray, lo: int, hi: int) -> None:
+        """Compute chunk [lo, hi) of the split into ``out`` (C-contiguous, ``shape``)."""
+        a, b = self.a, self.b
+        if self.scheme == "cols":
+            np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+        elif self.scheme == "rows":
+            np.matmul(a[lo:hi], b, out=out[lo:hi])
+        else:
+            o3 = out.reshape(-1, *self.shape[-2:])
+            if self.scheme == "stack":
+                np.matmul(self.a3[lo:hi], self.b3[lo:hi], out=o3[lo:hi])
+            else:
+                np.matmul(self.a3[:, lo:hi], self.b3, out=o3[:, lo:hi])
+
+    def run(self) -> np.ndarray:
+        with serial_blas():
+            if self.scheme is None:
+                return np.matmul(self.a, self.b)
+            out = np.empty(self.shape, dtype=self.dtype)
+            run_chunks(lambda lo, hi: self.chunk(out, lo, hi), self.parts)
+            return out
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.matmul(a, b)`` for 2-D x 2-D and for stacks with equal batch shapes,
+    single-threaded BLAS per chunk, chunks over both cores when large enough."""
+    return MatmulPlan(a, b).run()
 
 
 def matmul_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:

@@ -26,17 +26,30 @@ def spread(values: list[float]) -> str:
     return f"[{min(values):.2f}..{max(values):.2f}]"
 
 
+# onnxruntime's intra-op worker spins for ~60 ms after each run (measured here: 56-60 ms
+# of process CPU time in a 100-500 ms sleep after a ResNet-50 run; 0.1 ms with
+# ``session.intra_op.allow_spinning=0``).  Timed back to back, whatever runs next
+# starts with one of the two cores taken, so each timed run starts after a pause.
+SETTLE_S = 0.1
+
+
 def paired(
-    ours: Callable[[], object], theirs: Callable[[], object], repeat: int
+    ours: Callable[[], object],
+    theirs: Callable[[], object],
+    repeat: int,
+    settle: float = SETTLE_S,
 ) -> tuple[list[float], list[float]]:
-    """Alternating timings (ours, theirs), after one warm-up run of each."""
+    """Alternating timings (ours, theirs), after one warm-up run of each; each timed
+    run starts ``settle`` seconds after the previous one ended."""
     ours()
     theirs()
     a, b = [], []
     for _ in range(repeat):
+        time.sleep(settle)
         start = time.perf_counter()
         ours()
         a.append(time.perf_counter() - start)
+        time.sleep(settle)
         start = time.perf_counter()
         theirs()
         b.append(time.perf_counter() - start)
