@@ -55,7 +55,7 @@ from dialects.onnx import ConstantOp, OnnxOp
 from ..errors import InterpreterError
 from ..ir.attrs import constant_array, describe_op, onnx_attrs
 from ..kernels import KERNELS, parallel
-from ..kernels.nn import Conv2dPlan
+from ..kernels.nn import Conv2dPlan, matmul_plan
 from .onnx_ops import _onnx_handler
 
 _PRODUCERS = frozenset({"Conv", "MatMul", "Gemm"})
@@ -111,11 +111,15 @@ class Group:
 
     ops: list[Operation]
     batchnorm: Operation | None = None
-    epilogues: list[Operation] = field(default_factory=list)
 
     @property
     def kinds(self) -> list[str]:
         return [_type(op) for op in self.ops]
+
+    @property
+    def epilogues(self) -> list[Operation]:
+        """The region's ops after the producer and its folded BatchNormalization."""
+        return self.ops[2:] if self.batchnorm is not None else self.ops[1:]
 
 
 def _type(op: Operation) -> str:
@@ -241,8 +245,7 @@ def find_groups(ops: Sequence[Operation]) -> list[Group]:
             if batchnorm is None or not _valid_prefix(base):
                 continue
             chosen = base
-        group = Group(chosen, batchnorm, chosen[len(base) :])
-        groups.append(group)
+        groups.append(Group(chosen, batchnorm))
         taken.update(chosen)
     return groups
 
@@ -316,7 +319,7 @@ class _Whole:
     def chunk(self, out: np.ndarray, lo: int, hi: int) -> None:
         pass
 
-    def whole(self, out: np.ndarray) -> None:
+    def into(self, out: np.ndarray) -> None:
         pass
 
 
@@ -335,12 +338,8 @@ class _Planned:
     def chunk(self, out: np.ndarray, lo: int, hi: int) -> None:
         self.plan.chunk(out.reshape(self.plan.shape), lo, hi)
 
-    def whole(self, out: np.ndarray) -> None:
-        plan = self.plan
-        if isinstance(plan, parallel.MatmulPlan):
-            np.matmul(plan.a, plan.b, out=out.reshape(plan.shape))
-        else:
-            plan.chunk(out, 0, plan.shape[plan.axis])
+    def into(self, out: np.ndarray) -> None:
+        self.plan.into(out.reshape(self.plan.shape))
 
 
 def _first_non_unit(shape: Sequence[int]) -> int | None:
@@ -348,29 +347,21 @@ def _first_non_unit(shape: Sequence[int]) -> int | None:
 
 
 def _matmul(x: np.ndarray, w: np.ndarray) -> _Planned:
-    """What the MatMul kernel does for float operands of one type (see nn.matmul)."""
+    """The MatMul kernel's plan for float operands of one type, and the output axis
+    its chunks slice."""
     if x.dtype not in _FLOATS or w.dtype != x.dtype or x.ndim < 2 or w.ndim < 2:
         raise _Unfusable
     if x.shape[-1] != w.shape[-2]:
         raise _Unfusable
-    if w.ndim == 2:
-        shape = (*x.shape[:-1], w.shape[1])
-        plan = parallel.MatmulPlan(x.reshape(-1, x.shape[-1]), w)
-        if plan.scheme == "cols":
-            return _Planned(plan, shape, len(shape) - 1)
-        lead = _first_non_unit(shape[:-1])
-        rows_axis = lead if lead is not None and shape[lead] == plan.shape[0] else None
-        return _Planned(plan, shape, rows_axis)
-    if x.ndim != w.ndim or x.shape[:-2] != w.shape[:-2]:
+    plan, shape = matmul_plan(x, w)
+    if shape is None:
         raise _Unfusable
-    x = x if x.flags.c_contiguous else np.ascontiguousarray(x)
-    w = w if w.flags.c_contiguous else np.ascontiguousarray(w)
-    plan = parallel.MatmulPlan(x, w)
-    shape = plan.shape
-    if plan.scheme == "stack":
-        lead = _first_non_unit(shape[:-2])
-        stacks = math.prod(shape[:-2])
-        return _Planned(plan, shape, lead if lead is not None and shape[lead] == stacks else None)
+    if plan.scheme == "cols":
+        return _Planned(plan, shape, len(shape) - 1)
+    if plan.scheme in ("rows", "stack"):  # the first plan axis, flattened
+        lead = _first_non_unit(shape[:-1] if plan.scheme == "rows" else shape[:-2])
+        whole = lead is not None and shape[lead] == plan.parts
+        return _Planned(plan, shape, lead if whole else None)
     if plan.scheme == "stack-rows" and math.prod(shape[:-2]) == 1:
         return _Planned(plan, shape, len(shape) - 2)
     return _Planned(plan, shape, None)
@@ -401,7 +392,6 @@ class _RegionOp:
     kernel: Callable
     attrs: dict
     operands: list[tuple[str, int]]  # ("region", index) | ("outside", slot) | ("none", -1)
-    result: int  # region index of its value
     in_place: int  # operand position it may overwrite, or -1
     reduced_from: int | None  # row-wise ops: first reduced axis (negative: from the end)
 
@@ -438,12 +428,14 @@ def _group_step(planner: Any, group: Group) -> Callable:
     region_values = {head.results[0]} | {op.results[0] for op in group.epilogues}
     # The last reader of each region value: the one op that may overwrite it.
     last_reader = {v: op for op in group.epilogues for v in _inputs(op) if v in region_values}
+    # Region value k is the head's (k = 0) or region op k-1's result.
     index = {head.results[0]: 0}
     region_ops: list[_RegionOp] = []
     for op in group.epilogues:
         op_kind = _type(op)
+        inputs = _inputs(op)
         operands: list[tuple[str, int]] = []
-        for v in _inputs(op):
+        for v in inputs:
             if v is None:
                 operands.append(("none", -1))
             elif v in index:
@@ -452,11 +444,14 @@ def _group_step(planner: Any, group: Group) -> Callable:
                 operands.append(("outside", planner.slot(v)))
         in_place = -1
         if op_kind in _IN_PLACE or op_kind == "Relu":
-            for pos, (where, _) in enumerate(operands):
-                value = _inputs(op)[pos]
-                if where == "region" and last_reader.get(value) is op:
-                    in_place = pos
-                    break
+            in_place = next(
+                (
+                    pos
+                    for pos, (where, _) in enumerate(operands)
+                    if where == "region" and last_reader.get(inputs[pos]) is op
+                ),
+                -1,
+            )
         op_attrs = onnx_attrs(op)
         index[op.results[0]] = len(index)
         region_ops.append(
@@ -465,7 +460,6 @@ def _group_step(planner: Any, group: Group) -> Callable:
                 KERNELS[op_kind],
                 op_attrs,
                 operands,
-                index[op.results[0]],
                 in_place,
                 _reduced_from(op_kind, op_attrs),
             )
@@ -506,10 +500,7 @@ def _group_step(planner: Any, group: Group) -> Callable:
                 parallel.run_chunks(chunk, producer.parts)
                 return out
             # The product split as its kernel splits it, then the region split its way.
-            if producer.parts:
-                parallel.run_chunks(lambda lo, hi: producer.chunk(out, lo, hi), producer.parts)
-            else:
-                producer.whole(out)
+            producer.into(out)
             if region_ops and axes and math.prod(shape) >= parallel.MIN_ELEMENTS:
                 axis = axes[0]
                 parallel.run_chunks(
@@ -525,7 +516,7 @@ def _group_step(planner: Any, group: Group) -> Callable:
         view = out if axis is None else out[(slice(None),) * axis + (slice(lo, hi),)]
         values: list[Any] = [view] + [None] * len(region_ops)
         owned = [True] + [False] * len(region_ops)
-        for op in region_ops:
+        for k, op in enumerate(region_ops, 1):
             inputs: list[Any] = []
             for where, i in op.operands:
                 if where == "region":
@@ -545,15 +536,15 @@ def _group_step(planner: Any, group: Group) -> Callable:
                 else:
                     with np.errstate(all="ignore"):
                         _IN_PLACE[op.kind](inputs[0], inputs[1], out=y)
-                values[op.result] = y
-                owned[op.result] = True
+                values[k] = y
+                owned[k] = True
                 continue
             y = op.kernel(inputs, op.attrs, 1)[0]
-            values[op.result] = y
-            owned[op.result] = y.flags.writeable and not any(
+            values[k] = y
+            owned[k] = y.flags.writeable and not any(
                 isinstance(a, np.ndarray) and np.may_share_memory(y, a) for a in inputs
             )
-        last = values[region_ops[-1].result]
+        last = values[-1]
         if last is not view:
             if last.shape != view.shape or last.dtype != view.dtype:
                 raise _Unfusable

@@ -182,6 +182,18 @@ def _grouped_gemm(w: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return out
 
 
+def _conv_geometry(in_sp: list[int], w: np.ndarray, attrs: dict) -> tuple:
+    """(kernel, strides, dilations, begin pads, end pads, output size) of a Conv."""
+    nd = len(in_sp)
+    k = list(w.shape[2:])
+    strides = [int(s) for s in attrs.get("strides", [1] * nd)]
+    dil = [int(d) for d in attrs.get("dilations", [1] * nd)]
+    dk = [(k[i] - 1) * dil[i] + 1 for i in range(nd)]
+    begin, end = _window_pads(attrs, in_sp, dk, strides)
+    out_sp = [(in_sp[i] + begin[i] + end[i] - dk[i]) // strides[i] + 1 for i in range(nd)]
+    return k, strides, dil, begin, end, out_sp
+
+
 class Conv2dPlan:
     """An ungrouped 2-D float convolution (input and weight of one float type) as im2col
     and GEMM, computed in ``parts`` chunks: the output rows of the one image (each chunk
@@ -201,12 +213,7 @@ class Conv2dPlan:
             or (b is not None and b.dtype != x.dtype)
         ):
             raise ValueError("not an ungrouped 2-D float convolution")
-        k = list(w.shape[2:])
-        strides = [int(s) for s in attrs.get("strides", [1, 1])]
-        dil = [int(d) for d in attrs.get("dilations", [1, 1])]
-        dk = [(k[i] - 1) * dil[i] + 1 for i in range(2)]
-        begin, end = _window_pads(attrs, list(x.shape[2:]), dk, strides)
-        oh, ow = ((x.shape[2 + i] + begin[i] + end[i] - dk[i]) // strides[i] + 1 for i in range(2))
+        k, strides, dil, begin, end, (oh, ow) = _conv_geometry(list(x.shape[2:]), w, attrs)
         if oh <= 0 or ow <= 0:
             raise ValueError("empty output")
         n, c = x.shape[:2]
@@ -247,13 +254,17 @@ class Conv2dPlan:
             for image in range(lo, hi):
                 self._rows(image, 0, self.shape[2], out)
 
-    def run(self) -> np.ndarray:
-        out = np.empty(self.shape, dtype=self.dtype)
+    def into(self, out: np.ndarray) -> None:
+        """The whole result into ``out``, in ``parts`` chunks side by side (or one)."""
         with parallel.serial_blas():
             if self.parts:
                 parallel.run_chunks(lambda lo, hi: self.chunk(out, lo, hi), self.parts)
             else:
                 self.chunk(out, 0, self.shape[self.axis])
+
+    def run(self) -> np.ndarray:
+        out = np.empty(self.shape, dtype=self.dtype)
+        self.into(out)
         return out
 
 
@@ -271,16 +282,11 @@ def conv(inputs, attrs, n_out):
     x = x.astype(ct, copy=False)
     w = w.astype(ct, copy=False)
     nd = x.ndim - 2
-    k = list(w.shape[2:])
-    strides = [int(s) for s in attrs.get("strides", [1] * nd)]
-    dil = [int(d) for d in attrs.get("dilations", [1] * nd)]
-    dk = [(k[i] - 1) * dil[i] + 1 for i in range(nd)]
-    begin, end = _window_pads(attrs, list(x.shape[2:]), dk, strides)
+    k, strides, dil, begin, end, out_sp = _conv_geometry(list(x.shape[2:]), w, attrs)
     n, c = x.shape[:2]
     m = w.shape[0]
     g = int(attrs.get("group", 1))
     cg, mg = c // g, m // g
-    out_sp = [(x.shape[2 + i] + begin[i] + end[i] - dk[i]) // strides[i] + 1 for i in range(nd)]
     p = math.prod(out_sp)
 
     if all(kk == 1 for kk in k) and not any(begin) and not any(end):
@@ -398,20 +404,34 @@ def conv_transpose(inputs, attrs, n_out):
 # ---------------------------------------------------------------------- matrix products
 
 
+def matmul_plan(x: np.ndarray, w: np.ndarray) -> tuple[parallel.MatmulPlan, tuple | None]:
+    """The plan the MatMul kernel runs for ``x @ w`` (both at least 2-D, of one compute
+    type), and the result's shape (None where the stacks broadcast: the plan then runs
+    numpy's matmul whole).  The interpreter's fused regions run the same plan."""
+    if w.ndim == 2:
+        # One GEMM over all leading dims: numpy's stacked matmul loops per matrix.
+        plan = parallel.MatmulPlan(x.reshape(-1, x.shape[-1]), w)
+        return plan, (*x.shape[:-1], w.shape[-1])
+    if x.ndim > 2 and not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)  # strided stacks miss numpy's BLAS path
+    if not w.flags.c_contiguous:
+        w = np.ascontiguousarray(w)
+    plan = parallel.MatmulPlan(x, w)
+    return plan, plan.shape if plan.covered else None
+
+
 @kernel("MatMul")
 def matmul(inputs, attrs, n_out):
     a, b = inputs[0], inputs[1]
     ct = _exact_dtype(a.dtype)
     x, w = a.astype(ct, copy=False), b.astype(ct, copy=False)
-    if x.ndim > 2 and w.ndim == 2:
-        # One GEMM over all leading dims: numpy's stacked matmul loops per matrix.
-        y = parallel.matmul(x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], w.shape[-1])
+    if x.ndim < 2 or w.ndim < 2:
+        y = np.matmul(x, w)
     else:
-        if x.ndim > 2 and not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)  # strided stacks miss numpy's BLAS path
-        if w.ndim > 2 and not w.flags.c_contiguous:
-            w = np.ascontiguousarray(w)
-        y = parallel.matmul(x, w) if x.ndim >= 2 and w.ndim >= 2 else np.matmul(x, w)
+        plan, shape = matmul_plan(x, w)
+        y = plan.run()
+        if shape is not None:
+            y = y.reshape(shape)
     return [np.asarray(y).astype(a.dtype, copy=False)]
 
 

@@ -143,9 +143,11 @@ class MatmulPlan:
         self.dtype = np.result_type(a, b)
         flops = 2.0 * m * k * n * (int(np.prod(batch)) if batch else 1)
         same_batch = a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2]
+        # Broadcasting stacks are left to numpy whole (``shape`` does not hold for them).
+        self.covered = a.ndim == 2 and b.ndim == 2 or same_batch
         self.scheme: str | None = None
         self.parts = 0
-        if not _can_split() or flops < MIN_FLOPS or not (a.ndim == 2 and b.ndim == 2 or same_batch):
+        if not _can_split() or flops < MIN_FLOPS or not self.covered:
             return
         if a.ndim == 2:
             # Each chunk packs the whole operand it does not split: split the bigger
@@ -176,13 +178,22 @@ class MatmulPlan:
             else:
                 np.matmul(self.a3[:, lo:hi], self.b3, out=o3[:, lo:hi])
 
-    def run(self) -> np.ndarray:
+    def into(self, out: np.ndarray) -> None:
+        """The whole product into ``out`` (``covered`` products only), in ``parts``
+        chunks side by side (or one)."""
         with serial_blas():
-            if self.scheme is None:
+            if self.parts:
+                run_chunks(lambda lo, hi: self.chunk(out, lo, hi), self.parts)
+            else:
+                np.matmul(self.a, self.b, out=out)
+
+    def run(self) -> np.ndarray:
+        if not self.covered:
+            with serial_blas():
                 return np.matmul(self.a, self.b)
-            out = np.empty(self.shape, dtype=self.dtype)
-            run_chunks(lambda lo, hi: self.chunk(out, lo, hi), self.parts)
-            return out
+        out = np.empty(self.shape, dtype=self.dtype)
+        self.into(out)
+        return out
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
