@@ -1146,3 +1146,67 @@ def test_ml_dtypes_inputs():
     vals, idx = run_kernel("TopK", [v, np.array([2], np.int64)], {}, n_out=2)
     assert vals.dtype == bf16
     np.testing.assert_array_equal(idx, [1, 3])
+
+
+@_HYP
+@given(_conv_case(max_dims=2))
+def test_conv_split_across_cores_matches_reference(case):
+    # MIN_FLOPS at 0: every ungrouped 2-D convolution runs in chunks on both cores, by
+    # images, output rows, or (tiny images) output channels, each chunk building its
+    # own im2col slab from the unpadded input.
+    inputs, attrs = case
+    conv_module = sys.modules[KERNELS["Conv"].__module__]
+    saved = conv_module.parallel.MIN_FLOPS
+    conv_module.parallel.MIN_FLOPS = 0
+    try:
+        check("Conv", inputs, attrs, rtol=1e-4, atol=1e-4)
+    finally:
+        conv_module.parallel.MIN_FLOPS = saved
+
+
+@pytest.mark.parametrize(
+    "xs, ws, attrs, axis",
+    [
+        ((1, 16, 7, 7), (32, 16, 3, 3), {"pads": [1, 1, 1, 1]}, 1),  # ResNet layer 4
+        ((1, 16, 7, 7), (32, 16, 1, 1), {}, 1),
+        ((1, 4, 14, 14), (8, 4, 3, 3), {"pads": [1, 0, 2, 1], "strides": [1, 2]}, 2),
+        ((1, 3, 23, 23), (8, 3, 7, 7), {"pads": [3, 3, 3, 3], "strides": [2, 2]}, 2),  # stem
+        ((1, 2, 12, 12), (4, 2, 3, 3), {"dilations": [2, 3], "pads": [0, 3, 1, 0]}, 2),
+        ((3, 4, 6, 6), (8, 4, 3, 3), {"pads": [1, 1, 1, 1]}, 0),
+    ],
+)
+def test_conv_plan_chunks_match_reference(xs, ws, attrs, axis, monkeypatch):
+    nn = sys.modules[KERNELS["Conv"].__module__]
+    monkeypatch.setattr(nn.parallel, "MIN_FLOPS", 0)
+    rng = _rng(7)
+    x, w, b = _randn(rng, xs), _randn(rng, ws), _randn(rng, ws[:1])
+    plan = nn.Conv2dPlan(x, w, b, attrs)
+    assert plan.axis == axis and plan.parts == plan.shape[axis]
+    want = run_reference("Conv", [x, w, b], attrs, 1)[0]
+    assert_same(plan.run(), want, 1e-4, 1e-4, f"Conv {attrs}")
+    # Any cut of the chunk axis gives the same values (each chunk is self-contained).
+    out = np.full(plan.shape, np.nan, dtype=np.float32)
+    n = plan.shape[axis]
+    for lo, hi in ((0, 1), (1, n - 1), (n - 1, n)):
+        plan.chunk(out, lo, hi)
+    assert_same(out, want, 1e-4, 1e-4, f"Conv {attrs} in three chunks")
+
+
+def test_matmul_plan_keeps_blas_ready_views():
+    nn = sys.modules[KERNELS["MatMul"].__module__]
+    rng = _rng(8)
+    heads = _randn(rng, (1, 16, 4, 8))
+    q, kt = heads.transpose(0, 2, 1, 3), heads.transpose(0, 2, 3, 1)  # attention's views
+    assert nn._blas_matrices(q) and nn._blas_matrices(kt)
+    assert not nn._blas_matrices(heads[..., ::2])  # no unit stride: copied first
+    assert not nn._blas_matrices(heads[..., ::-1])  # reversed
+    plan, shape = nn.matmul_plan(q, kt)
+    assert plan.a is q and plan.b is kt  # no copies
+    want = np.matmul(q.astype(np.float64), kt.astype(np.float64))
+    np.testing.assert_allclose(plan.run().reshape(shape), want, rtol=1e-5, atol=1e-5)
+    stepped, kt_rows = q[..., ::2], kt[..., ::2, :]
+    assert not nn._blas_matrices(stepped)
+    plan, shape = nn.matmul_plan(stepped, kt_rows)
+    assert plan.a.flags.c_contiguous
+    want = np.matmul(stepped.astype(np.float64), kt_rows.astype(np.float64))
+    np.testing.assert_allclose(plan.run().reshape(shape), want, rtol=1e-5, atol=1e-5)

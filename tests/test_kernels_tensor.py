@@ -903,3 +903,17 @@ def test_slice_views_and_identity_do_not_copy_needlessly():
     assert np.shares_memory(x, y) and y.shape == (4, 3, 2)
     (y,) = KERNELS["Identity"]([x], {}, 1)
     assert y is x
+
+
+def test_relu_against_the_cached_zeros():
+    from neuron_ir.kernels.tensor import relu
+
+    x = np.array([-1.5, -0.0, 0.0, 2.0, np.nan, np.inf, -np.inf], dtype=np.float32)
+    want = np.array([0.0, 0.0, 0.0, 2.0, np.nan, np.inf, 0.0], dtype=np.float32)
+    np.testing.assert_array_equal(relu(x), want)
+    big = np.linspace(-3, 3, 300_000, dtype=np.float64).reshape(3, -1)[:, ::2]  # strided
+    np.testing.assert_array_equal(relu(big), np.where(big > 0, big, 0.0))
+    y = big.copy()
+    assert relu(y, out=y) is y and (y >= 0).all()
+    assert relu(np.arange(-3, 3, dtype=np.int8)).tolist() == [0, 0, 0, 0, 1, 2]
+    assert relu(np.float32(-2.0) * np.ones((), np.float32)).shape == ()

@@ -56,6 +56,7 @@ from ..errors import InterpreterError
 from ..ir.attrs import constant_array, describe_op, onnx_attrs
 from ..kernels import KERNELS, parallel
 from ..kernels.nn import Conv2dPlan, matmul_plan
+from ..kernels.tensor import relu
 from .onnx_ops import _onnx_handler
 
 _PRODUCERS = frozenset({"Conv", "MatMul", "Gemm"})
@@ -532,7 +533,7 @@ def _group_step(planner: Any, group: Group) -> Callable:
             if target >= 0 and owned[target] and _in_place_ok(op, inputs):
                 y = inputs[op.in_place]
                 if op.kind == "Relu":
-                    np.maximum(y, y.dtype.type(0), out=y)
+                    relu(y, out=y)
                 else:
                     with np.errstate(all="ignore"):
                         _IN_PLACE[op.kind](inputs[0], inputs[1], out=y)

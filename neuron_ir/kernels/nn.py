@@ -196,8 +196,17 @@ def _conv_geometry(in_sp: list[int], w: np.ndarray, attrs: dict) -> tuple:
 
 class Conv2dPlan:
     """An ungrouped 2-D float convolution (input and weight of one float type) as im2col
-    and GEMM, computed in ``parts`` chunks: the output rows of the one image (each chunk
-    copies only its own im2col columns), or the images of a batch.
+    and GEMM, computed in ``parts`` chunks along ``axis``: the output rows of the one
+    image (each chunk copies only its own im2col columns), its output channels when the
+    image is small, or the images of a batch.
+
+    Tiny images split by channels because a row chunk of a 7x7 output is a GEMM only
+    21-28 columns wide: on ResNet-50's layer-4 shapes both cores reached 36-49 GFLOP/s
+    each split by rows, and 110-120 GFLOP/s together split by channels.  Each channel
+    chunk reads the whole im2col matrix, built once before the split.  Layer 3 (14x14)
+    gains too, but stays split by rows: the channel split rounds some of onnx's
+    light_squeezenet (13x13) logits, which reach 9.5e9 and go through Softmax, one ulp
+    away from its shipped output, and the row split matches it.
 
     The interpreter's fused regions run the same plan as this kernel, so a fused
     convolution rounds exactly like the unfused one (see ``parallel.MatmulPlan``).
@@ -220,7 +229,13 @@ class Conv2dPlan:
         m = w.shape[0]
         self.dtype = x.dtype
         self.shape = (n, m, oh, ow)
-        self.axis = 2 if n == 1 else 0  # the output axis the chunks split
+        # The output axis the chunks split: images, else channels or rows (see above).
+        if n > 1:
+            self.axis = 0
+        elif oh * ow < 32 * parallel.WORKERS and m >= 2 * parallel.WORKERS:
+            self.axis = 1
+        else:
+            self.axis = 2
         flops = 2.0 * n * m * oh * ow * c * k[0] * k[1]
         self.parts = self.shape[self.axis] if flops >= parallel.MIN_FLOPS else 0
         self.w2 = w.reshape(m, -1)
@@ -229,17 +244,45 @@ class Conv2dPlan:
         if self.pointwise:
             self.x = x[:, :, : oh * strides[0] : strides[0], : ow * strides[1] : strides[1]]
         else:
-            xp = np.ascontiguousarray(_pad_spatial(x, begin, end, 0))
-            self.win = _window_view(xp, [oh, ow], k, strides, dil)  # (N, C, oh, ow, kh, kw)
+            self.x = x
+            self.k, self.strides, self.dil, self.begin = k, strides, dil, begin
+        if self.axis == 1:
+            self.cols = self._im2col(0, 0, oh)
+
+    def _im2col(self, image: int, h0: int, h1: int) -> np.ndarray:
+        """The (C*kh*kw, rows*ow) GEMM operand of output rows [h0, h1) of one image."""
+        if self.pointwise:
+            part = self.x[image, :, h0:h1]  # (C, rows, ow): a strided view, copied if need be
+            return part.reshape(part.shape[0], -1)
+        # Each chunk zero-pads only the input rows its windows read (no whole padded
+        # copy before the split), then copies its windows into GEMM order.
+        x = self.x[image]
+        (kh, kw), (sh, sw), (dh, dw) = self.k, self.strides, self.dil
+        ow = self.shape[3]
+        top = h0 * sh - self.begin[0]
+        rows_in = (h1 - h0 - 1) * sh + (kh - 1) * dh + 1
+        cols_in = (ow - 1) * sw + (kw - 1) * dw + 1
+        left = -self.begin[1]
+        if top >= 0 and left == 0 and top + rows_in <= x.shape[1] and cols_in <= x.shape[2]:
+            slab = x[:, top : top + rows_in]
+        else:
+            slab = np.zeros((x.shape[0], rows_in, cols_in), dtype=self.dtype)
+            r0, r1 = max(top, 0), min(top + rows_in, x.shape[1])
+            c0, c1 = max(left, 0), min(left + cols_in, x.shape[2])
+            if r0 < r1 and c0 < c1:
+                slab[:, r0 - top : r1 - top, c0 - left : c1 - left] = x[:, r0:r1, c0:c1]
+        st = slab.strides
+        win = as_strided(
+            slab,
+            shape=(slab.shape[0], kh, kw, h1 - h0, ow),
+            strides=(st[0], st[1] * dh, st[2] * dw, st[1] * sh, st[2] * sw),
+            writeable=False,
+        )
+        return np.ascontiguousarray(win).reshape(self.w2.shape[1], -1)
 
     def _rows(self, image: int, h0: int, h1: int, out: np.ndarray) -> None:
         m, oh, ow = self.shape[1:]
-        if self.pointwise:
-            part = self.x[image, :, h0:h1]  # (C, rows, ow): a strided view, copied if need be
-            cols = part.reshape(part.shape[0], -1)
-        else:
-            part = self.win[image, :, h0:h1].transpose(0, 3, 4, 1, 2)  # (C, kh, kw, rows, ow)
-            cols = np.ascontiguousarray(part).reshape(self.w2.shape[1], -1)
+        cols = self._im2col(image, h0, h1)
         dest = out[image].reshape(m, oh * ow)[:, h0 * ow : h1 * ow]
         np.matmul(self.w2, cols, out=dest)
         if self.bias is not None:
@@ -247,7 +290,12 @@ class Conv2dPlan:
 
     def chunk(self, out: np.ndarray, lo: int, hi: int) -> None:
         """Chunk [lo, hi) along ``axis`` into ``out`` (C-contiguous, ``shape``)."""
-        if self.axis == 2:
+        if self.axis == 1:
+            dest = out[0].reshape(self.shape[1], -1)[lo:hi]
+            np.matmul(self.w2[lo:hi], self.cols, out=dest)
+            if self.bias is not None:
+                dest += self.bias[lo:hi]
+        elif self.axis == 2:
             for image in range(self.shape[0]):
                 self._rows(image, lo, hi, out)
         else:
@@ -404,6 +452,21 @@ def conv_transpose(inputs, attrs, n_out):
 # ---------------------------------------------------------------------- matrix products
 
 
+def _blas_matrices(x: np.ndarray) -> bool:
+    """Whether numpy's matmul hands each matrix of ``x`` to BLAS as it is: one of the
+    last two axes unit-strided, the other a row or column stride past its extent.
+    Attention's transposed Q and K^T views are (row- and column-major): copying them
+    first cost 1.35 ms per BERT-base layer against 0.41 ms for the strided product."""
+    if x.ndim < 2 or x.size == 0:
+        return x.flags.c_contiguous
+    item = x.itemsize
+    rows, cols = x.shape[-2:]
+    s_row, s_col = x.strides[-2:]
+    if s_col == item and (rows == 1 or s_row >= cols * item):
+        return True
+    return s_row == item and (cols == 1 or s_col >= rows * item)
+
+
 def matmul_plan(x: np.ndarray, w: np.ndarray) -> tuple[parallel.MatmulPlan, tuple | None]:
     """The plan the MatMul kernel runs for ``x @ w`` (both at least 2-D, of one compute
     type), and the result's shape (None where the stacks broadcast: the plan then runs
@@ -412,9 +475,9 @@ def matmul_plan(x: np.ndarray, w: np.ndarray) -> tuple[parallel.MatmulPlan, tupl
         # One GEMM over all leading dims: numpy's stacked matmul loops per matrix.
         plan = parallel.MatmulPlan(x.reshape(-1, x.shape[-1]), w)
         return plan, (*x.shape[:-1], w.shape[-1])
-    if x.ndim > 2 and not x.flags.c_contiguous:
-        x = np.ascontiguousarray(x)  # strided stacks miss numpy's BLAS path
-    if not w.flags.c_contiguous:
+    if not _blas_matrices(x):
+        x = np.ascontiguousarray(x)  # numpy's matmul would take its slow non-BLAS loop
+    if not _blas_matrices(w):
         w = np.ascontiguousarray(w)
     plan = parallel.MatmulPlan(x, w)
     return plan, plan.shape if plan.covered else None
