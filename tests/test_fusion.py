@@ -374,3 +374,109 @@ def test_softmax_over_the_split_axis_is_not_split_there():
     with fusion.disabled():
         reference = neuron_ir.Interpreter(module).run(feeds)["y"]
     np.testing.assert_array_equal(fused, reference)
+
+
+def _qkv_model(
+    ks=(32, 32, 32),
+    biased=(True, True, True),
+    shared_use=False,
+    scalar_bias=False,
+    hidden=32,
+    seq=48,
+) -> onnx.ModelProto:
+    """x (1, seq, hidden) times three weights (query, key, value), each + its bias."""
+    inits, nodes, outputs = [], [], []
+    for i, (name, k) in enumerate(zip("qkv", ks, strict=True)):
+        rows = hidden if k == hidden else k
+        inits.append(_init(f"w{name}", RNG.normal(0, 0.2, (rows, 16 + 8 * i)).astype(np.float32)))
+        x = "x" if rows == hidden else "x_other"
+        nodes.append(helper.make_node("MatMul", [x, f"w{name}"], [f"m{name}"]))
+        if biased[i]:
+            width = 1 if scalar_bias and name == "k" else 16 + 8 * i  # (1,) broadcasts
+            inits.append(_init(f"b{name}", RNG.normal(0, 1, width).astype(np.float32)))
+            # As TorchScript exports it: the bias through an Identity, first operand.
+            nodes.append(helper.make_node("Identity", [f"b{name}"], [f"bi{name}"]))
+            pair = [f"bi{name}", f"m{name}"] if i != 1 else [f"m{name}", f"bi{name}"]
+            nodes.append(helper.make_node("Add", pair, [name]))
+        else:
+            nodes.append(helper.make_node("Relu", [f"m{name}"], [name]))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    if shared_use:
+        outputs.append(helper.make_tensor_value_info("mq", TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        nodes,
+        "qkv",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, hidden]),
+            helper.make_tensor_value_info("x_other", TensorProto.FLOAT, [1, seq, 24]),
+        ],
+        outputs,
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _qkv_feeds(seq: int = 48) -> dict[str, np.ndarray]:
+    return {
+        "x": RNG.normal(0, 1, (1, seq, 32)).astype(np.float32),
+        "x_other": RNG.normal(0, 1, (1, seq, 24)).astype(np.float32),
+    }
+
+
+def _siblings(module) -> list[int]:
+    main = next(op for op in module.ops if op.sym_name.data == "main")
+    return [len(s.matmuls) for s in fusion.find_siblings(list(main.body.block.ops))]
+
+
+def test_sibling_products_run_as_one_and_match_unfused(monkeypatch):
+    from neuron_ir.kernels import parallel
+
+    model = _qkv_model()
+    module = neuron_ir.import_model(model)
+    assert _siblings(module) == [3]
+    monkeypatch.setattr(parallel, "MIN_FLOPS", 0)  # split the small product too
+    calls = []
+    original = parallel.run_chunks
+
+    def counting(fn, n, parts=None):
+        calls.append(n)
+        return original(fn, n, parts)
+
+    monkeypatch.setattr(parallel, "run_chunks", counting)
+    feeds = _qkv_feeds()
+    fused = neuron_ir.Interpreter(module).run(feeds)
+    if parallel.WORKERS > 1 and parallel._can_split():
+        assert calls == [16 + 24 + 32]  # one product, the three weights side by side
+    with fusion.disabled():
+        reference = neuron_ir.Interpreter(module).run(feeds)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for name, want in zip("qkv", session.run(None, feeds), strict=True):
+        # One wide GEMM cuts its columns elsewhere than three narrow ones: equal to
+        # float32 rounding, not bit for bit.
+        np.testing.assert_allclose(fused[name], reference[name], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(fused[name], want, rtol=1e-4, atol=1e-5)
+        assert fused[name].shape == want.shape
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"ks": (32, 24, 32)},  # one weight has other rows (reads x_other): two siblings
+        {"biased": (True, False, True)},  # a bias on some only: not fused
+        {"shared_use": True},  # the query product is also an output: not fused
+        {"biased": (False, False, False)},  # no bias at all: three siblings, no Add
+        {"scalar_bias": True},  # a bias that broadcasts, not one per column: not fused
+    ],
+)
+def test_siblings_only_when_safe(kwargs):
+    model = _qkv_model(**kwargs)
+    module = neuron_ir.import_model(model)
+    found = _siblings(module)
+    want = {"ks": [2], "biased": [3] if not any(kwargs.get("biased", [1])) else []}
+    assert found == next((v for k, v in want.items() if k in kwargs), [])
+    feeds = _qkv_feeds()
+    fused = neuron_ir.Interpreter(module).run(feeds)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in model.graph.output]
+    for name, want in zip(names, session.run(None, feeds), strict=True):
+        np.testing.assert_allclose(fused[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
