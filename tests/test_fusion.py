@@ -480,3 +480,105 @@ def test_siblings_only_when_safe(kwargs):
     names = [o.name for o in model.graph.output]
     for name, want in zip(names, session.run(None, feeds), strict=True):
         np.testing.assert_allclose(fused[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def _bottleneck_model(batch: int = 1, early_use: bool = False, next_k: int = 1) -> onnx.ModelProto:
+    """x -> 1x1+BN+Relu -> 3x3+BN+Relu -> 1x1+BN, + x, Relu -> the next block's 1x1+Relu:
+    ResNet's bottleneck and the start of the next block."""
+    c, m = 16, 8
+    inits = [
+        _init("w1", RNG.normal(0, 0.3, (m, c, 1, 1)).astype(np.float32)),
+        _init("w2", RNG.normal(0, 0.3, (m, m, 3, 3)).astype(np.float32)),
+        _init("w3", RNG.normal(0, 0.3, (c, m, 1, 1)).astype(np.float32)),
+        _init("w4", RNG.normal(0, 0.3, (m, c, next_k, next_k)).astype(np.float32)),
+        _init("b4", RNG.normal(0, 0.3, m).astype(np.float32)),
+        *_bn_stats("bn1", m),
+        *_bn_stats("bn2", m),
+        *_bn_stats("bn3", c),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"]),
+        _bn("bn1", "c1", "n1"),
+        helper.make_node("Relu", ["n1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        _bn("bn2", "c2", "n2"),
+        helper.make_node("Relu", ["n2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3"], ["c3"]),
+        _bn("bn3", "c3", "n3"),
+        helper.make_node("Add", ["n3", "x"], ["s"]),
+        helper.make_node("Relu", ["s"], ["block"]),
+    ]
+    outputs = ["y"]
+    if early_use:  # the block output read before the next block's region ends
+        nodes.append(helper.make_node("Sigmoid", ["block"], ["side"]))
+        outputs.append("side")
+    nodes += [
+        helper.make_node("Conv", ["block", "w4", "b4"], ["c4"]),
+        helper.make_node("Relu", ["c4"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bottleneck",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, c, 12, 10])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _chains(module) -> list[list[str]]:
+    main = next(op for op in module.ops if op.sym_name.data == "main")
+    ops = list(main.body.block.ops)
+    return [
+        [g.kinds[0] + str(len(g.ops)) for g in chain]
+        for chain in fusion.find_chains(ops, fusion.find_groups(ops))
+    ]
+
+
+@pytest.mark.parametrize("batch", [1, 2])  # batch 2 splits by images: regions run one by one
+def test_row_chain_is_one_split_and_bit_identical(batch, monkeypatch):
+    from neuron_ir.kernels import parallel
+
+    model = _bottleneck_model(batch)
+    module = neuron_ir.import_model(model)
+    # The 3x3 region, the 1x1 expansion with the residual, the next block's 1x1.
+    assert _chains(module) == [["Conv3", "Conv4", "Conv2"]]
+    monkeypatch.setattr(parallel, "MIN_FLOPS", 0)  # split these small convolutions too
+    calls = []
+    original = parallel.run_chunks
+
+    def counting(fn, n, parts=None):
+        calls.append(n)
+        return original(fn, n, parts)
+
+    monkeypatch.setattr(parallel, "run_chunks", counting)
+    feeds = {"x": RNG.normal(0, 1, (batch, 16, 12, 10)).astype(np.float32)}
+    chained = neuron_ir.Interpreter(module).run(feeds)["y"]
+    split_chained = list(calls)
+    calls.clear()
+    monkeypatch.setattr(fusion, "find_chains", lambda ops, groups: [])
+    one_by_one = neuron_ir.Interpreter(module).run(feeds)["y"]
+    # Each region's chunk is the call its own step makes, at the same row bounds.
+    np.testing.assert_array_equal(chained, one_by_one)
+    if parallel.WORKERS > 1 and parallel._can_split():
+        if batch == 1:
+            assert split_chained == [12, 12] and calls == [12, 12, 12, 12]
+        else:
+            assert split_chained == calls == [2, 2, 2, 2]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(chained, session.run(None, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("early_use, next_k", [(True, 1), (False, 3)])
+def test_row_chain_stops_before_a_value_read_early(early_use, next_k):
+    # Read early by an op outside the chain, or by a 3x3 conv (its row r reads input
+    # rows r..r+2, which the other core may not have written yet): the chain ends.
+    model = _bottleneck_model(early_use=early_use, next_k=next_k)
+    module = neuron_ir.import_model(model)
+    assert _chains(module) == [["Conv3", "Conv4"]]
+    feeds = {"x": RNG.normal(0, 1, (1, 16, 12, 10)).astype(np.float32)}
+    got = neuron_ir.Interpreter(module).run(feeds)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in model.graph.output]
+    for name, want in zip(names, session.run(None, feeds), strict=True):
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-4, err_msg=name)
