@@ -32,16 +32,13 @@ import neuron_ir
 from neuron_ir import zoo
 from neuron_ir.interp import fusion
 from neuron_ir.kernels import nn, parallel, tensor
-from neuron_ir.testing.bench import exported_models
+from neuron_ir.testing.bench import exported_model
 
 
 def load(name: str) -> tuple[onnx.ModelProto, dict]:
-    path = Path(name)
-    if path.suffix == ".onnx":
-        for _, model, feeds in exported_models(path.parent):
-            if model.graph.name == onnx.load(path, load_external_data=False).graph.name:
-                return model, feeds
-        raise SystemExit(f"{name}: not one of the exports in {path.parent}")
+    if name.endswith(".onnx"):
+        _, model, feeds = exported_model(Path(name))
+        return model, feeds
     return zoo.build(name), zoo.example_inputs(name, batch=1, seq=128)
 
 

@@ -59,20 +59,26 @@ def paired(
 def exported_models(folder: Path) -> Iterator[tuple[str, onnx.ModelProto, dict]]:
     """(name, model, feeds) of the big exports in ``folder`` (export_models.py --big)."""
     for path in sorted(folder.glob("big_*.onnx")):
-        model = onnx.load(path)
-        rng = np.random.default_rng(0)
-        feeds = {}
-        for value in model.graph.input:
-            tt = value.type.tensor_type
-            shape = [
-                d.dim_value if d.HasField("dim_value") else (1 if i == 0 else 128)
-                for i, d in enumerate(tt.shape.dim)
-            ]
-            if tt.elem_type == onnx.TensorProto.INT64:
-                high = 2 if "mask" in value.name or "type" in value.name else 1000
-                feeds[value.name] = rng.integers(0, high, shape).astype(np.int64)
-                if "mask" in value.name:
-                    feeds[value.name][:] = 1
-            else:
-                feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
-        yield f"{path.stem[4:]} (torchscript export)", model, feeds
+        yield exported_model(path)
+
+
+def exported_model(path: Path) -> tuple[str, onnx.ModelProto, dict]:
+    """(name, model, feeds) of one export: batch 1, dynamic lengths 128, token ids below
+    1,000, masks of ones, float inputs standard normal."""
+    model = onnx.load(path)
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for value in model.graph.input:
+        tt = value.type.tensor_type
+        shape = [
+            d.dim_value if d.HasField("dim_value") else (1 if i == 0 else 128)
+            for i, d in enumerate(tt.shape.dim)
+        ]
+        if tt.elem_type == onnx.TensorProto.INT64:
+            high = 2 if "mask" in value.name or "type" in value.name else 1000
+            feeds[value.name] = rng.integers(0, high, shape).astype(np.int64)
+            if "mask" in value.name:
+                feeds[value.name][:] = 1
+        else:
+            feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
+    return f"{path.stem[4:]} (torchscript export)", model, feeds
