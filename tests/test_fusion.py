@@ -99,9 +99,28 @@ def _feeds() -> dict[str, np.ndarray]:
     }
 
 
-def _groups(module) -> list[list[str]]:
+def _main_ops(module) -> list:
     main = next(op for op in module.ops if op.sym_name.data == "main")
-    return [g.kinds for g in fusion.find_groups(list(main.body.block.ops))]
+    return list(main.body.block.ops)
+
+
+def _groups(module) -> list[list[str]]:
+    return [g.kinds for g in fusion.find_groups(_main_ops(module))]
+
+
+def _count_splits(monkeypatch) -> list[int]:
+    """The item count of every ``parallel.run_chunks`` call from now on."""
+    from neuron_ir.kernels import parallel
+
+    calls: list[int] = []
+    original = parallel.run_chunks
+
+    def counting(fn, n, parts=None):
+        calls.append(n)
+        return original(fn, n, parts)
+
+    monkeypatch.setattr(parallel, "run_chunks", counting)
+    return calls
 
 
 def test_fused_plan_matches_unfused_and_onnxruntime():
@@ -305,16 +324,9 @@ def test_regions_split_across_cores(monkeypatch):
     the unsplit path)."""
     from neuron_ir.kernels import parallel
 
-    calls = []
-    original = parallel.run_chunks
-
-    def counting(fn, n, parts=None):
-        calls.append(n)
-        return original(fn, n, parts)
-
     if parallel.WORKERS == 1 or not parallel._can_split():
         pytest.skip("one core, or no control of BLAS threads: nothing is split")
-    monkeypatch.setattr(parallel, "run_chunks", counting)
+    calls = _count_splits(monkeypatch)
     module = neuron_ir.import_model(_bert_layer_model())
     neuron_ir.Interpreter(module).run(_bert_layer_feeds())
     # FFN1 and FFN2 split their columns (512, 128 wide), the scores their 4 heads.
@@ -424,8 +436,7 @@ def _qkv_feeds(seq: int = 48) -> dict[str, np.ndarray]:
 
 
 def _siblings(module) -> list[int]:
-    main = next(op for op in module.ops if op.sym_name.data == "main")
-    return [len(s.matmuls) for s in fusion.find_siblings(list(main.body.block.ops))]
+    return [len(s.matmuls) for s in fusion.find_siblings(_main_ops(module))]
 
 
 def test_sibling_products_run_as_one_and_match_unfused(monkeypatch):
@@ -435,14 +446,7 @@ def test_sibling_products_run_as_one_and_match_unfused(monkeypatch):
     module = neuron_ir.import_model(model)
     assert _siblings(module) == [3]
     monkeypatch.setattr(parallel, "MIN_FLOPS", 0)  # split the small product too
-    calls = []
-    original = parallel.run_chunks
-
-    def counting(fn, n, parts=None):
-        calls.append(n)
-        return original(fn, n, parts)
-
-    monkeypatch.setattr(parallel, "run_chunks", counting)
+    calls = _count_splits(monkeypatch)
     feeds = _qkv_feeds()
     fused = neuron_ir.Interpreter(module).run(feeds)
     if parallel.WORKERS > 1 and parallel._can_split():
@@ -527,8 +531,7 @@ def _bottleneck_model(batch: int = 1, early_use: bool = False, next_k: int = 1) 
 
 
 def _chains(module) -> list[list[str]]:
-    main = next(op for op in module.ops if op.sym_name.data == "main")
-    ops = list(main.body.block.ops)
+    ops = _main_ops(module)
     return [
         [g.kinds[0] + str(len(g.ops)) for g in chain]
         for chain in fusion.find_chains(ops, fusion.find_groups(ops))
@@ -544,14 +547,7 @@ def test_row_chain_is_one_split_and_bit_identical(batch, monkeypatch):
     # The 3x3 region, the 1x1 expansion with the residual, the next block's 1x1.
     assert _chains(module) == [["Conv3", "Conv4", "Conv2"]]
     monkeypatch.setattr(parallel, "MIN_FLOPS", 0)  # split these small convolutions too
-    calls = []
-    original = parallel.run_chunks
-
-    def counting(fn, n, parts=None):
-        calls.append(n)
-        return original(fn, n, parts)
-
-    monkeypatch.setattr(parallel, "run_chunks", counting)
+    calls = _count_splits(monkeypatch)
     feeds = {"x": RNG.normal(0, 1, (batch, 16, 12, 10)).astype(np.float32)}
     chained = neuron_ir.Interpreter(module).run(feeds)["y"]
     split_chained = list(calls)

@@ -64,7 +64,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from xdsl.dialects.builtin import TensorType
@@ -293,11 +293,7 @@ def _rowwise_conv(op: Operation) -> bool:
         return False
     if any(int(v) for v in attrs.get("pads", [])):
         return False
-    return _str_attr(attrs.get("auto_pad", "NOTSET")) in ("NOTSET", "VALID")
-
-
-def _str_attr(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID")
 
 
 def find_chains(ops: Sequence[Operation], groups: list[Group]) -> list[list[Group]]:
@@ -348,7 +344,8 @@ class Siblings:
 
     matmuls: list[Operation]
     adds: list[Operation]  # empty when none has a bias
-    weight: np.ndarray  # the weights side by side, (K, sum of N)
+    widths: list[int]  # each product's columns
+    weight: np.ndarray  # the weights side by side, (K, sum of widths)
     bias: np.ndarray | None  # the biases end to end
 
     @property
@@ -360,16 +357,18 @@ class Siblings:
         return [op.results[0] for op in (self.adds or self.matmuls)]
 
 
-def _bias_add(matmul: Operation, block_ops: set[Operation]) -> tuple[Operation, np.ndarray] | None:
-    """The Add that alone reads ``matmul``'s result with a constant 1-D bias of its width."""
+def _bias_add(
+    matmul: Operation, w: np.ndarray, block_ops: set[Operation]
+) -> tuple[Operation, np.ndarray] | None:
+    """The Add that alone reads ``matmul``'s result (weight ``w``) with a constant 1-D
+    bias of its width."""
     user = _single_user(matmul.results[0], block_ops)
     if user is None or _type(user) != "Add" or len(user.results) != 1:
         return None
     operands = _inputs(user)
     other = operands[1] if operands[0] is matmul.results[0] else operands[0]
     bias = _constant(other)
-    w = _constant(matmul.onnx_inputs()[1])  # type: ignore[attr-defined]
-    if bias is None or w is None or bias.shape != (w.shape[1],) or bias.dtype != w.dtype:
+    if bias is None or bias.shape != (w.shape[1],) or bias.dtype != w.dtype:
         return None
     if not _same_static_type(matmul.results[0], user.results[0]):
         return None
@@ -379,7 +378,7 @@ def _bias_add(matmul: Operation, block_ops: set[Operation]) -> tuple[Operation, 
 def find_siblings(ops: Sequence[Operation]) -> list[Siblings]:
     """Sibling products among one block's ops (see the module docstring)."""
     block_ops = set(ops)
-    by_input: dict[tuple[SSAValue, int, Any], list[Operation]] = {}
+    by_input: dict[tuple[SSAValue, int, Any], list[tuple[Operation, np.ndarray]]] = {}
     for op in ops:
         if _type(op) != "MatMul" or not isinstance(op, OnnxOp) or len(op.results) != 1:
             continue
@@ -389,26 +388,25 @@ def find_siblings(ops: Sequence[Operation]) -> list[Siblings]:
             continue
         if _constant(x) is not None:
             continue
-        by_input.setdefault((x, w.shape[0], w.dtype), []).append(op)
+        by_input.setdefault((x, w.shape[0], w.dtype), []).append((op, w))
     found = []
-    for matmuls in by_input.values():
-        if len(matmuls) < 2:
+    for pairs in by_input.values():
+        if len(pairs) < 2:
             continue
-        adds = [_bias_add(op, block_ops) for op in matmuls]
-        weights = [_constant(op.onnx_inputs()[1]) for op in matmuls]  # type: ignore
+        matmuls = [op for op, _ in pairs]
+        weights = [w for _, w in pairs]
+        adds = [_bias_add(op, w, block_ops) for op, w in pairs]
         if all(a is not None for a in adds):
-            found.append(
-                Siblings(
-                    matmuls,
-                    [a[0] for a in adds],  # type: ignore[index]
-                    np.ascontiguousarray(np.concatenate(weights, axis=1)),
-                    np.concatenate([a[1] for a in adds]),  # type: ignore[index]
-                )
-            )
+            ops_and_biases: list[tuple[Operation, np.ndarray]] = adds  # type: ignore
+            add_ops = [a for a, _ in ops_and_biases]
+            bias = np.concatenate([b for _, b in ops_and_biases])
         elif all(a is None for a in adds):
-            found.append(
-                Siblings(matmuls, [], np.ascontiguousarray(np.concatenate(weights, axis=1)), None)
-            )
+            add_ops, bias = [], None
+        else:
+            continue
+        widths = [w.shape[1] for w in weights]
+        weight = np.ascontiguousarray(np.concatenate(weights, axis=1))
+        found.append(Siblings(matmuls, add_ops, widths, weight, bias))
     return found
 
 
@@ -451,11 +449,34 @@ def plan_fusions(planner: Any, ops: Sequence[Operation]) -> Fusions:
             fusions.anchor[op] = last
         fusions.groups.append(group)
         if group is chain[-1]:
-            steps = [_group_step(planner, g) for g in chain]
+            regions = [_region(planner, g) for g in chain]
             fusions.steps[group.ops[-1]] = (
-                steps[0] if len(steps) == 1 else _chain_step(steps, describe_op(group.ops[-1]))
+                regions[0].step
+                if len(regions) == 1
+                else _chain_step(regions, describe_op(group.ops[-1]))
             )
     return fusions
+
+
+def _guarded(run: Callable, fallback: Sequence[Callable], label: str) -> Callable:
+    """A fused step: ``run(env)``, or, for a case it does not cover (``_Unfusable``, a
+    kernel's NotImplementedError), the unfused ``fallback`` steps in order.  Any other
+    error names the op."""
+
+    def step(env: list) -> None:
+        try:
+            run(env)
+            return
+        except (NotImplementedError, _Unfusable):
+            pass
+        except InterpreterError:
+            raise
+        except Exception as exc:
+            raise InterpreterError(f"{label} failed: {type(exc).__name__}: {exc}") from exc
+        for unfused_step in fallback:
+            unfused_step(env)
+
+    return step
 
 
 def _folded_conv_inputs(conv: Operation, bn: Operation) -> tuple[np.ndarray, np.ndarray]:
@@ -593,7 +614,15 @@ def _slice_outside(array: np.ndarray, rank: int, axis: int, lo: int, hi: int) ->
     return array[(slice(None),) * j + (slice(lo, hi),)]
 
 
-def _group_step(planner: Any, group: Group) -> Callable:
+class _Region(NamedTuple):
+    """A region's step, and what a row chain needs to run it chunk by chunk."""
+
+    step: Callable
+    prepare: Callable  # env -> (producer, output, one-pass chunk function or None, axes)
+    out_slot: int
+
+
+def _region(planner: Any, group: Group) -> _Region:
     producer_op = group.ops[0]
     kind = _type(producer_op)
     kernel = KERNELS[kind]
@@ -741,25 +770,13 @@ def _group_step(planner: Any, group: Group) -> Callable:
                 raise _Unfusable
             view[...] = last
 
-    def step(env: list) -> None:
-        try:
-            env[out_slot] = run(env)
-            return
-        except (NotImplementedError, _Unfusable):
-            pass
-        except InterpreterError:
-            raise
-        except Exception as exc:
-            raise InterpreterError(f"{label} failed: {type(exc).__name__}: {exc}") from exc
-        for unfused_step in unfused:
-            unfused_step(env)
+    def run_into(env: list) -> None:
+        env[out_slot] = run(env)
 
-    step.prepare = prepare  # type: ignore[attr-defined]
-    step.out_slot = out_slot  # type: ignore[attr-defined]
-    return step
+    return _Region(_guarded(run_into, unfused, label), prepare, out_slot)
 
 
-def _chain_step(steps: list[Callable], label: str) -> Callable:
+def _chain_step(regions: list[_Region], label: str) -> Callable:
     """Regions chained by rows (see ``find_chains``): one split over the output rows,
     each chunk running every region's chunk in turn, so a region reads the rows the
     same thread just wrote.  Each region's chunk is the call its own step would make,
@@ -770,8 +787,8 @@ def _chain_step(steps: list[Callable], label: str) -> Callable:
         with parallel.serial_blas():
             chunks = []
             parts = None
-            for region_step in steps:
-                producer, out, chunk, _ = region_step.prepare(env)
+            for region in regions:
+                producer, out, chunk, _ = region.prepare(env)
                 plan = getattr(producer, "plan", None)
                 if chunk is None or not isinstance(plan, Conv2dPlan) or plan.axis != 2:
                     raise _Unfusable
@@ -780,7 +797,7 @@ def _chain_step(steps: list[Callable], label: str) -> Callable:
                 parts = producer.parts
                 # The next region's plan keeps a reference to this buffer and reads
                 # each chunk's rows after this region's chunk has written them.
-                env[region_step.out_slot] = out
+                env[region.out_slot] = out
                 chunks.append(chunk)
 
             def chunk_all(lo: int, hi: int) -> None:
@@ -789,27 +806,13 @@ def _chain_step(steps: list[Callable], label: str) -> Callable:
 
             parallel.run_chunks(chunk_all, parts)
 
-    def step(env: list) -> None:
-        try:
-            run(env)
-            return
-        except (NotImplementedError, _Unfusable):
-            pass
-        except InterpreterError:
-            raise
-        except Exception as exc:
-            raise InterpreterError(f"{label} failed: {type(exc).__name__}: {exc}") from exc
-        for region_step in steps:
-            region_step(env)
-
-    return step
+    return _guarded(run, [region.step for region in regions], label)
 
 
 def _siblings_step(planner: Any, siblings: Siblings, members: list[Operation]) -> Callable:
     x_slot = planner.slot(siblings.matmuls[0].onnx_inputs()[0])  # type: ignore[attr-defined]
     out_slots = [planner.slot(v) for v in siblings.outputs]
-    widths = [_constant(op.onnx_inputs()[1]).shape[1] for op in siblings.matmuls]  # type: ignore
-    offsets = np.cumsum([0, *widths]).tolist()
+    offsets = np.cumsum([0, *siblings.widths]).tolist()
     weight, bias = siblings.weight, siblings.bias
     label = describe_op(members[0])
     unfused = [_onnx_handler(planner, op) for op in members]
@@ -838,20 +841,7 @@ def _siblings_step(planner: Any, siblings: Siblings, members: list[Operation]) -
         for slot, lo, hi in zip(out_slots, offsets[:-1], offsets[1:], strict=True):
             env[slot] = y[..., lo:hi]
 
-    def step(env: list) -> None:
-        try:
-            run(env)
-            return
-        except (NotImplementedError, _Unfusable):
-            pass
-        except InterpreterError:
-            raise
-        except Exception as exc:
-            raise InterpreterError(f"{label} failed: {type(exc).__name__}: {exc}") from exc
-        for unfused_step in unfused:
-            unfused_step(env)
-
-    return step
+    return _guarded(run, unfused, label)
 
 
 def _in_place_ok(op: _RegionOp, inputs: list) -> bool:

@@ -202,7 +202,7 @@ class Conv2dPlan:
 
     Tiny images split by channels because a row chunk of a 7x7 output is a GEMM only
     21-28 columns wide: on ResNet-50's layer-4 shapes both cores reached 36-49 GFLOP/s
-    each split by rows, and 110-120 GFLOP/s together split by channels.  Each channel
+    each split by rows, and 72-119 GFLOP/s together split by channels.  Each channel
     chunk reads the whole im2col matrix, built once before the split.  Layer 3 (14x14)
     gains too, but stays split by rows: the channel split rounds some of onnx's
     light_squeezenet (13x13) logits, which reach 9.5e9 and go through Softmax, one ulp
