@@ -48,7 +48,7 @@ Sibling products: MatMuls that read one activation and constant 2-D weights with
 same rows (BERT's query, key and value projections), each with its constant bias Add
 or none, run as one product against the weights side by side, and their results are
 column views of it.  One wide GEMM splits over the cores better than three narrow ones
-(measured 125-135 GFLOP/s for 128 x 768 x 2304-3072 against 78-85 for 128 x 768 x 768,
+(measured 125-139 GFLOP/s for 128 x 768 x 2304-3072 against 78-85 for 128 x 768 x 768,
 both cores).  The step runs where the first sibling stood: its inputs are the shared
 activation and constants, which the plan holds from the start.  Concatenating changes
 where OpenBLAS cuts the columns, so the siblings round like the unfused products only
