@@ -407,7 +407,7 @@ def _erf_poly(xf: np.ndarray, complement: bool) -> np.ndarray:
 def _erf32(x: np.ndarray) -> np.ndarray:
     """erf of a float32 array (fresh, same shape); large arrays in one chunk per core."""
     flat = x.reshape(-1)
-    if flat.size < parallel.MIN_ELEMENTS or parallel.WORKERS == 1:
+    if flat.size < parallel.MIN_ELEMENTS or parallel.WORKERS == 1 or parallel.in_chunk():
         return _erf32_chunk(flat).reshape(x.shape)
     out = np.empty_like(flat)
 
@@ -422,15 +422,19 @@ def _erf32_chunk(x: np.ndarray) -> np.ndarray:
     """erf of a 1-D float32 array, the rational form above, in place on one copy."""
     xc = np.clip(x, -_ERF32_CLAMP, _ERF32_CLAMP)  # NaN stays NaN
     t = np.square(xc)
-    p = np.full_like(t, _ERF32_P[-1])
-    for c in _ERF32_P[-2::-1]:
-        p *= t
+    # Horner's rule; the work is memory-bound, so array passes count: the first step
+    # is c5 * t + c4 rather than a filled array times t, and Q reuses xc's buffer.
+    p = np.multiply(t, _ERF32_P[-1])
+    for c in _ERF32_P[-2:0:-1]:
         p += c
-    q = np.full_like(t, _ERF32_Q[-1])
-    for c in _ERF32_Q[-2::-1]:
-        q *= t
-        q += c
+        p *= t
+    p += _ERF32_P[0]
     p *= xc  # keeps the sign of -0.0
+    q = np.multiply(t, _ERF32_Q[-1], out=xc)  # xc's last use was above
+    for c in _ERF32_Q[-2:0:-1]:
+        q += c
+        q *= t
+    q += _ERF32_Q[0]
     p /= q
     np.clip(p, -1.0, 1.0, out=p)
     return p
