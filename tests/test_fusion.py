@@ -319,6 +319,29 @@ def test_bert_regions_are_found_and_match_unfused_bit_for_bit():
         np.testing.assert_allclose(fused[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+def test_softmax_and_layer_norm_end_regions_over_the_buffer(monkeypatch):
+    """In BERT's regions, Softmax and LayerNormalization write over the region's own
+    buffer: their copying kernels are not called, and the result is unchanged."""
+    calls = []
+    for name in ("Softmax", "LayerNormalization"):
+        kernel = fusion.KERNELS[name]
+
+        def counted(inputs, attrs, n_out, kernel=kernel, name=name):
+            calls.append(name)
+            return kernel(inputs, attrs, n_out)
+
+        monkeypatch.setitem(fusion.KERNELS, name, counted)
+    module = neuron_ir.import_model(_bert_layer_model())
+    feeds = _bert_layer_feeds()
+    fused = neuron_ir.Interpreter(module).run(feeds)
+    assert calls == []
+    with fusion.disabled():
+        reference = neuron_ir.Interpreter(module).run(feeds)
+    assert sorted(set(calls)) == ["LayerNormalization", "Softmax"]  # the unfused plan's
+    for name in ("ln", "probs"):
+        np.testing.assert_array_equal(fused[name], reference[name], err_msg=name)
+
+
 def test_regions_split_across_cores(monkeypatch):
     """The BERT-shaped regions really run in chunks (else the test above proves only
     the unsplit path)."""

@@ -962,6 +962,53 @@ def test_softmax_extreme_values():
     np.testing.assert_allclose(z[0], [-np.log(2), -np.log(2), -2000 - np.log(2)], rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "shape, axis", [((4, 6), -1), ((2, 3, 5), 1), ((2, 3, 5), -2), ((2, 3, 4, 5), 0)]
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_over_input_forms_are_the_kernels_bit_for_bit(shape, axis, dtype):
+    """Softmax and LayerNormalization written over their input (what fused regions do
+    with a buffer they own) give exactly the kernel's result, on contiguous buffers
+    and on a buffer sliced along its first axis (a region's chunk)."""
+    from neuron_ir.kernels import nn
+
+    rng = _rng(17)
+    x = (_randn(rng, shape) * 20).astype(dtype)
+    ax = axis % len(shape)
+    scale, bias = _randn(rng, shape[ax:]).astype(dtype), _randn(rng, shape[ax:]).astype(dtype)
+    ln_attrs = {"axis": axis, "epsilon": 1e-4, "stash_type": 1 if dtype == np.float32 else 11}
+    for name, over, attrs, extra in (
+        ("Softmax", nn.softmax_in_place, {"axis": axis}, []),
+        ("LayerNormalization", nn.layer_norm_in_place, ln_attrs, [scale, bias]),
+    ):
+        (want,) = run_kernel(name, [x, *extra], attrs)
+        y = x.copy()
+        assert over([y, *extra], attrs)
+        np.testing.assert_array_equal(y, want, err_msg=name)
+        if name == "Softmax" and ax > 0 and shape[0] > 1:
+            buffer = x.copy()
+            chunk = buffer[1:]
+            assert over([chunk, *extra], attrs)
+            np.testing.assert_array_equal(chunk, want[1:])
+            np.testing.assert_array_equal(buffer[:1], x[:1])  # outside the chunk: untouched
+
+
+def test_over_input_forms_decline_what_they_cannot_do_exactly():
+    from neuron_ir.kernels import nn
+
+    rng = _rng(18)
+    x = _randn(rng, (6, 8))
+    transposed = x.copy().T  # the softmax axis (last) is strided
+    before = transposed.copy()
+    assert not nn.softmax_in_place([transposed], {"axis": -1})
+    np.testing.assert_array_equal(transposed, before)
+    assert not nn.softmax_in_place([x.astype(np.float16)], {"axis": -1})
+    scale = _randn(rng, (6,))
+    assert not nn.layer_norm_in_place([x.copy().T, scale], {"axis": -1})
+    # float32 data with float64 statistics (stash_type 11) is computed on a float64 copy
+    assert not nn.layer_norm_in_place([x.copy(), _randn(rng, (8,))], {"stash_type": 11})
+
+
 # ------------------------------------------------------------------------------ misc
 
 

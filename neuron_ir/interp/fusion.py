@@ -75,12 +75,28 @@ from dialects.onnx import ConstantOp, OnnxOp
 from ..errors import InterpreterError
 from ..ir.attrs import constant_array, describe_op, onnx_attrs
 from ..kernels import KERNELS, parallel
-from ..kernels.nn import Conv2dPlan, matmul_plan
+from ..kernels.nn import Conv2dPlan, layer_norm_in_place, matmul_plan, softmax_in_place
 from ..kernels.tensor import relu
 from .onnx_ops import _onnx_handler
 
 _PRODUCERS = frozenset({"Conv", "MatMul", "Gemm"})
 _IN_PLACE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+
+
+def _relu_over_input(inputs: list, attrs: dict) -> bool:
+    relu(inputs[0], out=inputs[0])
+    return True
+
+
+# Ops that can write their result over their first input, when the region owns it:
+# each returns False (input untouched) where that would not give the kernel's result.
+# Softmax and LayerNormalization end most of BERT's regions; done over the region's
+# buffer they skip a copy in and a copy back of the whole value.
+_OVER_INPUT: dict[str, Callable[[list, dict], bool]] = {
+    "Relu": _relu_over_input,
+    "Softmax": softmax_in_place,
+    "LayerNormalization": layer_norm_in_place,
+}
 _ELEMENTWISE = frozenset(
     {
         *_IN_PLACE,
@@ -654,7 +670,7 @@ def _region(planner: Any, group: Group) -> _Region:
             else:
                 operands.append(("outside", planner.slot(v)))
         in_place = -1
-        if op_kind in _IN_PLACE or op_kind == "Relu":
+        if op_kind in _IN_PLACE or op_kind in _OVER_INPUT:
             in_place = next(
                 (
                     pos
@@ -663,6 +679,8 @@ def _region(planner: Any, group: Group) -> _Region:
                 ),
                 -1,
             )
+            if op_kind in _OVER_INPUT and in_place != 0:
+                in_place = -1  # they write over their first input only
         op_attrs = onnx_attrs(op)
         index[op.results[0]] = len(index)
         region_ops.append(
@@ -751,14 +769,17 @@ def _region(planner: Any, group: Group) -> _Region:
             target = op.operands[op.in_place][1] if op.in_place >= 0 else -1
             if target >= 0 and owned[target] and _in_place_ok(op, inputs):
                 y = inputs[op.in_place]
-                if op.kind == "Relu":
-                    relu(y, out=y)
-                else:
+                over_input = _OVER_INPUT.get(op.kind)
+                if over_input is None:
                     with np.errstate(all="ignore"):
                         _IN_PLACE[op.kind](inputs[0], inputs[1], out=y)
-                values[k] = y
-                owned[k] = True
-                continue
+                    done = True
+                else:
+                    done = over_input(inputs, op.attrs)
+                if done:
+                    values[k] = y
+                    owned[k] = True
+                    continue
             y = op.kernel(inputs, op.attrs, 1)[0]
             values[k] = y
             owned[k] = y.flags.writeable and not any(
@@ -850,7 +871,7 @@ def _in_place_ok(op: _RegionOp, inputs: list) -> bool:
     y = inputs[op.in_place]
     if not isinstance(y, np.ndarray) or y.dtype.kind != "f" or not y.flags.writeable:
         return False
-    if op.kind == "Relu":
+    if op.kind in _OVER_INPUT:
         return True
     other = inputs[1 - op.in_place]
     return (

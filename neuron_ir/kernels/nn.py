@@ -34,6 +34,9 @@ def _str(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+_FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
     """Dtype to do float arithmetic in: float16 (and ints) go through float32."""
     dtype = np.dtype(dtype)
@@ -600,13 +603,15 @@ def batch_normalization(inputs, attrs, n_out):
     return outs[:n_out]
 
 
-def _normalize(x: np.ndarray, start: int, eps: float, dtype) -> tuple:
+def _normalize(x: np.ndarray, start: int, eps: float, dtype, in_place: bool = False) -> tuple:
     """(x - mean) / sqrt(var + eps) over the trailing axes ``start:``, in ``dtype``.
 
-    Works in place on one fresh copy, rows x cols; mean and variance use numpy's
-    pairwise sums (two-pass variance).  Returns y and keepdims-shaped mean, 1/std."""
+    Works in place on one fresh copy (on ``x`` itself if ``in_place``: the caller has
+    checked that x is C-contiguous and of ``dtype``), rows x cols; mean and variance
+    use numpy's pairwise sums (two-pass variance).  Returns y and keepdims-shaped mean,
+    1/std."""
     rows = math.prod(x.shape[:start])
-    xu = np.array(x, dtype=dtype, order="C").reshape(rows, -1)
+    xu = x.reshape(rows, -1) if in_place else np.array(x, dtype=dtype, order="C").reshape(rows, -1)
     mean = xu.mean(axis=1, keepdims=True)
     xu -= mean
     var = np.square(xu).mean(axis=1, keepdims=True)
@@ -628,20 +633,38 @@ def instance_normalization(inputs, attrs, n_out):
     return [_to_dtype(y, x.dtype)]
 
 
-@kernel("LayerNormalization")
-def layer_normalization(inputs, attrs, n_out):
+def _layer_norm(inputs: list, attrs: dict, in_place: bool = False) -> tuple:
     x, scale, bias = inputs[0], inputs[1], _opt(inputs, 2)
     axis = _norm_axis(int(attrs.get("axis", -1)), x.ndim)
     eps = float(attrs.get("epsilon", 1e-5))
     u = _stash_dtype(attrs)
-    norm, mean, inv = _normalize(x, axis, eps, u)
+    norm, mean, inv = _normalize(x, axis, eps, u, in_place)
     # Stage two (scale and shift) runs in the input type, as in the spec's function body.
     ct = _compute_dtype(x.dtype)
     y = norm.astype(ct, copy=False)
     y *= scale.astype(ct, copy=False)
     if bias is not None:
-        y += bias.astype(ct)
-    return [_to_dtype(y, x.dtype), mean, inv][:n_out]
+        y += bias.astype(ct, copy=False)
+    return y, mean, inv
+
+
+@kernel("LayerNormalization")
+def layer_normalization(inputs, attrs, n_out):
+    y, mean, inv = _layer_norm(inputs, attrs)
+    return [_to_dtype(y, inputs[0].dtype), mean, inv][:n_out]
+
+
+def layer_norm_in_place(inputs: list, attrs: dict) -> bool:
+    """LayerNormalization's Y written over X (a buffer the caller owns), with the
+    kernel's arithmetic: False, and X untouched, where that would not be exact (X not
+    C-contiguous, or not of the type the statistics are computed in)."""
+    x = inputs[0]
+    if x.dtype not in _FLOAT_TYPES or not x.flags.c_contiguous or x.size == 0:
+        return False
+    if x.dtype != _stash_dtype(attrs) or x.dtype != _compute_dtype(x.dtype):
+        return False
+    _layer_norm(inputs, attrs, in_place=True)
+    return True
 
 
 @kernel("GroupNormalization")
@@ -703,15 +726,36 @@ def lrn(inputs, attrs, n_out):
 # ------------------------------------------------------------------------ softmax family
 
 
-@kernel("Softmax")
-def softmax(inputs, attrs, n_out):
-    x = inputs[0]
-    axis = int(attrs.get("axis", -1))
-    e = np.array(x, dtype=_compute_dtype(x.dtype))  # fresh copy, worked in place
+def _softmax_over(e: np.ndarray, axis: int) -> None:
     e -= e.max(axis=axis, keepdims=True)
     np.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
+
+
+@kernel("Softmax")
+def softmax(inputs, attrs, n_out):
+    x = inputs[0]
+    e = np.array(x, dtype=_compute_dtype(x.dtype))  # fresh copy, worked in place
+    _softmax_over(e, int(attrs.get("axis", -1)))
     return [_to_dtype(e, x.dtype)]
+
+
+def softmax_in_place(inputs: list, attrs: dict) -> bool:
+    """Softmax written over its input (a buffer the caller owns), with the kernel's
+    arithmetic: False, and the input untouched, unless it is float32/float64 and C
+    ordered from the softmax axis on (so each reduction sums in the same order as
+    over the kernel's contiguous copy)."""
+    x = inputs[0]
+    if x.dtype not in _FLOAT_TYPES or x.size == 0:
+        return False
+    axis = int(attrs.get("axis", -1)) % x.ndim
+    step = x.itemsize
+    for dim in range(x.ndim - 1, axis - 1, -1):
+        if x.shape[dim] != 1 and x.strides[dim] != step:
+            return False
+        step *= x.shape[dim]
+    _softmax_over(x, axis)
+    return True
 
 
 @kernel("LogSoftmax")
