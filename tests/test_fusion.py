@@ -411,6 +411,90 @@ def test_softmax_over_the_split_axis_is_not_split_there():
     np.testing.assert_array_equal(fused, reference)
 
 
+def _attention_model(heads: int = 4, probs_read_first: bool = False) -> onnx.ModelProto:
+    """Scores, scale, mask and Softmax (a region), then the probabilities times V;
+    optionally with the probabilities also read (by a Neg, returned) before that."""
+    nodes = [
+        helper.make_node("MatMul", ["q", "k"], ["s"]),
+        helper.make_node("Div", ["s", "scale"], ["sd"]),
+        helper.make_node("Add", ["sd", "mask"], ["sm"]),
+        helper.make_node("Softmax", ["sm"], ["probs"], axis=-1),
+        helper.make_node("MatMul", ["probs", "v"], ["ctx"]),
+    ]
+    outputs = [helper.make_tensor_value_info("ctx", TensorProto.FLOAT, None)]
+    if probs_read_first:
+        nodes.insert(4, helper.make_node("Neg", ["probs"], ["neg"]))
+        outputs.append(helper.make_tensor_value_info("neg", TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        nodes,
+        "attention",
+        [
+            helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, heads, 128, 64]),
+            helper.make_tensor_value_info("k", TensorProto.FLOAT, [1, heads, 64, 128]),
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, heads, 128, 64]),
+            helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 1, 128]),
+        ],
+        outputs,
+        [_init("scale", np.array(8.0, np.float32))],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _attention_feeds(heads: int = 4) -> dict[str, np.ndarray]:
+    return {
+        "q": RNG.normal(0, 1, (1, heads, 128, 64)).astype(np.float32),
+        "k": RNG.normal(0, 1, (1, heads, 64, 128)).astype(np.float32),
+        # V as attention gets it: a transposed view of a (1, 128, heads, 64) array
+        "v": RNG.normal(0, 1, (1, 128, heads, 64)).astype(np.float32).transpose(0, 2, 1, 3),
+        "mask": np.where(RNG.random((1, 1, 1, 128)) < 0.2, -1e4, 0.0).astype(np.float32),
+    }
+
+
+def _stack_chains(module) -> list[tuple[list[str], str]]:
+    ops = _main_ops(module)
+    groups = fusion.find_groups(ops)
+    return [(g.kinds, fusion._type(r)) for g, r in fusion.find_stack_chains(ops, groups, set())]
+
+
+@pytest.mark.parametrize("heads", [4, 1])  # one head: split by rows, the steps one by one
+def test_stack_chain_is_one_split_and_bit_identical(heads, monkeypatch):
+    from neuron_ir.kernels import parallel
+
+    module = neuron_ir.import_model(_attention_model(heads))
+    assert _stack_chains(module) == [(["MatMul", "Div", "Add", "Softmax"], "MatMul")]
+    feeds = _attention_feeds(heads)
+    calls = _count_splits(monkeypatch)
+    chained = neuron_ir.Interpreter(module).run(feeds)["ctx"]
+    chained_splits = len(calls)
+    monkeypatch.setattr(fusion, "find_stack_chains", lambda *args: [])
+    calls.clear()
+    regions = neuron_ir.Interpreter(module).run(feeds)["ctx"]
+    region_splits = len(calls)
+    # Each chunk is the call the unchained steps make at the same bounds.
+    np.testing.assert_array_equal(chained, regions)
+    with fusion.disabled():
+        unfused = neuron_ir.Interpreter(module).run(feeds)["ctx"]
+    np.testing.assert_array_equal(chained, unfused)
+    if parallel.WORKERS > 1 and parallel._can_split():
+        if heads > 1:
+            assert (chained_splits, region_splits) == (1, 2)
+        else:
+            assert chained_splits == region_splits
+
+
+def test_stack_chain_not_formed_when_the_probabilities_are_read_elsewhere():
+    # The chain would run where the second MatMul stands, after the Neg reading its
+    # probabilities.
+    module = neuron_ir.import_model(_attention_model(probs_read_first=True))
+    assert _stack_chains(module) == []
+    feeds = _attention_feeds()
+    fused = neuron_ir.Interpreter(module).run(feeds)
+    with fusion.disabled():
+        unfused = neuron_ir.Interpreter(module).run(feeds)
+    for name in ("ctx", "neg"):
+        np.testing.assert_array_equal(fused[name], unfused[name])
+
+
 def _qkv_model(
     ks=(32, 32, 32),
     biased=(True, True, True),

@@ -44,6 +44,13 @@ the call the region's own step makes at the same bounds, so the chain is bit-ide
 to the regions run one by one, which is what runs when the run-time shapes do not allow
 it (a batch split by images, an image split by channels).
 
+Stack chains: when a region whose product is a batched MatMul (attention's scores,
+split by heads) is read only by another MatMul (the scores times V), and both split
+their stacks the same way, the second product runs in the same split: each chunk runs
+the region's chunk, then its heads of the second product on the probabilities its own
+thread just wrote.  BERT saves one hand-off a layer.  Both chunks are the calls the
+unfused steps make at the same bounds: bit-identical.
+
 Sibling products: MatMuls that read one activation and constant 2-D weights with the
 same rows (BERT's query, key and value projections), each with its constant bias Add
 or none, run as one product against the weights side by side, and their results are
@@ -353,6 +360,28 @@ def find_chains(ops: Sequence[Operation], groups: list[Group]) -> list[list[Grou
     return chains
 
 
+def find_stack_chains(
+    ops: Sequence[Operation], groups: list[Group], taken: set[Operation]
+) -> list[tuple[Group, Operation]]:
+    """(region, MatMul) pairs: a region whose producer is a MatMul, whose result is
+    read once, by a MatMul outside every region, as its first operand."""
+    in_groups = {op for group in groups for op in group.ops}
+    found = []
+    for group in groups:
+        if _type(group.ops[0]) != "MatMul" or group.batchnorm is not None:
+            continue
+        uses = list(group.ops[-1].results[0].uses)
+        if len(uses) != 1 or uses[0].index != 0:
+            continue
+        reader = uses[0].operation
+        if _type(reader) != "MatMul" or reader in in_groups or reader in taken:
+            continue
+        if reader.parent_block() is not group.ops[0].parent_block():
+            continue
+        found.append((group, reader))
+    return found
+
+
 @dataclass
 class Siblings:
     """MatMuls of one activation by constant weights with the same rows, each with its
@@ -457,14 +486,19 @@ def plan_fusions(planner: Any, ops: Sequence[Operation]) -> Fusions:
         taken.update(members)
     groups = find_groups(ops, taken)
     chained = {id(g): chain for chain in find_chains(ops, groups) for g in chain}
+    stacked = {id(g): reader for g, reader in find_stack_chains(ops, groups, taken)}
     for group in groups:
         chain = chained.get(id(group), [group])
-        last = index[chain[-1].ops[-1]]
+        reader = stacked.get(id(group))
+        last = index[reader if reader is not None else chain[-1].ops[-1]]
         for op in group.ops:
             fusions.steps[op] = None
             fusions.anchor[op] = last
         fusions.groups.append(group)
-        if group is chain[-1]:
+        if reader is not None:
+            fusions.anchor[reader] = last
+            fusions.steps[reader] = _stack_chain_step(planner, _region(planner, group), reader)
+        elif group is chain[-1]:
             regions = [_region(planner, g) for g in chain]
             fusions.steps[group.ops[-1]] = (
                 regions[0].step
@@ -828,6 +862,49 @@ def _chain_step(regions: list[_Region], label: str) -> Callable:
             parallel.run_chunks(chunk_all, parts)
 
     return _guarded(run, [region.step for region in regions], label)
+
+
+def _stack_chain_step(planner: Any, region: _Region, reader: Operation) -> Callable:
+    """The region, then ``reader`` (a MatMul of its result), in one split over their
+    stacked matrices (see ``find_stack_chains``); the two steps one by one where the
+    run-time plans do not split alike."""
+    other_slot = planner.slot(reader.onnx_inputs()[1])  # type: ignore[attr-defined]
+    out_slot = planner.slot(reader.results[0])
+    unfused = _onnx_handler(planner, reader)
+
+    def run(env: list) -> None:
+        with parallel.serial_blas():
+            producer, out, chunk, _ = region.prepare(env)
+            first = getattr(producer, "plan", None)
+            other = env[other_slot]
+            if (
+                chunk is None
+                or getattr(first, "scheme", None) != "stack"
+                or other.dtype != out.dtype
+                or other.ndim < 2
+            ):
+                raise _Unfusable
+            plan, shape = matmul_plan(out, other)
+            # The second product must read the region's buffer itself (matmul_plan
+            # copies operands BLAS cannot take), and split its matrices the same way.
+            if (
+                shape is None
+                or plan.scheme != "stack"
+                or plan.parts != producer.parts
+                or not np.may_share_memory(plan.a3, out)
+            ):
+                raise _Unfusable
+            result = np.empty(plan.shape, dtype=plan.dtype)
+
+            def chunk_both(lo: int, hi: int) -> None:
+                chunk(lo, hi)
+                plan.chunk(result, lo, hi)
+
+            parallel.run_chunks(chunk_both, producer.parts)
+        env[region.out_slot] = out
+        env[out_slot] = result.reshape(shape)
+
+    return _guarded(run, [region.step, unfused], describe_op(reader))
 
 
 def _siblings_step(planner: Any, siblings: Siblings, members: list[Operation]) -> Callable:
