@@ -298,7 +298,9 @@ def _bert_layer_feeds(seq: int = 64, hidden: int = 128) -> dict[str, np.ndarray]
     }
 
 
-def test_bert_regions_are_found_and_match_unfused_bit_for_bit():
+def test_bert_regions_are_found_and_match_unfused_bit_for_bit(monkeypatch):
+    # The regions one by one: the FFN's reduction chain reassociates (tested below).
+    monkeypatch.setattr(fusion, "find_reduction_chains", lambda *args: [])
     model = _bert_layer_model()
     module = neuron_ir.import_model(model)
     assert _groups(module) == [
@@ -331,6 +333,7 @@ def test_softmax_and_layer_norm_end_regions_over_the_buffer(monkeypatch):
             return kernel(inputs, attrs, n_out)
 
         monkeypatch.setitem(fusion.KERNELS, name, counted)
+    monkeypatch.setattr(fusion, "find_reduction_chains", lambda *args: [])  # bit for bit
     module = neuron_ir.import_model(_bert_layer_model())
     feeds = _bert_layer_feeds()
     fused = neuron_ir.Interpreter(module).run(feeds)
@@ -354,6 +357,58 @@ def test_regions_split_across_cores(monkeypatch):
     neuron_ir.Interpreter(module).run(_bert_layer_feeds())
     # FFN1 and FFN2 split their columns (512, 128 wide), the scores their 4 heads.
     assert 512 in calls and 4 in calls
+
+
+def _reduction_chains(module) -> list[tuple[list[str], list[str]]]:
+    ops = _main_ops(module)
+    groups = fusion.find_groups(ops)
+    return [(a.kinds, b.kinds) for a, b in fusion.find_reduction_chains(ops, groups, set())]
+
+
+def test_reduction_chain_is_one_split_and_close_to_unfused(monkeypatch):
+    """BERT's FFN: the Gelu region's column chunks each multiply their slice of the
+    second weight's rows, so both products take one split; the second product's sum
+    is reassociated, hence close to, not equal to, the unfused result."""
+    from neuron_ir.kernels import parallel
+
+    model = _bert_layer_model()
+    module = neuron_ir.import_model(model)
+    assert _reduction_chains(module) == [
+        (
+            ["MatMul", "Add", "Div", "Erf", "Add", "Mul", "Mul"],
+            ["MatMul", "Add", "Add", "LayerNormalization"],
+        )
+    ]
+    feeds = _bert_layer_feeds()
+    calls = _count_splits(monkeypatch)
+    chained = neuron_ir.Interpreter(module).run(feeds)["ln"]
+    chained_calls = list(calls)
+    with fusion.disabled():
+        unfused = neuron_ir.Interpreter(module).run(feeds)["ln"]
+    np.testing.assert_allclose(chained, unfused, rtol=1e-5, atol=1e-5)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(chained, session.run(["ln"], feeds)[0], rtol=1e-4, atol=1e-5)
+    if parallel.WORKERS > 1 and parallel._can_split():
+        # FFN1's 512 columns split once; FFN2's own 128-column split is gone.
+        assert chained_calls.count(512) == 1 and 128 not in chained_calls
+
+
+def test_reduction_chain_falls_back_where_the_first_product_splits_by_rows(monkeypatch):
+    # 1024 rows by 512 columns: the product splits by rows, whose chunks are not a
+    # slice of the second product's inner dimension; the regions run one by one.
+    module = neuron_ir.import_model(_bert_layer_model(seq=1024))
+    assert len(_reduction_chains(module)) == 1
+    feeds = _bert_layer_feeds(seq=1024)
+    chained = neuron_ir.Interpreter(module).run(feeds)["ln"]
+    monkeypatch.setattr(fusion, "find_reduction_chains", lambda *args: [])
+    np.testing.assert_array_equal(chained, neuron_ir.Interpreter(module).run(feeds)["ln"])
+
+
+def test_reduction_chain_not_formed_when_the_first_result_is_read_elsewhere():
+    model = _bert_layer_model()
+    model.graph.output.append(helper.make_tensor_value_info("g", TensorProto.FLOAT, None))
+    module = neuron_ir.import_model(model)
+    assert _reduction_chains(module) == []
 
 
 def test_region_value_read_outside_is_not_fused():
