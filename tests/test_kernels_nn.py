@@ -1225,6 +1225,7 @@ def test_conv_split_across_cores_matches_reference(case):
 def test_conv_plan_chunks_match_reference(xs, ws, attrs, axis, monkeypatch):
     nn = sys.modules[KERNELS["Conv"].__module__]
     monkeypatch.setattr(nn.parallel, "MIN_FLOPS", 0)
+    monkeypatch.setattr(nn.parallel, "WORKERS", 2)  # the axis choice counts the cores
     rng = _rng(7)
     x, w, b = _randn(rng, xs), _randn(rng, ws), _randn(rng, ws[:1])
     plan = nn.Conv2dPlan(x, w, b, attrs)
