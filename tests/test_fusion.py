@@ -362,7 +362,7 @@ def test_regions_split_across_cores(monkeypatch):
 def _reduction_chains(module) -> list[tuple[list[str], list[str]]]:
     ops = _main_ops(module)
     groups = fusion.find_groups(ops)
-    return [(a.kinds, b.kinds) for a, b in fusion.find_reduction_chains(ops, groups, set())]
+    return [(a.kinds, b.kinds) for a, b in fusion.find_reduction_chains(groups)]
 
 
 def test_reduction_chain_is_one_split_and_close_to_unfused(monkeypatch):
@@ -508,7 +508,7 @@ def _attention_feeds(heads: int = 4) -> dict[str, np.ndarray]:
 def _stack_chains(module) -> list[tuple[list[str], str]]:
     ops = _main_ops(module)
     groups = fusion.find_groups(ops)
-    return [(g.kinds, fusion._type(r)) for g, r in fusion.find_stack_chains(ops, groups, set())]
+    return [(g.kinds, fusion._type(r)) for g, r in fusion.find_stack_chains(groups, set())]
 
 
 @pytest.mark.parametrize("heads", [4, 1])  # one head: split by rows, the steps one by one

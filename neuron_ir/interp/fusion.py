@@ -371,11 +371,10 @@ def find_chains(ops: Sequence[Operation], groups: list[Group]) -> list[list[Grou
     return chains
 
 
-def find_stack_chains(
-    ops: Sequence[Operation], groups: list[Group], taken: set[Operation]
-) -> list[tuple[Group, Operation]]:
+def find_stack_chains(groups: list[Group], taken: set[Operation]) -> list[tuple[Group, Operation]]:
     """(region, MatMul) pairs: a region whose producer is a MatMul, whose result is
-    read once, by a MatMul outside every region, as its first operand."""
+    read once, by a MatMul outside every region and not ``taken``, as its first
+    operand."""
     in_groups = {op for group in groups for op in group.ops}
     found = []
     for group in groups:
@@ -393,9 +392,7 @@ def find_stack_chains(
     return found
 
 
-def find_reduction_chains(
-    ops: Sequence[Operation], groups: list[Group], taken: set[Operation]
-) -> list[tuple[Group, Group]]:
+def find_reduction_chains(groups: list[Group]) -> list[tuple[Group, Group]]:
     """(first, second) region pairs: each producer a MatMul by a constant 2-D weight,
     the first region's result read once, as the second's activation (BERT's FFN: the
     Gelu region, then the product back to the hidden size with its bias, residual and
@@ -411,8 +408,6 @@ def find_reduction_chains(
             continue
         second = by_producer.get(uses[0].operation)
         if second is None or id(second) in paired or not _matmul_by_constant(second):
-            continue
-        if any(op in taken for op in (*group.ops, *second.ops)):
             continue
         found.append((group, second))
         paired.update((id(group), id(second)))
@@ -507,8 +502,6 @@ class Fusions:
 
     steps: dict[Operation, Callable | None] = field(default_factory=dict)
     anchor: dict[Operation, int] = field(default_factory=dict)
-    groups: list[Group] = field(default_factory=list)
-    siblings: list[Siblings] = field(default_factory=list)
 
 
 def plan_fusions(planner: Any, ops: Sequence[Operation]) -> Fusions:
@@ -527,14 +520,14 @@ def plan_fusions(planner: Any, ops: Sequence[Operation]) -> Fusions:
         fusions.steps[ops[first]] = _siblings_step(
             planner, siblings, sorted(members, key=index.get)
         )
-        fusions.siblings.append(siblings)
         taken.update(members)
     groups = find_groups(ops, taken)
     chained = {id(g): chain for chain in find_chains(ops, groups) for g in chain}
-    stacked = {id(g): reader for g, reader in find_stack_chains(ops, groups, taken)}
+    stacked = {id(g): reader for g, reader in find_stack_chains(groups, taken)}
     reduced: dict[int, tuple[Group, Group]] = {}
-    for pair in find_reduction_chains(ops, groups, taken):
-        if id(pair[0]) not in stacked and id(pair[0]) not in chained:
+    for pair in find_reduction_chains(groups):
+        # (Row chains are of Convs, never of these MatMul regions.)
+        if id(pair[0]) not in stacked and id(pair[1]) not in stacked:
             reduced[id(pair[0])] = reduced[id(pair[1])] = pair
     for group in groups:
         chain = chained.get(id(group), [group])
@@ -547,7 +540,6 @@ def plan_fusions(planner: Any, ops: Sequence[Operation]) -> Fusions:
         for op in group.ops:
             fusions.steps[op] = None
             fusions.anchor[op] = last
-        fusions.groups.append(group)
         if pair is not None:
             if group is pair[1]:
                 fusions.steps[group.ops[-1]] = _reduction_chain_step(

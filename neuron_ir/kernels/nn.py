@@ -661,7 +661,7 @@ def layer_norm_in_place(inputs: list, attrs: dict) -> bool:
     x = inputs[0]
     if x.dtype not in _FLOAT_TYPES or not x.flags.c_contiguous or x.size == 0:
         return False
-    if x.dtype != _stash_dtype(attrs) or x.dtype != _compute_dtype(x.dtype):
+    if x.dtype != _stash_dtype(attrs):
         return False
     _layer_norm(inputs, attrs, in_place=True)
     return True
