@@ -1,0 +1,238 @@
+/* Compiled elementwise kernels of the interpreter, for float32 work that numpy can only
+ * do in many array passes (see neuron_ir/kernels/native.py, which falls back to numpy
+ * when this module is not built).
+ *
+ * Each kernel performs, element by element, the same IEEE float32 operations in the same
+ * order as the numpy code it replaces, so the results are bit-identical to it.  That
+ * holds because the build turns off floating-point contraction (no fused multiply-add)
+ * and does not allow reassociation (no -ffast-math); -fno-trapping-math only lets the
+ * compiler turn the clamps' branches into vector selects, which changes no result.
+ *
+ * Arrays come through the buffer protocol: float32 ('f'), any shape, strided in every
+ * axis but the last, which must be contiguous.  The loops release the GIL.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* An AVX2 copy of each loop, chosen at load time where the CPU has it (twice the
+ * lanes of the x86-64 baseline); the arithmetic is the same in both copies. */
+#define NI_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define NI_CLONES
+#endif
+
+/* erf(x) = x P(x^2) / Q(x^2) on x clamped to +-3.92, then clamped to [-1, 1]: the
+ * coefficients of neuron_ir.kernels.tensor._ERF32_P / _ERF32_Q, rounded to float32 from
+ * the same double values numpy rounds (decimal -> double -> float, as np.float32 does). */
+static const float ERF_P0 = (float)1.1283791545894972, ERF_P1 = (float)0.18865009058596177,
+                   ERF_P2 = (float)0.05252710077675409, ERF_P3 = (float)0.003694076530919144,
+                   ERF_P4 = (float)0.0002839290671570356, ERF_P5 = (float)2.0716038263146608e-06;
+static const float ERF_Q0 = (float)1.0, ERF_Q1 = (float)0.5005197236729658, ERF_Q2 = (float)0.11339305659765592,
+                   ERF_Q3 = (float)0.014824300554488063, ERF_Q4 = (float)0.0011464793775741774,
+                   ERF_Q5 = (float)3.82660668299048e-05;
+static const float ERF_CLAMP = (float)3.92;
+
+static inline float erf1(float v)
+{
+    /* np.clip keeps NaN and -0.0, as these selects do. */
+    float xc = v < -ERF_CLAMP ? -ERF_CLAMP : (v > ERF_CLAMP ? ERF_CLAMP : v);
+    float t = xc * xc;
+    float p = t * ERF_P5;
+    p += ERF_P4; p *= t;
+    p += ERF_P3; p *= t;
+    p += ERF_P2; p *= t;
+    p += ERF_P1; p *= t;
+    p += ERF_P0;
+    p *= xc;
+    float q = t * ERF_Q5;
+    q += ERF_Q4; q *= t;
+    q += ERF_Q3; q *= t;
+    q += ERF_Q2; q *= t;
+    q += ERF_Q1; q *= t;
+    q += ERF_Q0;
+    float r = p / q;
+    return r < -1.0f ? -1.0f : (r > 1.0f ? 1.0f : r);
+}
+
+NI_CLONES static void erf_row(const float *restrict src, float *restrict dst, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        dst[i] = erf1(src[i]);
+}
+
+/* In place: one pointer read and written, so the loop vectorizes without an aliasing
+ * check. */
+NI_CLONES static void erf_row_in_place(float *x, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        x[i] = erf1(x[i]);
+}
+
+/* Gelu as the decomposed graph computes it: d = x / c (or x * c), e = erf(d),
+ * a = e + one, m = x * a, y = m * half. */
+NI_CLONES static void gelu_row(float *x, Py_ssize_t n, int divide, float c, float one, float half)
+{
+    if (divide) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            float v = x[i];
+            x[i] = (v * (erf1(v / c) + one)) * half;
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            float v = x[i];
+            x[i] = (v * (erf1(v * c) + one)) * half;
+        }
+    }
+}
+
+/* A float32 array whose last axis is contiguous; 0 with an exception set otherwise. */
+static int get_floats(PyObject *obj, Py_buffer *view, int writable)
+{
+    int flags = PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return 0;
+    if (view->itemsize != 4 || view->format == NULL || strcmp(view->format, "f") != 0) {
+        PyErr_SetString(PyExc_TypeError, "expected a float32 array");
+        PyBuffer_Release(view);
+        return 0;
+    }
+    if (view->ndim > 0 && view->shape[view->ndim - 1] > 1 && view->strides[view->ndim - 1] != 4) {
+        PyErr_SetString(PyExc_ValueError, "the last axis must be contiguous");
+        PyBuffer_Release(view);
+        return 0;
+    }
+    return 1;
+}
+
+/* Calls fn(row of a, row of b, length) for every row along the last axis (b may be a
+ * itself).  Shapes must be equal. */
+typedef void (*row_pair_fn)(char *a, char *b, Py_ssize_t n, void *ctx);
+
+static void for_each_row(Py_buffer *a, Py_buffer *b, row_pair_fn fn, void *ctx)
+{
+    int nd = a->ndim;
+    if (nd == 0) {
+        fn((char *)a->buf, (char *)b->buf, 1, ctx);
+        return;
+    }
+    Py_ssize_t n = a->shape[nd - 1];
+    Py_ssize_t rows = 1;
+    for (int d = 0; d < nd - 1; d++)
+        rows *= a->shape[d];
+    if (n == 0 || rows == 0)
+        return;
+    Py_ssize_t index[64] = {0};
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        Py_ssize_t off_a = 0, off_b = 0;
+        for (int d = 0; d < nd - 1; d++) {
+            off_a += index[d] * a->strides[d];
+            off_b += index[d] * b->strides[d];
+        }
+        fn((char *)a->buf + off_a, (char *)b->buf + off_b, n, ctx);
+        for (int d = nd - 2; d >= 0; d--) {
+            if (++index[d] < a->shape[d])
+                break;
+            index[d] = 0;
+        }
+    }
+}
+
+static int same_shape(Py_buffer *a, Py_buffer *b)
+{
+    if (a->ndim != b->ndim || a->ndim > 64)
+        return 0;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] != b->shape[d])
+            return 0;
+    return 1;
+}
+
+static void erf_pair(char *a, char *b, Py_ssize_t n, void *ctx)
+{
+    (void)ctx;
+    if (a == b)
+        erf_row_in_place((float *)a, n);
+    else
+        erf_row((const float *)a, (float *)b, n);
+}
+
+static PyObject *py_erf_f32(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *src_obj, *dst_obj;
+    if (!PyArg_ParseTuple(args, "OO:erf_f32", &src_obj, &dst_obj))
+        return NULL;
+    Py_buffer src, dst;
+    if (!get_floats(src_obj, &src, 0))
+        return NULL;
+    if (!get_floats(dst_obj, &dst, 1)) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    if (!same_shape(&src, &dst)) {
+        PyErr_SetString(PyExc_ValueError, "erf_f32: source and destination shapes differ");
+        PyBuffer_Release(&src);
+        PyBuffer_Release(&dst);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for_each_row(&src, &dst, erf_pair, NULL);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    Py_RETURN_NONE;
+}
+
+struct gelu_ctx {
+    int divide;
+    float c, one, half;
+};
+
+static void gelu_pair(char *a, char *b, Py_ssize_t n, void *ctx)
+{
+    (void)b;
+    struct gelu_ctx *g = (struct gelu_ctx *)ctx;
+    gelu_row((float *)a, n, g->divide, g->c, g->one, g->half);
+}
+
+static PyObject *py_gelu_erf_f32(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *obj;
+    struct gelu_ctx g;
+    if (!PyArg_ParseTuple(args, "Opfff:gelu_erf_f32", &obj, &g.divide, &g.c, &g.one, &g.half))
+        return NULL;
+    Py_buffer x;
+    if (!get_floats(obj, &x, 1))
+        return NULL;
+    if (x.ndim > 64) {
+        PyErr_SetString(PyExc_ValueError, "gelu_erf_f32: too many axes");
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for_each_row(&x, &x, gelu_pair, &g);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"erf_f32", py_erf_f32, METH_VARARGS,
+     "erf_f32(src, dst): dst = erf(src), float32, the interpreter's rational form."},
+    {"gelu_erf_f32", py_gelu_erf_f32, METH_VARARGS,
+     "gelu_erf_f32(x, divide, c, one, half): x = (x * (erf(x / c or x * c) + one)) * half,"
+     " in place."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_native", "Compiled float32 elementwise kernels.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,80 @@
+"""The interpreter's compiled float32 kernels, where the extension was built.
+
+Some float32 work is a long chain of elementwise operations: erf's rational function is
+about 24 numpy array passes, BERT's Gelu (Div, Erf, Add, Mul, Mul) about 30.  Those
+passes are bound by memory bandwidth, which the two cores share; the compiled loops
+(``_native.c``) make one pass and keep every intermediate in registers.
+
+Each compiled kernel performs the same IEEE float32 operations, in the same order, as
+the numpy code beside it, so its results are bit-identical to that code's
+(``tests/test_native.py`` checks it).  The extension is optional: where it was not built
+(no C compiler at install time), or ``NEURON_IR_NATIVE=0`` is set, or inside
+``disabled()``, every function here returns False and the caller runs its numpy code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+try:
+    from . import _native
+except ImportError:  # not built: the numpy code runs instead
+    _native = None
+
+_enabled = _native is not None and os.environ.get("NEURON_IR_NATIVE", "1") != "0"
+
+
+def built() -> bool:
+    """True where the compiled extension was built and imports."""
+    return _native is not None
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """The numpy code everywhere inside the block (for tests and A/B measurements)."""
+    global _enabled
+    before = _enabled
+    _enabled = False
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+def _takes(x: np.ndarray) -> bool:
+    """A float32 array the loops can walk: last axis contiguous (or of length <= 1)."""
+    return (
+        x.dtype == np.float32
+        and x.dtype.byteorder in "=|"
+        and (x.ndim == 0 or x.shape[-1] <= 1 or x.strides[-1] == 4)
+    )
+
+
+def erf_f32(x: np.ndarray, out: np.ndarray) -> bool:
+    """out = erf(x) (``tensor._erf32_chunk``'s values); False, and nothing written, where
+    the compiled kernel cannot take them.  ``out`` may be ``x`` itself, and must not
+    otherwise overlap it."""
+    if not _enabled or not (_takes(x) and _takes(out)) or x.shape != out.shape:
+        return False
+    if out is not x and np.may_share_memory(x, out):
+        return False
+    _native.erf_f32(x, out)  # type: ignore[union-attr]
+    return True
+
+
+def gelu_erf_in_place(x: np.ndarray, divide: bool, c: float, one: float, half: float) -> bool:
+    """x = (x * (erf(x / c) + one)) * half in place (``x * c`` when not ``divide``), each
+    step rounded to float32 as the decomposed ops round it; False, and x untouched, where
+    the compiled kernel cannot take it."""
+    if not _enabled or not _takes(x) or not x.flags.writeable:
+        return False
+    _native.gelu_erf_f32(x, bool(divide), c, one, half)  # type: ignore[union-attr]
+    return True
