@@ -62,6 +62,12 @@ region's ops run on the sum.  BERT saves one hand-off a layer (60 splits a run b
 48).  The second product's sum is reassociated: close to the unfused result (a few
 float32 ulp, bounded by the tests), not equal to it.
 
+Decomposed Gelu: the five region ops exporters write for Gelu (x / c, Erf, + 1, x *,
+* 0.5; see ``_match_gelu_erf``) run as one region op, one compiled pass over the
+region's buffer (``native.gelu_erf_in_place``) that does their float32 operations in
+their order: bit-identical to the five kernels, which run instead where the compiled
+pass does not take the data.
+
 Sibling products: MatMuls that read one activation and constant 2-D weights with the
 same rows (BERT's query, key and value projections), each with its constant bias Add
 or none, run as one product against the weights side by side, and their results are
@@ -81,7 +87,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -92,7 +98,7 @@ from dialects.onnx import ConstantOp, OnnxOp
 
 from ..errors import InterpreterError
 from ..ir.attrs import constant_array, describe_op, onnx_attrs
-from ..kernels import KERNELS, parallel
+from ..kernels import KERNELS, native, parallel
 from ..kernels.nn import Conv2dPlan, layer_norm_in_place, matmul_plan, softmax_in_place
 from ..kernels.tensor import relu
 from .onnx_ops import _onnx_handler
@@ -106,6 +112,12 @@ def _relu_over_input(inputs: list, attrs: dict) -> bool:
     return True
 
 
+def _gelu_erf_over_input(inputs: list, attrs: dict) -> bool:
+    return attrs["native"] and native.gelu_erf_in_place(
+        inputs[0], attrs["divide"], attrs["c"], attrs["one"], attrs["half"]
+    )
+
+
 # Ops that can write their result over their first input, when the region owns it:
 # each returns False (input untouched) where that would not give the kernel's result.
 # Softmax and LayerNormalization end most of BERT's regions; done over the region's
@@ -114,6 +126,7 @@ _OVER_INPUT: dict[str, Callable[[list, dict], bool]] = {
     "Relu": _relu_over_input,
     "Softmax": softmax_in_place,
     "LayerNormalization": layer_norm_in_place,
+    "GeluErf": _gelu_erf_over_input,  # the decomposed Gelu (see _match_gelu_erf)
 }
 _ELEMENTWISE = frozenset(
     {
@@ -725,6 +738,96 @@ class _Region(NamedTuple):
     finish: Callable  # (env, product, axes) -> the region's ops on the product, result stored
 
 
+class _GeluErf(NamedTuple):
+    """Gelu as exporters decompose it, five consecutive region ops:
+    d = x / c (or x * c), e = Erf(d), a = e + one, m = x * a, y = m * half."""
+
+    ops: list[Operation]
+    x: SSAValue
+    op: _RegionOp  # the one region op that replaces them
+
+
+def _scalar(value: SSAValue | None) -> np.ndarray | None:
+    array = _constant(value)
+    return array if array is not None and array.size == 1 else None
+
+
+def _other(op: Operation, value: SSAValue) -> SSAValue | None:
+    """The other input of a binary op that reads ``value`` once."""
+    inputs = _inputs(op)
+    if len(inputs) != 2 or inputs.count(value) != 1:
+        return None
+    return inputs[1] if inputs[0] is value else inputs[0]
+
+
+def _match_gelu_erf(ops: Sequence[Operation], k: int) -> _GeluErf | None:
+    """The decomposed Gelu at ``ops[k:k+5]``, its intermediate values read by nothing
+    else; None if it is not there.
+
+    The fused op computes the five ops' float32 operations in their order (one compiled
+    pass, ``native.gelu_erf_in_place``), bit-identical to them; its kernel, for what the
+    compiled pass does not take, runs the five ops' own kernels."""
+    if k + 5 > len(ops):
+        return None
+    first, erf, add, mul, half_mul = ops[k : k + 5]
+    kinds = [_type(op) for op in (first, erf, add, mul, half_mul)]
+    if kinds[1:] != ["Erf", "Add", "Mul", "Mul"] or kinds[0] not in ("Div", "Mul"):
+        return None
+    inputs = _inputs(first)
+    if len(inputs) != 2 or inputs[0] is None:
+        return None
+    x = inputs[0]
+    c = _scalar(inputs[1])
+    if c is None and kinds[0] == "Mul":  # x * c in either order
+        x, c = inputs[1], _scalar(inputs[0])
+    chain = [first, erf, add, mul, half_mul]
+    if c is None or x is None or _inputs(erf) != [first.results[0]]:
+        return None
+    one = _scalar(_other(add, erf.results[0]))
+    if one is None or _other(mul, add.results[0]) is not x:
+        return None
+    half = _scalar(_other(half_mul, mul.results[0]))
+    if half is None or any(len(list(op.results[0].uses)) != 1 for op in chain[:-1]):
+        return None
+
+    def step(op: Operation, value: SSAValue | None) -> tuple[Callable, dict, list]:
+        """The op's kernel, attrs and operands: "x", "prev" (the previous op's result)
+        or a constant, in the op's own operand order."""
+        specs = []
+        for v in _inputs(op):
+            if v is x:
+                specs.append(("x", None))
+            elif v is value:
+                specs.append(("prev", None))
+            else:
+                specs.append(("const", _constant(v)))
+        return KERNELS[_type(op)], onnx_attrs(op), specs
+
+    steps = [step(first, None)] + [
+        step(op, prev.results[0]) for prev, op in zip(chain, chain[1:], strict=False)
+    ]
+    f32 = all(a.dtype == np.float32 for a in (c, one, half))
+    attrs = {
+        "steps": steps,
+        "native": f32,
+        "divide": kinds[0] == "Div",
+        "c": float(c.reshape(())),
+        "one": float(one.reshape(())),
+        "half": float(half.reshape(())),
+    }
+    fused = _RegionOp("GeluErf", _gelu_erf_steps, attrs, [], -1, None)
+    return _GeluErf(chain, x, fused)
+
+
+def _gelu_erf_steps(inputs: list, attrs: dict, n_out: int) -> list[np.ndarray]:
+    """The decomposed Gelu's five kernels in turn (what the compiled pass replaces)."""
+    x, prev = inputs[0], None
+    for kernel, op_attrs, specs in attrs["steps"]:
+        args = [x if tag == "x" else prev if tag == "prev" else const for tag, const in specs]
+        prev = kernel(args, op_attrs, 1)[0]
+    return [prev]
+
+
 def _region(planner: Any, group: Group) -> _Region:
     producer_op = group.ops[0]
     kind = _type(producer_op)
@@ -745,17 +848,32 @@ def _region(planner: Any, group: Group) -> _Region:
     # Region value k is the head's (k = 0) or region op k-1's result.
     index = {head.results[0]: 0}
     region_ops: list[_RegionOp] = []
-    for op in group.epilogues:
+
+    def operand(v: SSAValue | None) -> tuple[str, int]:
+        if v is None:
+            return ("none", -1)
+        if v in index:
+            return ("region", index[v])
+        return ("outside", planner.slot(v))
+
+    epilogues = group.epilogues
+    k = 0
+    while k < len(epilogues):
+        gelu = _match_gelu_erf(epilogues, k)
+        if gelu is not None:
+            # Over x when x is the region's and nothing after the Gelu reads it.
+            where, i = operand(gelu.x)
+            over_x = where == "region" and last_reader.get(gelu.x) in gelu.ops
+            fused = replace(gelu.op, operands=[(where, i)], in_place=0 if over_x else -1)
+            index[gelu.ops[-1].results[0]] = len(index)
+            region_ops.append(fused)
+            k += len(gelu.ops)
+            continue
+        op = epilogues[k]
+        k += 1
         op_kind = _type(op)
         inputs = _inputs(op)
-        operands: list[tuple[str, int]] = []
-        for v in inputs:
-            if v is None:
-                operands.append(("none", -1))
-            elif v in index:
-                operands.append(("region", index[v]))
-            else:
-                operands.append(("outside", planner.slot(v)))
+        operands = [operand(v) for v in inputs]
         in_place = -1
         if op_kind in _IN_PLACE or op_kind in _OVER_INPUT:
             in_place = next(

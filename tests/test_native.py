@@ -1,0 +1,243 @@
+"""The compiled float32 kernels (neuron_ir.kernels.native): bit-identical to the numpy
+code they replace, declined where they cannot take an array, and the decomposed Gelu
+recognised in the interpreter's fused regions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from onnx import TensorProto, helper, numpy_helper
+
+import neuron_ir
+from neuron_ir.interp import fusion
+from neuron_ir.kernels import KERNELS, native, tensor
+
+RNG = np.random.default_rng(7)
+
+# Every float32 bit pattern class: NaN, +-inf, +-0, subnormals, and the erf clamp's edges.
+SPECIALS = np.array(
+    [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 1e-40, 3.92, -3.92, 3.9200001, 4.0, 1e30],
+    dtype=np.float32,
+)
+floats32 = st.floats(width=32, allow_nan=True, allow_infinity=True, allow_subnormal=True)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).view(np.uint32)
+
+
+def test_extension_is_built():
+    # pip install -e . builds it where a C compiler is present, as on every machine of
+    # this project; without it everything still runs, on the numpy code.
+    assert native.built(), "neuron_ir.kernels._native was not built (needs a C compiler)"
+
+
+def _numpy_erf(x: np.ndarray) -> np.ndarray:
+    with native.disabled():
+        return tensor._erf32_chunk(x.reshape(-1)).reshape(x.shape)
+
+
+@given(hnp.arrays(np.float32, st.integers(0, 300), elements=floats32))
+@settings(max_examples=60, deadline=None)
+def test_erf_is_the_numpy_code_bit_for_bit(x):
+    x = np.concatenate([x, SPECIALS])
+    out = np.empty_like(x)
+    assert native.erf_f32(x, out)
+    np.testing.assert_array_equal(_bits(out), _bits(_numpy_erf(x)))
+
+
+def test_erf_on_a_dense_sweep_and_in_place():
+    x = np.concatenate(
+        [
+            np.linspace(-5, 5, 400_001, dtype=np.float32),
+            RNG.normal(0, 1e-3, 100_000).astype(np.float32),
+            SPECIALS,
+        ]
+    )
+    expected = _bits(_numpy_erf(x))
+    out = np.empty_like(x)
+    assert native.erf_f32(x, out)
+    np.testing.assert_array_equal(_bits(out), expected)
+    assert native.erf_f32(x, x)  # in place
+    np.testing.assert_array_equal(_bits(x), expected)
+
+
+def test_erf_walks_strided_views():
+    base = RNG.normal(0, 2, (6, 5, 40)).astype(np.float32)
+    view = base[::-2, 1:4, 3:37]  # outer axes strided (one backwards), last contiguous
+    out = np.full((6, 5, 40), 7.0, np.float32)
+    target = out[1:4, ::2, :34]
+    assert native.erf_f32(view, target)
+    np.testing.assert_array_equal(_bits(target), _bits(_numpy_erf(np.ascontiguousarray(view))))
+    untouched = np.ones(out.shape, bool)
+    untouched[1:4, ::2, :34] = False
+    assert (out[untouched] == 7.0).all()
+
+
+def _five_ops(x: np.ndarray, divide: bool, c, one, half) -> np.ndarray:
+    """The decomposed Gelu through the interpreter's own kernels, numpy only."""
+    c, one, half = (np.array(v, np.float32) for v in (c, one, half))
+    with native.disabled():
+        d = KERNELS["Div" if divide else "Mul"]([x, c], {}, 1)[0]
+        e = KERNELS["Erf"]([d], {}, 1)[0]
+        a = KERNELS["Add"]([e, one], {}, 1)[0]
+        m = KERNELS["Mul"]([x, a], {}, 1)[0]
+        return KERNELS["Mul"]([m, half], {}, 1)[0]
+
+
+@given(
+    hnp.arrays(np.float32, st.tuples(st.integers(1, 5), st.integers(1, 70)), elements=floats32),
+    st.booleans(),
+    st.sampled_from([1.4142135, 0.70710677, 3.0, -0.25]),
+    st.sampled_from([1.0, 0.5]),
+    st.sampled_from([0.5, 1.0, 3.0]),
+)
+@settings(max_examples=80, deadline=None)
+def test_gelu_in_place_is_the_five_ops_bit_for_bit(x, divide, c, one, half):
+    expected = _five_ops(x, divide, c, one, half)
+    y = x.copy()
+    assert native.gelu_erf_in_place(y, divide, c, one, half)
+    np.testing.assert_array_equal(_bits(y), _bits(expected))
+
+
+def test_gelu_in_place_on_a_column_chunk_leaves_the_rest():
+    # The fused region runs it on one core's columns of the product.
+    full = np.concatenate([RNG.normal(0, 3, (64, 512)), np.tile(SPECIALS, (64, 1))], axis=1)
+    full = full.astype(np.float32)
+    before = full.copy()
+    chunk = full[:, 100:300]
+    assert native.gelu_erf_in_place(chunk, True, 1.4142135, 1.0, 0.5)
+    expected = _five_ops(np.ascontiguousarray(before[:, 100:300]), True, 1.4142135, 1.0, 0.5)
+    np.testing.assert_array_equal(_bits(full[:, 100:300]), _bits(expected))
+    np.testing.assert_array_equal(_bits(full[:, :100]), _bits(before[:, :100]))
+    np.testing.assert_array_equal(_bits(full[:, 300:]), _bits(before[:, 300:]))
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.ones((4, 8), np.float64),  # not float32
+        np.ones((4, 8), np.float32)[:, ::2],  # last axis strided
+        np.ones((4, 8), np.float32).astype(">f4"),  # byte-swapped
+    ],
+    ids=["float64", "strided", "big-endian"],
+)
+def test_native_declines_what_it_cannot_take(array):
+    before = array.copy()
+    assert not native.gelu_erf_in_place(array, True, 1.4142135, 1.0, 0.5)
+    assert not native.erf_f32(array, array)
+    np.testing.assert_array_equal(array, before)
+
+
+def test_native_declines_read_only_and_overlapping_arrays():
+    x = np.linspace(-3, 3, 64, dtype=np.float32)
+    x.flags.writeable = False
+    assert not native.gelu_erf_in_place(x, True, 1.4142135, 1.0, 0.5)
+    y = np.linspace(-3, 3, 64, dtype=np.float32)
+    assert not native.erf_f32(y[:-1], y[1:])  # overlapping, not the same array
+
+
+def test_disabled_runs_numpy():
+    x = np.linspace(-3, 3, 64, dtype=np.float32)
+    with native.disabled():
+        assert not native.enabled()
+        assert not native.gelu_erf_in_place(x.copy(), True, 1.4142135, 1.0, 0.5)
+    assert native.enabled() == native.built()
+
+
+# ------------------------------------------------------------------ in fused regions
+
+
+def _gelu_model(form: str, seq: int = 64, hidden: int = 128, ffn: int = 512):
+    """MatMul, bias Add and a decomposed Gelu, as exporters write it (``div``), with
+    every commutative operand swapped and x * (1/sqrt2) (``mul``), with Erf's result
+    also a graph output (``erf_out``) or read again inside the region (``erf_inside``),
+    or with the biased product read again after the Gelu (``x_later``)."""
+    inits = [
+        numpy_helper.from_array(RNG.normal(0, 0.2, (hidden, ffn)).astype(np.float32), "w"),
+        numpy_helper.from_array(RNG.normal(0, 1, ffn).astype(np.float32), "b"),
+        numpy_helper.from_array(np.array(1.4142135, np.float32), "sqrt2"),
+        numpy_helper.from_array(np.array(0.70710677, np.float32), "rsqrt2"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"]),
+        helper.make_node("Add", ["b", "m"], ["h"]),
+    ]
+    if form == "mul":
+        nodes += [
+            helper.make_node("Mul", ["rsqrt2", "h"], ["d"]),
+            helper.make_node("Erf", ["d"], ["e"]),
+            helper.make_node("Add", ["one", "e"], ["a"]),
+            helper.make_node("Mul", ["a", "h"], ["g"]),
+            helper.make_node("Mul", ["half", "g"], ["y"]),
+        ]
+    else:
+        nodes += [
+            helper.make_node("Div", ["h", "sqrt2"], ["d"]),
+            helper.make_node("Erf", ["d"], ["e"]),
+            helper.make_node("Add", ["e", "one"], ["a"]),
+            helper.make_node("Mul", ["h", "a"], ["g"]),
+            helper.make_node("Mul", ["g", "half"], ["y"]),
+        ]
+    outputs = ["y"]
+    if form == "erf_out":
+        outputs.append("e")
+    if form in ("x_later", "erf_inside"):
+        nodes.append(helper.make_node("Add", ["y", "h" if form == "x_later" else "e"], ["z"]))
+        outputs = ["z"]
+
+    def out(name: str, width: int):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, seq, width])
+
+    graph = helper.make_graph(
+        nodes,
+        "gelu",
+        [out("x", hidden)],
+        [out(name, ffn) for name in outputs],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    ("form", "compiled_calls"),
+    [("div", 2), ("mul", 2), ("erf_out", 0), ("erf_inside", 0), ("x_later", 0)],
+)
+def test_decomposed_gelu_in_a_region_is_bit_identical(form, compiled_calls, monkeypatch):
+    calls = []
+    real = native.gelu_erf_in_place
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return real(*args)
+
+    monkeypatch.setattr(native, "gelu_erf_in_place", counted)
+    module = neuron_ir.import_model(_gelu_model(form))
+    feeds = {"x": RNG.normal(0, 1, (1, 64, 128)).astype(np.float32)}
+    fused = neuron_ir.Interpreter(module).run(feeds)
+    # One compiled pass per core's chunk of columns where the pattern is whole and its
+    # x is the region's to overwrite; else the five ops' kernels.
+    assert len(calls) == (compiled_calls if native.built() else 0)
+    with native.disabled():
+        fused_numpy = neuron_ir.Interpreter(module).run(feeds)
+    with fusion.disabled():
+        unfused = neuron_ir.Interpreter(module).run(feeds)
+    assert fused.keys() == unfused.keys()
+    for name in unfused:
+        np.testing.assert_array_equal(_bits(fused[name]), _bits(unfused[name]))
+        np.testing.assert_array_equal(_bits(fused_numpy[name]), _bits(unfused[name]))
+
+
+def test_gelu_match_needs_the_whole_pattern():
+    module = neuron_ir.import_model(_gelu_model("div"))
+    ops = [op for op in module.walk() if hasattr(op, "ONNX_TYPE")]
+    erf = next(i for i, op in enumerate(ops) if op.ONNX_TYPE == "Erf")
+    assert fusion._match_gelu_erf(ops, erf - 1) is not None
+    for k in (erf - 2, erf, erf + 1):  # starting one op early or late
+        assert fusion._match_gelu_erf(ops, k) is None
+    assert fusion._match_gelu_erf(ops[: erf + 3], erf - 1) is None  # cut short
