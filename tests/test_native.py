@@ -5,6 +5,7 @@ recognised in the interpreter's fused regions."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -241,3 +242,183 @@ def test_gelu_match_needs_the_whole_pattern():
     for k in (erf - 2, erf, erf + 1):  # starting one op early or late
         assert fusion._match_gelu_erf(ops, k) is None
     assert fusion._match_gelu_erf(ops[: erf + 3], erf - 1) is None  # cut short
+
+
+# ------------------------------------------------------------------ convolution tails
+
+
+def _tail_steps(x, bias, residual, relu):
+    """A convolution's bias, residual Add and Relu as the unfused numpy steps do them."""
+    y = x.copy()
+    with native.disabled():
+        if bias is not None:
+            y += bias
+        if residual is not None:
+            np.add(y, residual, out=y)
+        if relu:
+            tensor.relu(y, out=y)
+    return y
+
+
+def _same_values(a: np.ndarray, b: np.ndarray) -> None:
+    """Equal, NaN where NaN, and the same sign on zeros (Relu makes -0.0 into +0.0)."""
+    np.testing.assert_array_equal(a, b)
+    numbers = ~np.isnan(a)
+    np.testing.assert_array_equal(np.signbit(a[numbers]), np.signbit(b[numbers]))
+
+
+@given(
+    hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(1, 2), st.integers(1, 6), st.integers(1, 5), st.integers(1, 20)),
+        elements=floats32,
+    ),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.data(),
+)
+@settings(max_examples=80, deadline=None)
+def test_conv_tail_is_the_numpy_steps(x, with_bias, with_residual, relu, data):
+    c = x.shape[1]
+    bias = data.draw(hnp.arrays(np.float32, (c, 1, 1), elements=floats32)) if with_bias else None
+    residual = (
+        data.draw(hnp.arrays(np.float32, x.shape, elements=floats32)) if with_residual else None
+    )
+    expected = _tail_steps(x, bias, residual, relu)
+    y = x.copy()
+    assert native.conv_tail_in_place(y, bias, residual, relu)
+    _same_values(y, expected)
+
+
+def test_conv_tail_on_a_row_chunk_with_specials():
+    x = RNG.normal(0, 1, (1, 8, 12, 16)).astype(np.float32)
+    x[0, :, 0, : SPECIALS.size] = SPECIALS
+    x[0, 0, 1, :4] = -0.0
+    residual = RNG.normal(0, 1, x.shape).astype(np.float32)
+    residual[0, :, 0, :3] = -0.0
+    bias = RNG.normal(0, 1, (8, 1, 1)).astype(np.float32)
+    bias[0] = -0.0
+    for b in (bias, None):
+        for r in (residual, None):
+            for relu in (True, False):
+                y = x.copy()
+                chunk = (slice(None), slice(None), slice(3, 9))
+                assert native.conv_tail_in_place(y[chunk], b, None if r is None else r[chunk], relu)
+                expected = x.copy()
+                expected[chunk] = _tail_steps(x[chunk], b, None if r is None else r[chunk], relu)
+                _same_values(y, expected)
+
+
+def test_conv_tail_declines_what_it_cannot_take():
+    x = np.ones((1, 4, 3, 5), np.float32)
+    assert not native.conv_tail_in_place(x, np.ones((4, 1, 1)), None, True)  # float64 bias
+    assert not native.conv_tail_in_place(x, np.ones((4, 1, 2), np.float32), None, True)
+    assert not native.conv_tail_in_place(x, None, np.ones((1, 4, 3, 1), np.float32), True)
+    assert not native.conv_tail_in_place(x, None, x[:, :, :, ::-1], True)  # overlaps x
+    assert (x == 1).all()
+
+
+def _conv_model(kind: str, size: int = 28, channels: int = 32) -> onnx.ModelProto:
+    """A 3x3 Conv with its tail: bias, Add(residual), Relu (``add_relu``); BatchNorm then
+    Relu (``bn_relu``); no bias, Relu (``relu``); bias and Add only (``add``); the Conv's
+    result also a graph output (``read_twice``) or read again after the Relu (``reread``);
+    the bias a graph input (``bias_input``)."""
+    w = RNG.normal(0, 0.1, (channels, channels, 3, 3)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w")]
+    conv_inputs = ["x", "w"]
+    if kind != "relu":
+        if kind != "bias_input":
+            inits.append(
+                numpy_helper.from_array(RNG.normal(0, 1, channels).astype(np.float32), "b")
+            )
+        conv_inputs.append("b")
+    nodes = [helper.make_node("Conv", conv_inputs, ["c"], pads=[1, 1, 1, 1])]
+    outputs = ["y"]
+    if kind == "bn_relu":
+        for name, mean in (("scale", 1.0), ("shift", 0.0), ("mean", 0.0), ("var", 1.0)):
+            values = RNG.normal(mean, 0.1, channels)
+            values = np.abs(values) if name == "var" else values
+            inits.append(numpy_helper.from_array(values.astype(np.float32), name))
+        nodes += [
+            helper.make_node("BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["n"]),
+            helper.make_node("Relu", ["n"], ["y"]),
+        ]
+    elif kind == "relu":
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    elif kind == "add":
+        nodes.append(helper.make_node("Add", ["r", "c"], ["y"]))
+    else:
+        nodes += [
+            helper.make_node("Add", ["c", "r"], ["s"]),
+            helper.make_node("Relu", ["s"], ["y"]),
+        ]
+        if kind == "read_twice":
+            outputs.append("c")
+        if kind == "reread":  # the Conv's result read again inside the region
+            nodes[-1] = helper.make_node("Relu", ["s"], ["t"])
+            nodes.append(helper.make_node("Add", ["t", "c"], ["y"]))
+    shape = [1, channels, size, size]
+    graph_inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)]
+    if kind != "bn_relu" and kind != "relu":
+        graph_inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, shape))
+    if kind == "bias_input":
+        graph_inputs.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, [channels]))
+    graph = helper.make_graph(
+        nodes,
+        "conv_tail",
+        graph_inputs,
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, shape) for o in outputs],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "fused"),
+    [
+        ("add_relu", 28, True),  # split by output rows
+        ("add_relu", 7, True),  # a tiny image: split by output channels
+        ("bn_relu", 28, True),
+        ("relu", 28, True),
+        ("add", 14, True),
+        ("read_twice", 28, False),
+        ("reread", 28, False),
+        ("bias_input", 28, False),
+    ],
+)
+def test_conv_tail_in_a_region(kind, size, fused, monkeypatch):
+    calls = []
+    real = native.conv_tail_in_place
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return real(*args)
+
+    monkeypatch.setattr(native, "conv_tail_in_place", counted)
+    channels = 128 if size == 7 else 64  # enough work to split
+    module = neuron_ir.import_model(_conv_model(kind, size, channels))
+    feeds = {
+        "x": RNG.normal(0, 1, (1, channels, size, size)).astype(np.float32),
+        "r": RNG.normal(0, 1, (1, channels, size, size)).astype(np.float32),
+        "b": RNG.normal(0, 1, channels).astype(np.float32),
+    }
+    feeds = {name: feeds[name] for name in ("x", "r", "b") if name in _input_names(module)}
+    result = neuron_ir.Interpreter(module).run(feeds)
+    # One compiled pass per core's chunk (two here) where the tail is matched.
+    assert len(calls) == (2 if fused and native.built() else 0)
+    with native.disabled():
+        numpy_result = neuron_ir.Interpreter(module).run(feeds)
+    with fusion.disabled():
+        unfused = neuron_ir.Interpreter(module).run(feeds)
+    for name in unfused:
+        _same_values(result[name], numpy_result[name])
+        if kind == "bn_relu":  # the fold rounds the weights (tests/test_fusion.py)
+            np.testing.assert_allclose(result[name], unfused[name], rtol=1e-4, atol=1e-5)
+        else:
+            _same_values(result[name], unfused[name])
+
+
+def _input_names(module) -> set[str]:
+    func = next(op for op in module.walk() if op.name == "func.func")
+    return {attrs.data["onnx.name"].data for attrs in func.arg_attrs}

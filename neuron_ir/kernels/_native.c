@@ -87,6 +87,49 @@ NI_CLONES static void gelu_row(float *x, Py_ssize_t n, int divide, float c, floa
     }
 }
 
+/* A convolution's bias, residual Add and Relu, as the unfused steps do them one after
+ * the other: v = x + b, then v + r, then max(v, 0) as numpy's maximum against zeros
+ * (NaN kept, -0.0 becomes +0.0). */
+NI_CLONES static void conv_tail_row(float *x, Py_ssize_t n, float b, const float *r, int relu)
+{
+    if (r != NULL && relu) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            float v = (x[i] + b) + r[i];
+            x[i] = (v > 0.0f || v != v) ? v : 0.0f;
+        }
+    } else if (r != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            x[i] = (x[i] + b) + r[i];
+    } else if (relu) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            float v = x[i] + b;
+            x[i] = (v > 0.0f || v != v) ? v : 0.0f;
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++)
+            x[i] += b;
+    }
+}
+
+/* Without a bias: x + 0.0f would turn -0.0 into +0.0, so no add at all. */
+NI_CLONES static void conv_tail_row_no_bias(float *x, Py_ssize_t n, const float *r, int relu)
+{
+    if (r != NULL && relu) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            float v = x[i] + r[i];
+            x[i] = (v > 0.0f || v != v) ? v : 0.0f;
+        }
+    } else if (r != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            x[i] += r[i];
+    } else if (relu) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            float v = x[i];
+            x[i] = (v > 0.0f || v != v) ? v : 0.0f;
+        }
+    }
+}
+
 /* A float32 array whose last axis is contiguous; 0 with an exception set otherwise. */
 static int get_floats(PyObject *obj, Py_buffer *view, int writable)
 {
@@ -219,12 +262,93 @@ static PyObject *py_gelu_erf_f32(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_conv_tail_f32(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *x_obj, *bias_obj, *res_obj;
+    int relu;
+    if (!PyArg_ParseTuple(args, "OOOp:conv_tail_f32", &x_obj, &bias_obj, &res_obj, &relu))
+        return NULL;
+    Py_buffer x, bias, res;
+    int has_bias = bias_obj != Py_None, has_res = res_obj != Py_None;
+    if (!get_floats(x_obj, &x, 1))
+        return NULL;
+    if (has_bias && PyObject_GetBuffer(bias_obj, &bias, PyBUF_STRIDES | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    if (has_res && !get_floats(res_obj, &res, 0)) {
+        PyBuffer_Release(&x);
+        if (has_bias)
+            PyBuffer_Release(&bias);
+        return NULL;
+    }
+    int nd = x.ndim;
+    const char *error = NULL;
+    if (nd < 1 || nd > 64)
+        error = "conv_tail_f32: x needs 1 to 64 axes";
+    else if (has_res && !same_shape(&x, &res))
+        error = "conv_tail_f32: residual and x shapes differ";
+    else if (has_bias) {
+        /* One bias value a row: shape x.shape[:-1], any strides. */
+        int ok = bias.itemsize == 4 && bias.format != NULL && strcmp(bias.format, "f") == 0 &&
+                 bias.ndim == nd - 1;
+        for (int d = 0; ok && d < nd - 1; d++)
+            ok = bias.shape[d] == x.shape[d];
+        if (!ok)
+            error = "conv_tail_f32: bias must be float32 of shape x.shape[:-1]";
+    }
+    if (error == NULL) {
+        Py_ssize_t n = x.shape[nd - 1], rows = 1;
+        for (int d = 0; d < nd - 1; d++)
+            rows *= x.shape[d];
+        Py_BEGIN_ALLOW_THREADS
+        Py_ssize_t index[64] = {0};
+        for (Py_ssize_t row = 0; n > 0 && row < rows; row++) {
+            Py_ssize_t off_x = 0, off_b = 0, off_r = 0;
+            for (int d = 0; d < nd - 1; d++) {
+                off_x += index[d] * x.strides[d];
+                if (has_bias)
+                    off_b += index[d] * bias.strides[d];
+                if (has_res)
+                    off_r += index[d] * res.strides[d];
+            }
+            float b = has_bias ? *(const float *)((const char *)bias.buf + off_b) : 0.0f;
+            const float *r = has_res ? (const float *)((const char *)res.buf + off_r) : NULL;
+            float *row_x = (float *)((char *)x.buf + off_x);
+            if (has_bias)
+                conv_tail_row(row_x, n, b, r, relu);
+            else
+                conv_tail_row_no_bias(row_x, n, r, relu);
+            for (int d = nd - 2; d >= 0; d--) {
+                if (++index[d] < x.shape[d])
+                    break;
+                index[d] = 0;
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&x);
+    if (has_bias)
+        PyBuffer_Release(&bias);
+    if (has_res)
+        PyBuffer_Release(&res);
+    if (error != NULL) {
+        PyErr_SetString(PyExc_ValueError, error);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"erf_f32", py_erf_f32, METH_VARARGS,
      "erf_f32(src, dst): dst = erf(src), float32, the interpreter's rational form."},
     {"gelu_erf_f32", py_gelu_erf_f32, METH_VARARGS,
      "gelu_erf_f32(x, divide, c, one, half): x = (x * (erf(x / c or x * c) + one)) * half,"
      " in place."},
+    {"conv_tail_f32", py_conv_tail_f32, METH_VARARGS,
+     "conv_tail_f32(x, bias, residual, relu): x = max((x + bias) + residual, 0) in place,"
+     " bias one value a row (shape x.shape[:-1]) or None, residual like x or None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -78,3 +78,29 @@ def gelu_erf_in_place(x: np.ndarray, divide: bool, c: float, one: float, half: f
         return False
     _native.gelu_erf_f32(x, bool(divide), c, one, half)  # type: ignore[union-attr]
     return True
+
+
+def conv_tail_in_place(
+    x: np.ndarray, bias: np.ndarray | None, residual: np.ndarray | None, relu: bool
+) -> bool:
+    """x = max((x + bias) + residual, 0) in place, as the separate numpy steps round it
+    (bias, residual and Relu each optional; ``bias`` broadcasts to x with a last axis
+    of 1, e.g. (C, 1, 1) on NCHW; ``residual`` has x's shape).  False, and x untouched,
+    where the compiled kernel cannot take them."""
+    if not _enabled or not _takes(x) or not x.flags.writeable or x.ndim == 0:
+        return False
+    rows = None
+    if bias is not None:
+        if bias.dtype != np.float32 or bias.ndim > x.ndim or bias.shape[-1:] not in ((), (1,)):
+            return False
+        try:
+            rows = np.broadcast_to(bias, x.shape[:-1] + (1,))[..., 0]
+        except ValueError:
+            return False
+    if residual is not None:
+        if residual.shape != x.shape or not _takes(residual):
+            return False
+        if np.may_share_memory(residual, x):
+            return False
+    _native.conv_tail_f32(x, rows, residual, bool(relu))  # type: ignore[union-attr]
+    return True
