@@ -422,3 +422,47 @@ def test_conv_tail_in_a_region(kind, size, fused, monkeypatch):
 def _input_names(module) -> set[str]:
     func = next(op for op in module.walk() if op.name == "func.func")
     return {attrs.data["onnx.name"].data for attrs in func.arg_attrs}
+
+
+# ------------------------------------------------------------------ im2col
+
+
+@given(
+    st.integers(1, 5),  # channels
+    st.integers(1, 12),  # height
+    st.integers(1, 12),  # width
+    st.tuples(st.integers(1, 4), st.integers(1, 4)),  # kernel
+    st.integers(1, 3),  # row stride (the column stride is 1: see native.im2col)
+    st.tuples(st.integers(1, 2), st.integers(1, 2)),  # dilations
+    st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)),
+    st.data(),
+)
+@settings(max_examples=80, deadline=None)
+def test_im2col_is_numpys_copy(c, h, w, kernel, sh, dil, pads, data):
+    from neuron_ir.kernels import nn
+
+    x = RNG.normal(0, 1, (2, c, h, w)).astype(np.float32)
+    weight = np.ones((3, c, *kernel), np.float32)
+    attrs = {"pads": list(pads), "strides": [sh, 1], "dilations": list(dil)}
+    try:
+        plan = nn.Conv2dPlan(x, weight, None, attrs)
+    except ValueError:  # the windows do not fit: no output
+        return
+    if plan.pointwise:
+        return
+    oh = plan.shape[2]
+    h0 = data.draw(st.integers(0, oh - 1))
+    h1 = data.draw(st.integers(h0 + 1, oh))
+    cols = plan._im2col(1, h0, h1)
+    with native.disabled():
+        expected = plan._im2col(1, h0, h1)
+    np.testing.assert_array_equal(_bits(cols), _bits(expected))
+
+
+def test_im2col_declines_strided_columns_and_other_types():
+    image = np.ones((3, 8, 8), np.float32)
+    args = ((3, 3), (1, 1), (1, 1), (1, 1), (0, 8), 8)
+    assert native.im2col(image, *args) is not None
+    assert native.im2col(image, (3, 3), (1, 2), (1, 1), (1, 1), (0, 4), 4) is None
+    assert native.im2col(image.astype(np.float64), *args) is None
+    assert native.im2col(image[:, :, ::2], (3, 3), (1, 1), (1, 1), (1, 1), (0, 4), 4) is None

@@ -340,6 +340,78 @@ static PyObject *py_conv_tail_f32(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* im2col of output rows [h0, h1) of one image x (C, H, W; last axis contiguous) into
+ * cols (C*kh*kw, (h1-h0)*ow; C-contiguous): cols[(c, ky, kx), (r, ox)] =
+ * x[c, (h0+r)*sh + ky*dh - top, ox*sw + kx*dw - left], zero outside the image.  A copy:
+ * the same values as numpy's strided copy of the padded windows. */
+static PyObject *py_im2col_f32(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *x_obj, *cols_obj;
+    Py_ssize_t kh, kw, sh, sw, dh, dw, top, left, h0, h1, ow;
+    if (!PyArg_ParseTuple(args, "OO(nn)(nn)(nn)(nn)(nn)n:im2col_f32", &x_obj, &cols_obj, &kh,
+                          &kw, &sh, &sw, &dh, &dw, &top, &left, &h0, &h1, &ow))
+        return NULL;
+    Py_buffer x, cols;
+    if (!get_floats(x_obj, &x, 0))
+        return NULL;
+    if (PyObject_GetBuffer(cols_obj, &cols, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) <
+        0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    Py_ssize_t rows = h1 - h0, n = rows * ow;
+    const char *error = NULL;
+    if (x.ndim != 3 || kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 || rows < 0 ||
+        ow < 0)
+        error = "im2col_f32: bad geometry";
+    else if (cols.itemsize != 4 || cols.format == NULL || strcmp(cols.format, "f") != 0 ||
+             cols.len != x.shape[0] * kh * kw * n * 4)
+        error = "im2col_f32: cols must be float32 of C*kh*kw x rows*ow";
+    if (error == NULL) {
+        Py_ssize_t channels = x.shape[0], height = x.shape[1], width = x.shape[2];
+        Py_BEGIN_ALLOW_THREADS
+        float *out = (float *)cols.buf;
+        for (Py_ssize_t c = 0; c < channels; c++)
+            for (Py_ssize_t ky = 0; ky < kh; ky++)
+                for (Py_ssize_t kx = 0; kx < kw; kx++) {
+                    Py_ssize_t shift = kx * dw - left;
+                    /* output columns whose input column is inside the image: [lo, hi) */
+                    Py_ssize_t lo = 0, hi = ow;
+                    while (lo < ow && lo * sw + shift < 0)
+                        lo++;
+                    while (hi > lo && (hi - 1) * sw + shift >= width)
+                        hi--;
+                    for (Py_ssize_t r = 0; r < rows; r++, out += ow) {
+                        Py_ssize_t iy = (h0 + r) * sh + ky * dh - top;
+                        if (iy < 0 || iy >= height) {
+                            memset(out, 0, ow * sizeof(float));
+                            continue;
+                        }
+                        const float *row = (const float *)((const char *)x.buf +
+                                                           c * x.strides[0] + iy * x.strides[1]);
+                        for (Py_ssize_t o = 0; o < lo; o++)
+                            out[o] = 0.0f;
+                        if (sw == 1)
+                            memcpy(out + lo, row + lo + shift, (hi - lo) * sizeof(float));
+                        else
+                            for (Py_ssize_t o = lo; o < hi; o++)
+                                out[o] = row[o * sw + shift];
+                        for (Py_ssize_t o = hi; o < ow; o++)
+                            out[o] = 0.0f;
+                    }
+                }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&cols);
+    if (error != NULL) {
+        PyErr_SetString(PyExc_ValueError, error);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"erf_f32", py_erf_f32, METH_VARARGS,
      "erf_f32(src, dst): dst = erf(src), float32, the interpreter's rational form."},
@@ -349,6 +421,9 @@ static PyMethodDef methods[] = {
     {"conv_tail_f32", py_conv_tail_f32, METH_VARARGS,
      "conv_tail_f32(x, bias, residual, relu): x = max((x + bias) + residual, 0) in place,"
      " bias one value a row (shape x.shape[:-1]) or None, residual like x or None."},
+    {"im2col_f32", py_im2col_f32, METH_VARARGS,
+     "im2col_f32(x, cols, (kh, kw), (sh, sw), (dh, dw), (top, left), (h0, h1), ow):"
+     " output rows [h0, h1) of one (C, H, W) image into cols, zero-padded."},
     {NULL, NULL, 0, NULL},
 };
 

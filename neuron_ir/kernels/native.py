@@ -1,9 +1,11 @@
 """The interpreter's compiled float32 kernels, where the extension was built.
 
 Some float32 work is a long chain of elementwise operations: erf's rational function is
-about 24 numpy array passes, BERT's Gelu (Div, Erf, Add, Mul, Mul) about 30.  Those
-passes are bound by memory bandwidth, which the two cores share; the compiled loops
-(``_native.c``) make one pass and keep every intermediate in registers.
+about 24 numpy array passes, BERT's Gelu (Div, Erf, Add, Mul, Mul) about 30, a
+convolution's bias, residual Add and Relu three.  Those passes are bound by memory
+bandwidth, which the two cores share; the compiled loops (``_native.c``) make one pass
+and keep every intermediate in registers.  im2col is a copy that numpy makes row by
+row through a 5-D strided view; the compiled one copies each window row with memcpy.
 
 Each compiled kernel performs the same IEEE float32 operations, in the same order, as
 the numpy code beside it, so its results are bit-identical to that code's
@@ -104,3 +106,24 @@ def conv_tail_in_place(
             return False
     _native.conv_tail_f32(x, rows, residual, bool(relu))  # type: ignore[union-attr]
     return True
+
+
+def im2col(
+    image: np.ndarray,
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    dilations: tuple[int, int],
+    begin: tuple[int, int],
+    rows: tuple[int, int],
+    ow: int,
+) -> np.ndarray | None:
+    """The (C*kh*kw, rows*ow) GEMM operand of output rows ``rows`` of one float32 (C, H, W)
+    image, zero-padded by ``begin`` (top, left) pads and as far as the windows reach; None
+    where the compiled kernel cannot take it, or numpy's strided copy is the faster (a
+    column stride above 1: the 7x7 stride-2 stem took 0.69 ms against numpy's 0.45)."""
+    if not _enabled or image.ndim != 3 or not _takes(image) or strides[1] != 1:
+        return None
+    h0, h1 = rows
+    cols = np.empty((image.shape[0] * kernel[0] * kernel[1], (h1 - h0) * ow), np.float32)
+    _native.im2col_f32(image, cols, kernel, strides, dilations, begin, rows, ow)  # type: ignore[union-attr]
+    return cols
