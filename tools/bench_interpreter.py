@@ -29,6 +29,7 @@ import onnxruntime as ort
 
 import neuron_ir
 from neuron_ir import zoo
+from neuron_ir.kernels import native
 from neuron_ir.testing.bench import exported_models, median_time, paired, spread
 
 DEFAULT_EXPORTED = Path("/tmp/neuron-ir-exported")
@@ -86,6 +87,9 @@ def main() -> int:
         help="runs of the (slow) ReferenceEvaluator; 0 skips it",
     )
     args = parser.parse_args()
+    # The figures differ with and without them (NEURON_IR_NATIVE=0 measures numpy alone).
+    state = "on" if native.enabled() else ("off" if native.built() else "not built")
+    print(f"compiled kernels (neuron_ir.kernels.native): {state}", flush=True)
     for name in args.models:
         bench(
             name,
