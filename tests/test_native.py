@@ -152,6 +152,19 @@ def test_disabled_runs_numpy():
 # ------------------------------------------------------------------ in fused regions
 
 
+def _count_calls(monkeypatch, name: str) -> list:
+    """The shapes ``native.<name>`` is called with from now on (it still runs)."""
+    calls = []
+    real = getattr(native, name)
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return real(*args)
+
+    monkeypatch.setattr(native, name, counted)
+    return calls
+
+
 def _gelu_model(form: str, seq: int = 64, hidden: int = 128, ffn: int = 512):
     """MatMul, bias Add and a decomposed Gelu, as exporters write it (``div``), with
     every commutative operand swapped and x * (1/sqrt2) (``mul``), with Erf's result
@@ -210,14 +223,7 @@ def _gelu_model(form: str, seq: int = 64, hidden: int = 128, ffn: int = 512):
     [("div", 2), ("mul", 2), ("erf_out", 0), ("erf_inside", 0), ("x_later", 0)],
 )
 def test_decomposed_gelu_in_a_region_is_bit_identical(form, compiled_calls, monkeypatch):
-    calls = []
-    real = native.gelu_erf_in_place
-
-    def counted(*args):
-        calls.append(args[0].shape)
-        return real(*args)
-
-    monkeypatch.setattr(native, "gelu_erf_in_place", counted)
+    calls = _count_calls(monkeypatch, "gelu_erf_in_place")
     module = neuron_ir.import_model(_gelu_model(form))
     feeds = {"x": RNG.normal(0, 1, (1, 64, 128)).astype(np.float32)}
     fused = neuron_ir.Interpreter(module).run(feeds)
@@ -388,14 +394,7 @@ def _conv_model(kind: str, size: int = 28, channels: int = 32) -> onnx.ModelProt
     ],
 )
 def test_conv_tail_in_a_region(kind, size, fused, monkeypatch):
-    calls = []
-    real = native.conv_tail_in_place
-
-    def counted(*args):
-        calls.append(args[0].shape)
-        return real(*args)
-
-    monkeypatch.setattr(native, "conv_tail_in_place", counted)
+    calls = _count_calls(monkeypatch, "conv_tail_in_place")
     channels = 128 if size == 7 else 64  # enough work to split
     module = neuron_ir.import_model(_conv_model(kind, size, channels))
     feeds = {

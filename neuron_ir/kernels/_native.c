@@ -24,35 +24,34 @@
 #endif
 
 /* erf(x) = x P(x^2) / Q(x^2) on x clamped to +-3.92, then clamped to [-1, 1]: the
- * coefficients of neuron_ir.kernels.tensor._ERF32_P / _ERF32_Q, rounded to float32 from
- * the same double values numpy rounds (decimal -> double -> float, as np.float32 does). */
-static const float ERF_P0 = (float)1.1283791545894972, ERF_P1 = (float)0.18865009058596177,
-                   ERF_P2 = (float)0.05252710077675409, ERF_P3 = (float)0.003694076530919144,
-                   ERF_P4 = (float)0.0002839290671570356, ERF_P5 = (float)2.0716038263146608e-06;
-static const float ERF_Q0 = (float)1.0, ERF_Q1 = (float)0.5005197236729658, ERF_Q2 = (float)0.11339305659765592,
-                   ERF_Q3 = (float)0.014824300554488063, ERF_Q4 = (float)0.0011464793775741774,
-                   ERF_Q5 = (float)3.82660668299048e-05;
+ * coefficients of neuron_ir.kernels.tensor._ERF32_P / _ERF32_Q (constant term first),
+ * rounded to float32 from the same double values numpy rounds (decimal -> double ->
+ * float, as np.float32 does). */
+static const float ERF_P[6] = {(float)1.1283791545894972, (float)0.18865009058596177,
+                               (float)0.05252710077675409, (float)0.003694076530919144,
+                               (float)0.0002839290671570356, (float)2.0716038263146608e-06};
+static const float ERF_Q[6] = {(float)1.0, (float)0.5005197236729658,
+                               (float)0.11339305659765592, (float)0.014824300554488063,
+                               (float)0.0011464793775741774, (float)3.82660668299048e-05};
 static const float ERF_CLAMP = (float)3.92;
+
+/* Horner's rule in tensor._erf32_chunk's order: c5 t + c4, times t, + c3, ... + c0. */
+static inline float horner5(float t, const float *c)
+{
+    float p = t * c[5];
+    for (int k = 4; k >= 1; k--) {
+        p += c[k];
+        p *= t;
+    }
+    return p + c[0];
+}
 
 static inline float erf1(float v)
 {
     /* np.clip keeps NaN and -0.0, as these selects do. */
     float xc = v < -ERF_CLAMP ? -ERF_CLAMP : (v > ERF_CLAMP ? ERF_CLAMP : v);
     float t = xc * xc;
-    float p = t * ERF_P5;
-    p += ERF_P4; p *= t;
-    p += ERF_P3; p *= t;
-    p += ERF_P2; p *= t;
-    p += ERF_P1; p *= t;
-    p += ERF_P0;
-    p *= xc;
-    float q = t * ERF_Q5;
-    q += ERF_Q4; q *= t;
-    q += ERF_Q3; q *= t;
-    q += ERF_Q2; q *= t;
-    q += ERF_Q1; q *= t;
-    q += ERF_Q0;
-    float r = p / q;
+    float r = (horner5(t, ERF_P) * xc) / horner5(t, ERF_Q);
     return r < -1.0f ? -1.0f : (r > 1.0f ? 1.0f : r);
 }
 
