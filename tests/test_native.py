@@ -78,13 +78,16 @@ def test_erf_walks_strided_views():
     assert (out[untouched] == 7.0).all()
 
 
-def _five_ops(x: np.ndarray, divide: bool, c, one, half) -> np.ndarray:
+def _five_ops(x: np.ndarray, divide: bool, c, one, half, half_first=False) -> np.ndarray:
     """The decomposed Gelu through the interpreter's own kernels, numpy only."""
     c, one, half = (np.array(v, np.float32) for v in (c, one, half))
     with native.disabled():
         d = KERNELS["Div" if divide else "Mul"]([x, c], {}, 1)[0]
         e = KERNELS["Erf"]([d], {}, 1)[0]
         a = KERNELS["Add"]([e, one], {}, 1)[0]
+        if half_first:
+            m = KERNELS["Mul"]([a, half], {}, 1)[0]
+            return KERNELS["Mul"]([x, m], {}, 1)[0]
         m = KERNELS["Mul"]([x, a], {}, 1)[0]
         return KERNELS["Mul"]([m, half], {}, 1)[0]
 
@@ -95,12 +98,13 @@ def _five_ops(x: np.ndarray, divide: bool, c, one, half) -> np.ndarray:
     st.sampled_from([1.4142135, 0.70710677, 3.0, -0.25]),
     st.sampled_from([1.0, 0.5]),
     st.sampled_from([0.5, 1.0, 3.0]),
+    st.booleans(),
 )
 @settings(max_examples=80, deadline=None)
-def test_gelu_in_place_is_the_five_ops_bit_for_bit(x, divide, c, one, half):
-    expected = _five_ops(x, divide, c, one, half)
+def test_gelu_in_place_is_the_five_ops_bit_for_bit(x, divide, c, one, half, half_first):
+    expected = _five_ops(x, divide, c, one, half, half_first)
     y = x.copy()
-    assert native.gelu_erf_in_place(y, divide, c, one, half)
+    assert native.gelu_erf_in_place(y, divide, c, one, half, half_first)
     np.testing.assert_array_equal(_bits(y), _bits(expected))
 
 
@@ -166,7 +170,8 @@ def _count_calls(monkeypatch, name: str) -> list:
 
 
 def _gelu_model(form: str, seq: int = 64, hidden: int = 128, ffn: int = 512):
-    """MatMul, bias Add and a decomposed Gelu, as exporters write it (``div``), with
+    """MatMul, bias Add and a decomposed Gelu, as the TorchScript exporter writes it
+    (``div``) and the dynamo one (``dynamo``: the half times 1 + erf first), with
     every commutative operand swapped and x * (1/sqrt2) (``mul``), with Erf's result
     also a graph output (``erf_out``) or read again inside the region (``erf_inside``),
     or with the biased product read again after the Gelu (``x_later``)."""
@@ -182,7 +187,15 @@ def _gelu_model(form: str, seq: int = 64, hidden: int = 128, ffn: int = 512):
         helper.make_node("MatMul", ["x", "w"], ["m"]),
         helper.make_node("Add", ["b", "m"], ["h"]),
     ]
-    if form == "mul":
+    if form == "dynamo":  # torch.onnx.export(dynamo=True), opset 18
+        nodes += [
+            helper.make_node("Div", ["h", "sqrt2"], ["d"]),
+            helper.make_node("Erf", ["d"], ["e"]),
+            helper.make_node("Add", ["e", "one"], ["a"]),
+            helper.make_node("Mul", ["half", "a"], ["g"]),
+            helper.make_node("Mul", ["h", "g"], ["y"]),
+        ]
+    elif form == "mul":
         nodes += [
             helper.make_node("Mul", ["rsqrt2", "h"], ["d"]),
             helper.make_node("Erf", ["d"], ["e"]),
@@ -220,7 +233,7 @@ def _gelu_model(form: str, seq: int = 64, hidden: int = 128, ffn: int = 512):
 
 @pytest.mark.parametrize(
     ("form", "compiled_calls"),
-    [("div", 2), ("mul", 2), ("erf_out", 0), ("erf_inside", 0), ("x_later", 0)],
+    [("div", 2), ("mul", 2), ("dynamo", 2), ("erf_out", 0), ("erf_inside", 0), ("x_later", 0)],
 )
 def test_decomposed_gelu_in_a_region_is_bit_identical(form, compiled_calls, monkeypatch):
     calls = _count_calls(monkeypatch, "gelu_erf_in_place")

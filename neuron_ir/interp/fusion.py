@@ -62,8 +62,8 @@ region's ops run on the sum.  BERT saves one hand-off a layer (60 splits a run b
 48).  The second product's sum is reassociated: close to the unfused result (a few
 float32 ulp, bounded by the tests), not equal to it.
 
-Decomposed Gelu: the five region ops exporters write for Gelu (x / c, Erf, + 1, x *,
-* 0.5; see ``_match_gelu_erf``) run as one region op, one compiled pass over the
+Decomposed Gelu: the five region ops exporters write for Gelu (x / c, Erf, + 1, then
+x * and * 0.5, or * 0.5 and x *; see ``_match_gelu_erf``) run as one region op, one compiled pass over the
 region's buffer (``native.gelu_erf_in_place``) that does their float32 operations in
 their order: bit-identical to the five kernels, which run instead where the compiled
 pass does not take the data.
@@ -120,7 +120,7 @@ def _relu_over_input(inputs: list, attrs: dict) -> bool:
 
 def _gelu_erf_over_input(inputs: list, attrs: dict) -> bool:
     return attrs["native"] and native.gelu_erf_in_place(
-        inputs[0], attrs["divide"], attrs["c"], attrs["one"], attrs["half"]
+        inputs[0], attrs["divide"], attrs["c"], attrs["one"], attrs["half"], attrs["half_first"]
     )
 
 
@@ -775,7 +775,8 @@ class _Region(NamedTuple):
 
 class _GeluErf(NamedTuple):
     """Gelu as exporters decompose it, five consecutive region ops:
-    d = x / c (or x * c), e = Erf(d), a = e + one, m = x * a, y = m * half."""
+    d = x / c (or x * c), e = Erf(d), a = e + one, then m = x * a, y = m * half, or
+    m = a * half, y = x * m."""
 
     ops: list[Operation]
     x: SSAValue
@@ -819,9 +820,17 @@ def _match_gelu_erf(ops: Sequence[Operation], k: int) -> _GeluErf | None:
     if c is None or x is None or _inputs(erf) != [first.results[0]]:
         return None
     one = _scalar(_other(add, erf.results[0]))
-    if one is None or _other(mul, add.results[0]) is not x:
+    if one is None:
         return None
-    half = _scalar(_other(half_mul, mul.results[0]))
+    # x * a, then * half (traced Hugging Face code); or a * half, then x * (tracing
+    # torch's own decomposition, as the dynamo exporter does).
+    half_first = _other(mul, add.results[0]) is not x
+    if half_first:
+        half = _scalar(_other(mul, add.results[0]))
+        if _other(half_mul, mul.results[0]) is not x:
+            return None
+    else:
+        half = _scalar(_other(half_mul, mul.results[0]))
     if half is None or any(len(list(op.results[0].uses)) != 1 for op in chain[:-1]):
         return None
 
@@ -849,6 +858,7 @@ def _match_gelu_erf(ops: Sequence[Operation], k: int) -> _GeluErf | None:
         "c": float(c.reshape(())),
         "one": float(one.reshape(())),
         "half": float(half.reshape(())),
+        "half_first": half_first,
     }
     fused = _RegionOp("GeluErf", _gelu_erf_steps, attrs, [], -1, None)
     return _GeluErf(chain, x, fused)

@@ -70,19 +70,16 @@ NI_CLONES static void erf_row_in_place(float *x, Py_ssize_t n)
 }
 
 /* Gelu as the decomposed graph computes it: d = x / c (or x * c), e = erf(d),
- * a = e + one, m = x * a, y = m * half. */
-NI_CLONES static void gelu_row(float *x, Py_ssize_t n, int divide, float c, float one, float half)
+ * a = e + one, then y = (x * a) * half (as Hugging Face's code is traced), or
+ * y = x * (a * half) when half_first (as torch's dynamo exporter writes it).  The flags
+ * are the same for the whole loop, which the compiler unswitches. */
+NI_CLONES static void gelu_row(float *x, Py_ssize_t n, int divide, int half_first, float c,
+                               float one, float half)
 {
-    if (divide) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            float v = x[i];
-            x[i] = (v * (erf1(v / c) + one)) * half;
-        }
-    } else {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            float v = x[i];
-            x[i] = (v * (erf1(v * c) + one)) * half;
-        }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float v = x[i];
+        float a = erf1(divide ? v / c : v * c) + one;
+        x[i] = half_first ? v * (a * half) : (v * a) * half;
     }
 }
 
@@ -228,7 +225,7 @@ static PyObject *py_erf_f32(PyObject *self, PyObject *args)
 }
 
 struct gelu_ctx {
-    int divide;
+    int divide, half_first;
     float c, one, half;
 };
 
@@ -236,7 +233,7 @@ static void gelu_pair(char *a, char *b, Py_ssize_t n, void *ctx)
 {
     (void)b;
     struct gelu_ctx *g = (struct gelu_ctx *)ctx;
-    gelu_row((float *)a, n, g->divide, g->c, g->one, g->half);
+    gelu_row((float *)a, n, g->divide, g->half_first, g->c, g->one, g->half);
 }
 
 static PyObject *py_gelu_erf_f32(PyObject *self, PyObject *args)
@@ -244,7 +241,8 @@ static PyObject *py_gelu_erf_f32(PyObject *self, PyObject *args)
     (void)self;
     PyObject *obj;
     struct gelu_ctx g;
-    if (!PyArg_ParseTuple(args, "Opfff:gelu_erf_f32", &obj, &g.divide, &g.c, &g.one, &g.half))
+    if (!PyArg_ParseTuple(args, "Oppfff:gelu_erf_f32", &obj, &g.divide, &g.half_first, &g.c,
+                          &g.one, &g.half))
         return NULL;
     Py_buffer x;
     if (!get_floats(obj, &x, 1))
@@ -415,8 +413,8 @@ static PyMethodDef methods[] = {
     {"erf_f32", py_erf_f32, METH_VARARGS,
      "erf_f32(src, dst): dst = erf(src), float32, the interpreter's rational form."},
     {"gelu_erf_f32", py_gelu_erf_f32, METH_VARARGS,
-     "gelu_erf_f32(x, divide, c, one, half): x = (x * (erf(x / c or x * c) + one)) * half,"
-     " in place."},
+     "gelu_erf_f32(x, divide, half_first, c, one, half): x = (x * a) * half, or"
+     " x * (a * half), with a = erf(x / c or x * c) + one, in place."},
     {"conv_tail_f32", py_conv_tail_f32, METH_VARARGS,
      "conv_tail_f32(x, bias, residual, relu): x = max((x + bias) + residual, 0) in place,"
      " bias one value a row (shape x.shape[:-1]) or None, residual like x or None."},

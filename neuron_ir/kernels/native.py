@@ -72,13 +72,16 @@ def erf_f32(x: np.ndarray, out: np.ndarray) -> bool:
     return True
 
 
-def gelu_erf_in_place(x: np.ndarray, divide: bool, c: float, one: float, half: float) -> bool:
-    """x = (x * (erf(x / c) + one)) * half in place (``x * c`` when not ``divide``), each
-    step rounded to float32 as the decomposed ops round it; False, and x untouched, where
-    the compiled kernel cannot take it."""
+def gelu_erf_in_place(
+    x: np.ndarray, divide: bool, c: float, one: float, half: float, half_first: bool = False
+) -> bool:
+    """x = (x * a) * half in place, or x * (a * half) when ``half_first``, with
+    a = erf(x / c) + one (``x * c`` when not ``divide``), each step rounded to float32 as
+    the decomposed ops round it; False, and x untouched, where the compiled kernel cannot
+    take it."""
     if not _enabled or not _takes(x) or not x.flags.writeable:
         return False
-    _native.gelu_erf_f32(x, bool(divide), c, one, half)  # type: ignore[union-attr]
+    _native.gelu_erf_f32(x, bool(divide), bool(half_first), c, one, half)  # type: ignore[union-attr]
     return True
 
 
