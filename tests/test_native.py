@@ -281,16 +281,23 @@ def test_gelu_match_needs_the_whole_pattern():
 # ------------------------------------------------------------------ convolution tails
 
 
-def _tail_steps(x, bias, residual, relu):
-    """A convolution's bias, residual Add and Relu as the unfused numpy steps do them."""
+# (activation, alpha) of a convolution's tail: none, Relu, LeakyRelu (YOLO's 0.1, and
+# the edges of the range max(v, v * alpha) covers)
+ACTIVATIONS = [(None, 0.0), ("Relu", 0.0), ("LeakyRelu", 0.1), ("LeakyRelu", 0.0)]
+ACTIVATIONS += [("LeakyRelu", 1.0)]
+
+
+def _tail_steps(x, bias, residual, activation, alpha=0.0):
+    """A convolution's bias, residual Add and activation as the unfused numpy steps (the
+    ops' own kernels) do them."""
     y = x.copy()
-    with native.disabled():
+    with native.disabled(), np.errstate(all="ignore"):
         if bias is not None:
             y += bias
         if residual is not None:
             np.add(y, residual, out=y)
-        if relu:
-            tensor.relu(y, out=y)
+        if activation is not None:
+            y = KERNELS[activation]([y], {"alpha": alpha}, 1)[0]
     return y
 
 
@@ -309,19 +316,19 @@ def _same_values(a: np.ndarray, b: np.ndarray) -> None:
     ),
     st.booleans(),
     st.booleans(),
-    st.booleans(),
+    st.sampled_from(ACTIVATIONS),
     st.data(),
 )
-@settings(max_examples=80, deadline=None)
-def test_conv_tail_is_the_numpy_steps(x, with_bias, with_residual, relu, data):
+@settings(max_examples=100, deadline=None)
+def test_conv_tail_is_the_numpy_steps(x, with_bias, with_residual, activation, data):
     c = x.shape[1]
     bias = data.draw(hnp.arrays(np.float32, (c, 1, 1), elements=floats32)) if with_bias else None
     residual = (
         data.draw(hnp.arrays(np.float32, x.shape, elements=floats32)) if with_residual else None
     )
-    expected = _tail_steps(x, bias, residual, relu)
+    expected = _tail_steps(x, bias, residual, *activation)
     y = x.copy()
-    assert native.conv_tail_in_place(y, bias, residual, relu)
+    assert native.conv_tail_in_place(y, bias, residual, *activation)
     _same_values(y, expected)
 
 
@@ -333,29 +340,32 @@ def test_conv_tail_on_a_row_chunk_with_specials():
     residual[0, :, 0, :3] = -0.0
     bias = RNG.normal(0, 1, (8, 1, 1)).astype(np.float32)
     bias[0] = -0.0
+    chunk = (slice(None), slice(None), slice(3, 9))
     for b in (bias, None):
-        for r in (residual, None):
-            for relu in (True, False):
+        for r in (residual[chunk], None):
+            for activation in ACTIVATIONS:
                 y = x.copy()
-                chunk = (slice(None), slice(None), slice(3, 9))
-                assert native.conv_tail_in_place(y[chunk], b, None if r is None else r[chunk], relu)
+                assert native.conv_tail_in_place(y[chunk], b, r, *activation)
                 expected = x.copy()
-                expected[chunk] = _tail_steps(x[chunk], b, None if r is None else r[chunk], relu)
+                expected[chunk] = _tail_steps(x[chunk], b, r, *activation)
                 _same_values(y, expected)
 
 
 def test_conv_tail_declines_what_it_cannot_take():
     x = np.ones((1, 4, 3, 5), np.float32)
-    assert not native.conv_tail_in_place(x, np.ones((4, 1, 1)), None, True)  # float64 bias
-    assert not native.conv_tail_in_place(x, np.ones((4, 1, 2), np.float32), None, True)
-    assert not native.conv_tail_in_place(x, None, np.ones((1, 4, 3, 1), np.float32), True)
-    assert not native.conv_tail_in_place(x, None, x[:, :, :, ::-1], True)  # overlaps x
+    assert not native.conv_tail_in_place(x, np.ones((4, 1, 1)), None, "Relu")  # float64 bias
+    assert not native.conv_tail_in_place(x, np.ones((4, 1, 2), np.float32), None, "Relu")
+    assert not native.conv_tail_in_place(x, None, np.ones((1, 4, 3, 1), np.float32), "Relu")
+    assert not native.conv_tail_in_place(x, None, x[:, :, :, ::-1], "Relu")  # overlaps x
+    assert not native.conv_tail_in_place(x, None, None, "LeakyRelu", 1.5)  # not max(v, av)
+    assert not native.conv_tail_in_place(x, None, None, "Elu")
     assert (x == 1).all()
 
 
 def _conv_model(kind: str, size: int = 28, channels: int = 32) -> onnx.ModelProto:
     """A 3x3 Conv with its tail: bias, Add(residual), Relu (``add_relu``); BatchNorm then
-    Relu (``bn_relu``); no bias, Relu (``relu``); bias and Add only (``add``); the Conv's
+    Relu (``bn_relu``); no bias, Relu (``relu``); bias, Add and LeakyRelu(0.1) (``leaky``)
+    or LeakyRelu(2) (``leaky_steep``); bias and Add only (``add``); the Conv's
     result also a graph output (``read_twice``) or read again after the Relu (``reread``);
     the bias a graph input (``bias_input``)."""
     w = RNG.normal(0, 0.1, (channels, channels, 3, 3)).astype(np.float32)
@@ -380,6 +390,12 @@ def _conv_model(kind: str, size: int = 28, channels: int = 32) -> onnx.ModelProt
         ]
     elif kind == "relu":
         nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    elif kind in ("leaky", "leaky_steep"):  # YOLO v3/v4's activation
+        alpha = 0.1 if kind == "leaky" else 2.0
+        nodes += [
+            helper.make_node("Add", ["c", "r"], ["s"]),
+            helper.make_node("LeakyRelu", ["s"], ["y"], alpha=alpha),
+        ]
     elif kind == "add":
         nodes.append(helper.make_node("Add", ["r", "c"], ["y"]))
     else:
@@ -415,6 +431,8 @@ def _conv_model(kind: str, size: int = 28, channels: int = 32) -> onnx.ModelProt
         ("add_relu", 7, True),  # a tiny image: split by output channels
         ("bn_relu", 28, True),
         ("relu", 28, True),
+        ("leaky", 28, True),
+        ("leaky_steep", 28, True),  # the compiled pass declines alpha 2: the kernels run
         ("add", 14, True),
         ("read_twice", 28, False),
         ("reread", 28, False),

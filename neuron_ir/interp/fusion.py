@@ -69,7 +69,8 @@ their order: bit-identical to the five kernels, which run instead where the comp
 pass does not take the data.
 
 Convolution tails: a 2-D float32 Conv's bias (its own, or the folded BatchNorm's) with
-the Add of a residual and/or the Relu that open its region run as one region op, the
+the Add of a residual and/or the Relu or LeakyRelu that open its region run as one
+region op, the
 product computed without its bias; one compiled pass over the region's buffer
 (``native.conv_tail_in_place``; ResNet-50: 98 a run) instead of three, each value
 rounded as the separate steps round it.
@@ -106,7 +107,7 @@ from ..errors import InterpreterError
 from ..ir.attrs import constant_array, describe_op, onnx_attrs
 from ..kernels import KERNELS, native, parallel
 from ..kernels.nn import Conv2dPlan, layer_norm_in_place, matmul_plan, softmax_in_place
-from ..kernels.tensor import relu
+from ..kernels.tensor import _F32_0_01, relu
 from .onnx_ops import _onnx_handler
 
 _PRODUCERS = frozenset({"Conv", "MatMul", "Gemm"})
@@ -124,21 +125,29 @@ def _gelu_erf_over_input(inputs: list, attrs: dict) -> bool:
     )
 
 
+def _tail_activation(y: np.ndarray, attrs: dict) -> np.ndarray:
+    """The tail's activation on y, in place where the kernel allows it."""
+    if attrs["activation"] == "Relu":
+        return relu(y, out=y)
+    if attrs["activation"] == "LeakyRelu":
+        y[...] = KERNELS["LeakyRelu"]([y], {"alpha": attrs["alpha"]}, 1)[0]
+    return y
+
+
 def _conv_tail_steps(inputs: list, attrs: dict, n_out: int) -> list[np.ndarray]:
-    """A convolution's bias, residual Add and Relu as the unfused steps compute them."""
+    """A convolution's bias, residual Add and activation as the unfused steps compute
+    them."""
     x, residual, bias = inputs
     with np.errstate(all="ignore"):
         y = x.copy() if bias is None else np.add(x, bias)
         if residual is not None:
             np.add(y, residual, out=y)
-    if attrs["relu"]:
-        relu(y, out=y)
-    return [y]
+        return [_tail_activation(y, attrs)]
 
 
 def _conv_tail_over_input(inputs: list, attrs: dict) -> bool:
     x, residual, bias = inputs
-    if native.conv_tail_in_place(x, bias, residual, attrs["relu"]):
+    if native.conv_tail_in_place(x, bias, residual, attrs["activation"], attrs["alpha"]):
         return True
     if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype):
         return False
@@ -147,8 +156,7 @@ def _conv_tail_over_input(inputs: list, attrs: dict) -> bool:
             x += bias
         if residual is not None:
             np.add(x, residual, out=x)
-    if attrs["relu"]:
-        relu(x, out=x)
+        _tail_activation(x, attrs)
     return True
 
 
@@ -874,19 +882,21 @@ def _gelu_erf_steps(inputs: list, attrs: dict, n_out: int) -> list[np.ndarray]:
 
 
 class _ConvTail(NamedTuple):
-    """A Conv's bias with the region ops right after it: Add(y, residual) and/or Relu.
-    One compiled pass (``native.conv_tail_in_place``) instead of three, over the
-    region's buffer; the product is computed without its bias."""
+    """A Conv's bias with the region ops right after it: Add(y, residual) and/or an
+    activation (Relu or LeakyRelu).  One compiled pass (``native.conv_tail_in_place``;
+    LeakyRelu where 0 <= alpha <= 1) instead of up to three, over the region's buffer;
+    the product is computed without its bias."""
 
     count: int  # region ops it replaces
     residual: SSAValue | None
-    relu: bool
+    activation: str | None
+    alpha: float
     bias: np.ndarray | None  # (C, 1, 1), or None for a Conv without one
 
 
 def _match_conv_tail(group: Group, head: Operation, bias: np.ndarray | None) -> _ConvTail | None:
-    """The Add(head, residual) and/or Relu that open the region of a 2-D float32 Conv
-    (``Conv2dPlan``'s cases, as far as the types tell), each value read once."""
+    """The Add(head, residual) and/or activation that open the region of a 2-D float32
+    Conv (``Conv2dPlan``'s cases, as far as the types tell), each value read once."""
     conv = group.ops[0]
     x_type = _inputs(conv)[0].type  # type: ignore[union-attr]
     if (
@@ -907,13 +917,17 @@ def _match_conv_tail(group: Group, head: Operation, bias: np.ndarray | None) -> 
         if residual is None or len(list(value.uses)) != 1:
             return None
         value, count = ops[0].results[0], 1
-    relu_next = count < len(ops) and _type(ops[count]) == "Relu"
-    if relu_next and _inputs(ops[count]) == [value] and len(list(value.uses)) == 1:
-        count += 1
-    elif count == 0:
+    activation, alpha = None, 0.0
+    if count < len(ops) and _inputs(ops[count]) == [value] and len(list(value.uses)) == 1:
+        kind = _type(ops[count])
+        if kind in ("Relu", "LeakyRelu"):
+            activation = kind
+            alpha = float(onnx_attrs(ops[count]).get("alpha", _F32_0_01))
+            count += 1
+    if count == 0:
         return None
     shaped = None if bias is None else bias.reshape(-1, 1, 1)
-    return _ConvTail(count, residual, count > (residual is not None), shaped)
+    return _ConvTail(count, residual, activation, alpha, shaped)
 
 
 def _region(planner: Any, group: Group) -> _Region:
@@ -962,7 +976,14 @@ def _region(planner: Any, group: Group) -> _Region:
             fixed.append(tail.bias)
         index[epilogues[tail.count - 1].results[0]] = len(index)
         region_ops.append(
-            _RegionOp("ConvTail", _conv_tail_steps, {"relu": tail.relu}, operands, 0, None)
+            _RegionOp(
+                "ConvTail",
+                _conv_tail_steps,
+                {"activation": tail.activation, "alpha": tail.alpha},
+                operands,
+                0,
+                None,
+            )
         )
         k = tail.count
     while k < len(epilogues):

@@ -83,46 +83,34 @@ NI_CLONES static void gelu_row(float *x, Py_ssize_t n, int divide, int half_firs
     }
 }
 
-/* A convolution's bias, residual Add and Relu, as the unfused steps do them one after
- * the other: v = x + b, then v + r, then max(v, 0) as numpy's maximum against zeros
- * (NaN kept, -0.0 becomes +0.0). */
-NI_CLONES static void conv_tail_row(float *x, Py_ssize_t n, float b, const float *r, int relu)
+/* A convolution's tail as the unfused steps compute it, one after the other: v = x + b
+ * (no add at all without a bias: x + 0.0f would turn -0.0 into +0.0), then v + r, then
+ * the activation, each as numpy rounds it:
+ *   TAIL_RELU:  max(v, 0) as numpy's maximum against zeros (NaN kept, -0.0 to +0.0);
+ *   TAIL_LEAKY: numpy's maximum(v, v * alpha), LeakyRelu's kernel for 0 <= alpha <= 1
+ *               (a NaN operand is the result; ties are equal bits). */
+enum { TAIL_NONE = 0, TAIL_RELU = 1, TAIL_LEAKY = 2 };
+
+static inline float tail_activation(float v, int act, float alpha)
 {
-    if (r != NULL && relu) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            float v = (x[i] + b) + r[i];
-            x[i] = (v > 0.0f || v != v) ? v : 0.0f;
-        }
-    } else if (r != NULL) {
-        for (Py_ssize_t i = 0; i < n; i++)
-            x[i] = (x[i] + b) + r[i];
-    } else if (relu) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            float v = x[i] + b;
-            x[i] = (v > 0.0f || v != v) ? v : 0.0f;
-        }
-    } else {
-        for (Py_ssize_t i = 0; i < n; i++)
-            x[i] += b;
+    if (act == TAIL_RELU)
+        return (v > 0.0f || v != v) ? v : 0.0f;
+    if (act == TAIL_LEAKY) {
+        float m = v * alpha;
+        return v != v ? v : (m != m ? m : (v >= m ? v : m));
     }
+    return v;
 }
 
-/* Without a bias: x + 0.0f would turn -0.0 into +0.0, so no add at all. */
-NI_CLONES static void conv_tail_row_no_bias(float *x, Py_ssize_t n, const float *r, int relu)
+/* The flags are the same for the whole row, and the compiler unswitches the loop. */
+NI_CLONES static void conv_tail_row(float *x, Py_ssize_t n, int has_bias, float b,
+                                    const float *r, int act, float alpha)
 {
-    if (r != NULL && relu) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            float v = x[i] + r[i];
-            x[i] = (v > 0.0f || v != v) ? v : 0.0f;
-        }
-    } else if (r != NULL) {
-        for (Py_ssize_t i = 0; i < n; i++)
-            x[i] += r[i];
-    } else if (relu) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            float v = x[i];
-            x[i] = (v > 0.0f || v != v) ? v : 0.0f;
-        }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float v = has_bias ? x[i] + b : x[i];
+        if (r != NULL)
+            v = v + r[i];
+        x[i] = tail_activation(v, act, alpha);
     }
 }
 
@@ -263,9 +251,14 @@ static PyObject *py_conv_tail_f32(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *x_obj, *bias_obj, *res_obj;
-    int relu;
-    if (!PyArg_ParseTuple(args, "OOOp:conv_tail_f32", &x_obj, &bias_obj, &res_obj, &relu))
+    int act;
+    float alpha;
+    if (!PyArg_ParseTuple(args, "OOOif:conv_tail_f32", &x_obj, &bias_obj, &res_obj, &act, &alpha))
         return NULL;
+    if (act < TAIL_NONE || act > TAIL_LEAKY) {
+        PyErr_SetString(PyExc_ValueError, "conv_tail_f32: unknown activation");
+        return NULL;
+    }
     Py_buffer x, bias, res;
     int has_bias = bias_obj != Py_None, has_res = res_obj != Py_None;
     if (!get_floats(x_obj, &x, 1))
@@ -313,10 +306,7 @@ static PyObject *py_conv_tail_f32(PyObject *self, PyObject *args)
             float b = has_bias ? *(const float *)((const char *)bias.buf + off_b) : 0.0f;
             const float *r = has_res ? (const float *)((const char *)res.buf + off_r) : NULL;
             float *row_x = (float *)((char *)x.buf + off_x);
-            if (has_bias)
-                conv_tail_row(row_x, n, b, r, relu);
-            else
-                conv_tail_row_no_bias(row_x, n, r, relu);
+            conv_tail_row(row_x, n, has_bias, b, r, act, alpha);
             for (int d = nd - 2; d >= 0; d--) {
                 if (++index[d] < x.shape[d])
                     break;
@@ -416,8 +406,9 @@ static PyMethodDef methods[] = {
      "gelu_erf_f32(x, divide, half_first, c, one, half): x = (x * a) * half, or"
      " x * (a * half), with a = erf(x / c or x * c) + one, in place."},
     {"conv_tail_f32", py_conv_tail_f32, METH_VARARGS,
-     "conv_tail_f32(x, bias, residual, relu): x = max((x + bias) + residual, 0) in place,"
-     " bias one value a row (shape x.shape[:-1]) or None, residual like x or None."},
+     "conv_tail_f32(x, bias, residual, act, alpha): x = act((x + bias) + residual) in"
+     " place, act 0 none, 1 Relu, 2 LeakyRelu(alpha); bias one value a row (shape"
+     " x.shape[:-1]) or None, residual like x or None."},
     {"im2col_f32", py_im2col_f32, METH_VARARGS,
      "im2col_f32(x, cols, (kh, kw), (sh, sw), (dh, dw), (top, left), (h0, h1), ow):"
      " output rows [h0, h1) of one (C, H, W) image into cols, zero-padded."},

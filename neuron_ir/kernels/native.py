@@ -85,14 +85,27 @@ def gelu_erf_in_place(
     return True
 
 
+# conv_tail_in_place's activations (the C kernel's codes)
+TAIL_ACTIVATIONS = {None: 0, "Relu": 1, "LeakyRelu": 2}
+
+
 def conv_tail_in_place(
-    x: np.ndarray, bias: np.ndarray | None, residual: np.ndarray | None, relu: bool
+    x: np.ndarray,
+    bias: np.ndarray | None,
+    residual: np.ndarray | None,
+    activation: str | None,
+    alpha: float = 0.0,
 ) -> bool:
-    """x = max((x + bias) + residual, 0) in place, as the separate numpy steps round it
-    (bias, residual and Relu each optional; ``bias`` broadcasts to x with a last axis
-    of 1, e.g. (C, 1, 1) on NCHW; ``residual`` has x's shape).  False, and x untouched,
-    where the compiled kernel cannot take them."""
+    """x = act((x + bias) + residual) in place, as the separate numpy steps round it:
+    bias, residual and activation each optional; ``bias`` broadcasts to x with a last
+    axis of 1, e.g. (C, 1, 1) on NCHW; ``residual`` has x's shape; ``activation`` is
+    Relu, or LeakyRelu with 0 <= alpha <= 1 (its kernel's max(v, v * alpha)).  False,
+    and x untouched, where the compiled kernel cannot take them."""
     if not _enabled or not _takes(x) or not x.flags.writeable or x.ndim == 0:
+        return False
+    if activation not in TAIL_ACTIVATIONS or (
+        activation == "LeakyRelu" and not 0.0 <= alpha <= 1.0
+    ):
         return False
     rows = None
     if bias is not None:
@@ -107,7 +120,8 @@ def conv_tail_in_place(
             return False
         if np.may_share_memory(residual, x):
             return False
-    _native.conv_tail_f32(x, rows, residual, bool(relu))  # type: ignore[union-attr]
+    code = TAIL_ACTIVATIONS[activation]
+    _native.conv_tail_f32(x, rows, residual, code, float(alpha))  # type: ignore[union-attr]
     return True
 
 
