@@ -63,17 +63,16 @@ region's ops run on the sum.  BERT saves one hand-off a layer (60 splits a run b
 float32 ulp, bounded by the tests), not equal to it.
 
 Decomposed Gelu: the five region ops exporters write for Gelu (x / c, Erf, + 1, then
-x * and * 0.5, or * 0.5 and x *; see ``_match_gelu_erf``) run as one region op, one compiled pass over the
-region's buffer (``native.gelu_erf_in_place``) that does their float32 operations in
-their order: bit-identical to the five kernels, which run instead where the compiled
-pass does not take the data.
+x * and * 0.5, or * 0.5 and x *; see ``_match_gelu_erf``) run as one region op, one
+compiled pass over the region's buffer (``native.gelu_erf_in_place``) that does their
+float32 operations in their order: bit-identical to the five kernels, which run
+instead where the compiled pass does not take the data.
 
 Convolution tails: a 2-D float32 Conv's bias (its own, or the folded BatchNorm's) with
 the Add of a residual and/or the Relu or LeakyRelu that open its region run as one
-region op, the
-product computed without its bias; one compiled pass over the region's buffer
-(``native.conv_tail_in_place``; ResNet-50: 98 a run) instead of three, each value
-rounded as the separate steps round it.
+region op, the product computed without its bias; one compiled pass over the region's
+buffer (``native.conv_tail_in_place``; ResNet-50: 98 a run) instead of three, each
+value rounded as the separate steps round it.
 
 Sibling products: MatMuls that read one activation and constant 2-D weights with the
 same rows (BERT's query, key and value projections), each with its constant bias Add
@@ -94,7 +93,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -134,29 +133,26 @@ def _tail_activation(y: np.ndarray, attrs: dict) -> np.ndarray:
     return y
 
 
-def _conv_tail_steps(inputs: list, attrs: dict, n_out: int) -> list[np.ndarray]:
-    """A convolution's bias, residual Add and activation as the unfused steps compute
-    them."""
-    x, residual, bias = inputs
+def _conv_tail_numpy(y: np.ndarray, residual, bias, attrs: dict) -> np.ndarray:
+    """A convolution's bias, residual Add and activation on y in place, as the unfused
+    steps compute them."""
     with np.errstate(all="ignore"):
-        y = x.copy() if bias is None else np.add(x, bias)
+        if bias is not None:
+            y += bias
         if residual is not None:
             np.add(y, residual, out=y)
-        return [_tail_activation(y, attrs)]
+        return _tail_activation(y, attrs)
+
+
+def _conv_tail_steps(inputs: list, attrs: dict, n_out: int) -> list[np.ndarray]:
+    x, residual, bias = inputs
+    return [_conv_tail_numpy(x.copy(), residual, bias, attrs)]
 
 
 def _conv_tail_over_input(inputs: list, attrs: dict) -> bool:
     x, residual, bias = inputs
-    if native.conv_tail_in_place(x, bias, residual, attrs["activation"], attrs["alpha"]):
-        return True
-    if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype):
-        return False
-    with np.errstate(all="ignore"):
-        if bias is not None:
-            x += bias
-        if residual is not None:
-            np.add(x, residual, out=x)
-        _tail_activation(x, attrs)
+    if not native.conv_tail_in_place(x, bias, residual, attrs["activation"], attrs["alpha"]):
+        _conv_tail_numpy(x, residual, bias, attrs)
     return True
 
 
@@ -169,7 +165,7 @@ _OVER_INPUT: dict[str, Callable[[list, dict], bool]] = {
     "Softmax": softmax_in_place,
     "LayerNormalization": layer_norm_in_place,
     "GeluErf": _gelu_erf_over_input,  # the decomposed Gelu (see _match_gelu_erf)
-    "ConvTail": _conv_tail_over_input,  # a convolution's bias, Add, Relu (_match_conv_tail)
+    "ConvTail": _conv_tail_over_input,  # a Conv's bias, Add, activation (_match_conv_tail)
 }
 _ELEMENTWISE = frozenset(
     {
@@ -788,7 +784,7 @@ class _GeluErf(NamedTuple):
 
     ops: list[Operation]
     x: SSAValue
-    op: _RegionOp  # the one region op that replaces them
+    attrs: dict  # of the one region op that replaces them
 
 
 def _scalar(value: SSAValue | None) -> np.ndarray | None:
@@ -813,8 +809,9 @@ def _match_gelu_erf(ops: Sequence[Operation], k: int) -> _GeluErf | None:
     compiled pass does not take, runs the five ops' own kernels."""
     if k + 5 > len(ops):
         return None
-    first, erf, add, mul, half_mul = ops[k : k + 5]
-    kinds = [_type(op) for op in (first, erf, add, mul, half_mul)]
+    chain = list(ops[k : k + 5])
+    first, erf, add, mul, half_mul = chain
+    kinds = [_type(op) for op in chain]
     if kinds[1:] != ["Erf", "Add", "Mul", "Mul"] or kinds[0] not in ("Div", "Mul"):
         return None
     inputs = _inputs(first)
@@ -824,7 +821,6 @@ def _match_gelu_erf(ops: Sequence[Operation], k: int) -> _GeluErf | None:
     c = _scalar(inputs[1])
     if c is None and kinds[0] == "Mul":  # x * c in either order
         x, c = inputs[1], _scalar(inputs[0])
-    chain = [first, erf, add, mul, half_mul]
     if c is None or x is None or _inputs(erf) != [first.results[0]]:
         return None
     one = _scalar(_other(add, erf.results[0]))
@@ -858,18 +854,16 @@ def _match_gelu_erf(ops: Sequence[Operation], k: int) -> _GeluErf | None:
     steps = [step(first, None)] + [
         step(op, prev.results[0]) for prev, op in zip(chain, chain[1:], strict=False)
     ]
-    f32 = all(a.dtype == np.float32 for a in (c, one, half))
     attrs = {
         "steps": steps,
-        "native": f32,
+        "native": all(a.dtype == np.float32 for a in (c, one, half)),
         "divide": kinds[0] == "Div",
         "c": float(c.reshape(())),
         "one": float(one.reshape(())),
         "half": float(half.reshape(())),
         "half_first": half_first,
     }
-    fused = _RegionOp("GeluErf", _gelu_erf_steps, attrs, [], -1, None)
-    return _GeluErf(chain, x, fused)
+    return _GeluErf(chain, x, attrs)
 
 
 def _gelu_erf_steps(inputs: list, attrs: dict, n_out: int) -> list[np.ndarray]:
@@ -949,10 +943,11 @@ def _region(planner: Any, group: Group) -> _Region:
     if kind == "Conv":
         has_bias = len(in_values) > 2 and in_values[2] is not None
         if group.batchnorm is not None:
-            tail = _match_conv_tail(group, head, folded[1])
-        elif not has_bias or _constant(in_values[2]) is not None:
-            # (A bias known only at run time stays in the product.)
-            tail = _match_conv_tail(group, head, _constant(in_values[2]) if has_bias else None)
+            bias = folded[1]
+        else:
+            bias = _constant(in_values[2]) if has_bias else None
+        if bias is not None or not has_bias:  # a bias known only at run time stays put
+            tail = _match_conv_tail(group, head, bias)
     fixed: list[np.ndarray] = []  # plan-time operands of region ops ("fixed", index)
     # The last reader of each region value: the one op that may overwrite it.
     last_reader = {v: op for op in group.epilogues for v in _inputs(op) if v in region_values}
@@ -992,9 +987,12 @@ def _region(planner: Any, group: Group) -> _Region:
             # Over x when x is the region's and nothing after the Gelu reads it.
             where, i = operand(gelu.x)
             over_x = where == "region" and last_reader.get(gelu.x) in gelu.ops
-            fused = replace(gelu.op, operands=[(where, i)], in_place=0 if over_x else -1)
             index[gelu.ops[-1].results[0]] = len(index)
-            region_ops.append(fused)
+            region_ops.append(
+                _RegionOp(
+                    "GeluErf", _gelu_erf_steps, gelu.attrs, [(where, i)], 0 if over_x else -1, None
+                )
+            )
             k += len(gelu.ops)
             continue
         op = epilogues[k]

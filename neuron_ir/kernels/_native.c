@@ -114,6 +114,8 @@ NI_CLONES static void conv_tail_row(float *x, Py_ssize_t n, int has_bias, float 
     }
 }
 
+#define MAX_AXES 64 /* numpy's limit */
+
 /* A float32 array whose last axis is contiguous; 0 with an exception set otherwise. */
 static int get_floats(PyObject *obj, Py_buffer *view, int writable)
 {
@@ -125,6 +127,11 @@ static int get_floats(PyObject *obj, Py_buffer *view, int writable)
         PyBuffer_Release(view);
         return 0;
     }
+    if (view->ndim > MAX_AXES) {
+        PyErr_SetString(PyExc_ValueError, "too many axes");
+        PyBuffer_Release(view);
+        return 0;
+    }
     if (view->ndim > 0 && view->shape[view->ndim - 1] > 1 && view->strides[view->ndim - 1] != 4) {
         PyErr_SetString(PyExc_ValueError, "the last axis must be contiguous");
         PyBuffer_Release(view);
@@ -133,33 +140,53 @@ static int get_floats(PyObject *obj, Py_buffer *view, int writable)
     return 1;
 }
 
-/* Calls fn(row of a, row of b, length) for every row along the last axis (b may be a
- * itself).  Shapes must be equal. */
-typedef void (*row_pair_fn)(char *a, char *b, Py_ssize_t n, void *ctx);
+/* Calls fn(rows, n, ctx) for every row along the last axis of an nd-axis array of
+ * `shape`, rows[k] being where that row starts in buffer k of `bufs` (NULL: none, and
+ * rows[k] NULL).  Each buffer has the array's shape on the first nd - 1 axes, with its
+ * own strides (a bias may have stride 0); the rows themselves are contiguous. */
+typedef void (*rows_fn)(char **rows, Py_ssize_t n, void *ctx);
+#define MAX_BUFFERS 3
+#if defined(__GNUC__)
+/* Inlined into each caller, where fn is a known function the compiler calls directly:
+ * the rows can be short (56 floats on ResNet's layer 1), so a row's overhead counts. */
+#define NI_WALK static inline __attribute__((always_inline))
+#else
+#define NI_WALK static inline
+#endif
 
-static void for_each_row(Py_buffer *a, Py_buffer *b, row_pair_fn fn, void *ctx)
+NI_WALK void for_each_row(int nd, const Py_ssize_t *shape, Py_buffer **bufs, int count,
+                          rows_fn fn, void *ctx)
 {
-    int nd = a->ndim;
+    char *base[MAX_BUFFERS], *rows[MAX_BUFFERS];
+    const Py_ssize_t *strides[MAX_BUFFERS];
+    Py_ssize_t offset[MAX_BUFFERS] = {0};
+    for (int k = 0; k < count; k++) {
+        base[k] = bufs[k] ? (char *)bufs[k]->buf : NULL;
+        strides[k] = bufs[k] ? bufs[k]->strides : NULL;
+        rows[k] = base[k];
+    }
     if (nd == 0) {
-        fn((char *)a->buf, (char *)b->buf, 1, ctx);
+        fn(rows, 1, ctx);
         return;
     }
-    Py_ssize_t n = a->shape[nd - 1];
-    Py_ssize_t rows = 1;
+    Py_ssize_t n = shape[nd - 1], outer = 1;
     for (int d = 0; d < nd - 1; d++)
-        rows *= a->shape[d];
-    if (n == 0 || rows == 0)
+        outer *= shape[d];
+    if (n == 0)
         return;
-    Py_ssize_t index[64] = {0};
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        Py_ssize_t off_a = 0, off_b = 0;
-        for (int d = 0; d < nd - 1; d++) {
-            off_a += index[d] * a->strides[d];
-            off_b += index[d] * b->strides[d];
-        }
-        fn((char *)a->buf + off_a, (char *)b->buf + off_b, n, ctx);
+    /* An odometer over the outer axes, each buffer's offset kept up to date as it
+     * turns (a row costs a few adds, not a sum over the axes). */
+    Py_ssize_t index[MAX_AXES] = {0};
+    for (Py_ssize_t r = 0; r < outer; r++) {
+        for (int k = 0; k < count; k++)
+            rows[k] = base[k] ? base[k] + offset[k] : NULL;
+        fn(rows, n, ctx);
         for (int d = nd - 2; d >= 0; d--) {
-            if (++index[d] < a->shape[d])
+            int more = ++index[d] < shape[d];
+            for (int k = 0; k < count; k++)
+                if (base[k])
+                    offset[k] += more ? strides[k][d] : -(shape[d] - 1) * strides[k][d];
+            if (more)
                 break;
             index[d] = 0;
         }
@@ -168,7 +195,7 @@ static void for_each_row(Py_buffer *a, Py_buffer *b, row_pair_fn fn, void *ctx)
 
 static int same_shape(Py_buffer *a, Py_buffer *b)
 {
-    if (a->ndim != b->ndim || a->ndim > 64)
+    if (a->ndim != b->ndim)
         return 0;
     for (int d = 0; d < a->ndim; d++)
         if (a->shape[d] != b->shape[d])
@@ -176,13 +203,13 @@ static int same_shape(Py_buffer *a, Py_buffer *b)
     return 1;
 }
 
-static void erf_pair(char *a, char *b, Py_ssize_t n, void *ctx)
+static void erf_rows(char **rows, Py_ssize_t n, void *ctx)
 {
     (void)ctx;
-    if (a == b)
-        erf_row_in_place((float *)a, n);
+    if (rows[0] == rows[1])
+        erf_row_in_place((float *)rows[0], n);
     else
-        erf_row((const float *)a, (float *)b, n);
+        erf_row((const float *)rows[0], (float *)rows[1], n);
 }
 
 static PyObject *py_erf_f32(PyObject *self, PyObject *args)
@@ -204,8 +231,9 @@ static PyObject *py_erf_f32(PyObject *self, PyObject *args)
         PyBuffer_Release(&dst);
         return NULL;
     }
+    Py_buffer *bufs[2] = {&src, &dst};
     Py_BEGIN_ALLOW_THREADS
-    for_each_row(&src, &dst, erf_pair, NULL);
+    for_each_row(src.ndim, src.shape, bufs, 2, erf_rows, NULL);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&src);
     PyBuffer_Release(&dst);
@@ -217,11 +245,10 @@ struct gelu_ctx {
     float c, one, half;
 };
 
-static void gelu_pair(char *a, char *b, Py_ssize_t n, void *ctx)
+static void gelu_rows(char **rows, Py_ssize_t n, void *ctx)
 {
-    (void)b;
     struct gelu_ctx *g = (struct gelu_ctx *)ctx;
-    gelu_row((float *)a, n, g->divide, g->half_first, g->c, g->one, g->half);
+    gelu_row((float *)rows[0], n, g->divide, g->half_first, g->c, g->one, g->half);
 }
 
 static PyObject *py_gelu_erf_f32(PyObject *self, PyObject *args)
@@ -235,27 +262,37 @@ static PyObject *py_gelu_erf_f32(PyObject *self, PyObject *args)
     Py_buffer x;
     if (!get_floats(obj, &x, 1))
         return NULL;
-    if (x.ndim > 64) {
-        PyErr_SetString(PyExc_ValueError, "gelu_erf_f32: too many axes");
-        PyBuffer_Release(&x);
-        return NULL;
-    }
+    Py_buffer *bufs[1] = {&x};
     Py_BEGIN_ALLOW_THREADS
-    for_each_row(&x, &x, gelu_pair, &g);
+    for_each_row(x.ndim, x.shape, bufs, 1, gelu_rows, &g);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
     Py_RETURN_NONE;
+}
+
+struct tail_ctx {
+    int act;
+    float alpha;
+};
+
+/* rows: x, its bias (one value a row) or NULL, its residual or NULL */
+static void tail_rows(char **rows, Py_ssize_t n, void *ctx)
+{
+    struct tail_ctx *t = (struct tail_ctx *)ctx;
+    float b = rows[1] ? *(const float *)rows[1] : 0.0f;
+    conv_tail_row((float *)rows[0], n, rows[1] != NULL, b, (const float *)rows[2], t->act,
+                  t->alpha);
 }
 
 static PyObject *py_conv_tail_f32(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *x_obj, *bias_obj, *res_obj;
-    int act;
-    float alpha;
-    if (!PyArg_ParseTuple(args, "OOOif:conv_tail_f32", &x_obj, &bias_obj, &res_obj, &act, &alpha))
+    struct tail_ctx t;
+    if (!PyArg_ParseTuple(args, "OOOif:conv_tail_f32", &x_obj, &bias_obj, &res_obj, &t.act,
+                          &t.alpha))
         return NULL;
-    if (act < TAIL_NONE || act > TAIL_LEAKY) {
+    if (t.act < TAIL_NONE || t.act > TAIL_LEAKY) {
         PyErr_SetString(PyExc_ValueError, "conv_tail_f32: unknown activation");
         return NULL;
     }
@@ -275,8 +312,8 @@ static PyObject *py_conv_tail_f32(PyObject *self, PyObject *args)
     }
     int nd = x.ndim;
     const char *error = NULL;
-    if (nd < 1 || nd > 64)
-        error = "conv_tail_f32: x needs 1 to 64 axes";
+    if (nd < 1)
+        error = "conv_tail_f32: x needs an axis";
     else if (has_res && !same_shape(&x, &res))
         error = "conv_tail_f32: residual and x shapes differ";
     else if (has_bias) {
@@ -289,30 +326,9 @@ static PyObject *py_conv_tail_f32(PyObject *self, PyObject *args)
             error = "conv_tail_f32: bias must be float32 of shape x.shape[:-1]";
     }
     if (error == NULL) {
-        Py_ssize_t n = x.shape[nd - 1], rows = 1;
-        for (int d = 0; d < nd - 1; d++)
-            rows *= x.shape[d];
+        Py_buffer *bufs[3] = {&x, has_bias ? &bias : NULL, has_res ? &res : NULL};
         Py_BEGIN_ALLOW_THREADS
-        Py_ssize_t index[64] = {0};
-        for (Py_ssize_t row = 0; n > 0 && row < rows; row++) {
-            Py_ssize_t off_x = 0, off_b = 0, off_r = 0;
-            for (int d = 0; d < nd - 1; d++) {
-                off_x += index[d] * x.strides[d];
-                if (has_bias)
-                    off_b += index[d] * bias.strides[d];
-                if (has_res)
-                    off_r += index[d] * res.strides[d];
-            }
-            float b = has_bias ? *(const float *)((const char *)bias.buf + off_b) : 0.0f;
-            const float *r = has_res ? (const float *)((const char *)res.buf + off_r) : NULL;
-            float *row_x = (float *)((char *)x.buf + off_x);
-            conv_tail_row(row_x, n, has_bias, b, r, act, alpha);
-            for (int d = nd - 2; d >= 0; d--) {
-                if (++index[d] < x.shape[d])
-                    break;
-                index[d] = 0;
-            }
-        }
+        for_each_row(nd, x.shape, bufs, 3, tail_rows, &t);
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&x);
