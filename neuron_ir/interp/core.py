@@ -196,6 +196,10 @@ class FunctionPlan:
         self.size = len(planner.slots)
         self.template: list[Any] = [None] * self.size
         for slot_index, array in planner.constants.items():
+            if isinstance(array, np.ndarray):
+                # Constants are shared by every run: no kernel may write into them, and
+                # plans may keep what they derive from them (packed weights).
+                array.flags.writeable = False
             self.template[slot_index] = array
 
     def call(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -70,9 +70,11 @@ instead where the compiled pass does not take the data.
 
 Convolution tails: a 2-D float32 Conv's bias (its own, or the folded BatchNorm's) with
 the Add of a residual and/or the Relu or LeakyRelu that open its region run as one
-region op, the product computed without its bias; one compiled pass over the region's
-buffer (``native.conv_tail_in_place``; ResNet-50: 98 a run) instead of three, each
-value rounded as the separate steps round it.
+region op, the product computed without its bias.  Where the compiled convolution runs
+(``Conv2dPlan.fuse_tail``) the op is done in the product's epilogue, on each tile
+before it leaves the registers; otherwise it is one compiled pass over the region's
+buffer (``native.conv_tail_in_place``) instead of three.  Either way each value is
+rounded as the separate steps round it.
 
 Sibling products: MatMuls that read one activation and constant 2-D weights with the
 same rows (BERT's query, key and value projections), each with its constant bias Add
@@ -644,7 +646,10 @@ def _folded_conv_inputs(conv: Operation, bn: Operation) -> tuple[np.ndarray, np.
     w64 = w.astype(np.float64) * k.reshape((-1,) + (1,) * (w.ndim - 1))  # type: ignore
     b64 = (np.zeros_like(k) if b is None else b.astype(np.float64)) - mean
     b64 = b64 * k + bias
-    return w64.astype(w.dtype), b64.astype(w.dtype)  # type: ignore[union-attr]
+    folded = w64.astype(w.dtype), b64.astype(w.dtype)  # type: ignore[union-attr]
+    for array in folded:  # constants of the plan, like the graph's own (see core)
+        array.flags.writeable = False
+    return folded
 
 
 class _Unfusable(Exception):
@@ -964,8 +969,10 @@ def _region(planner: Any, group: Group) -> _Region:
 
     epilogues = group.epilogues
     k = 0
+    residual_operand = ("none", -1)
     if tail is not None:
-        operands = [("region", 0), operand(tail.residual), ("none", -1)]
+        residual_operand = operand(tail.residual)
+        operands = [("region", 0), residual_operand, ("none", -1)]
         if tail.bias is not None:
             operands[2] = ("fixed", len(fixed))
             fixed.append(tail.bias)
@@ -1056,52 +1063,63 @@ def _region(planner: Any, group: Group) -> _Region:
         producer = _producer(kind, args, attrs, kernel)
         if tail is not None and not isinstance(producer, _Planned):
             raise _Unfusable  # a convolution Conv2dPlan does not take: the unfused steps
+        # The compiled product applies the tail in its epilogue where it can; the
+        # ConvTail op is then already done when the region runs.
+        skip = 0
+        if tail is not None:
+            where, i = residual_operand
+            residual = env[i] if where == "outside" else None
+            bias = None if tail.bias is None else fixed[0]
+            if producer.plan.fuse_tail(bias, residual, tail.activation, tail.alpha):
+                skip = 1
         axes = region_axes(producer.shape, producer.dtype, env)
         rank = len(producer.shape)
         out = producer.out()
         if not (producer.parts and producer.region_axis in axes):
-            return producer, out, None, axes
+            return producer, out, None, axes, skip
         axis = producer.region_axis
 
         def chunk(lo: int, hi: int) -> None:
             # One pass: the chunk's slice of the product, then the region on it.
             producer.chunk(out, lo, hi)
-            _run_region(out, axis, lo, hi, rank, env)
+            _run_region(out, axis, lo, hi, rank, env, skip)
 
-        return producer, out, chunk, axes
+        return producer, out, chunk, axes, skip
 
     def run(env: list) -> np.ndarray:
         with parallel.serial_blas():
-            producer, out, chunk, axes = prepare(env)
+            producer, out, chunk, axes, skip = prepare(env)
             if chunk is not None:
                 parallel.run_chunks(chunk, producer.parts)
                 return out
             # The product split as its kernel splits it, then the region split its way.
             producer.into(out)
-            epilogue(out, axes, env)
+            epilogue(out, axes, env, skip)
         return out
 
-    def epilogue(out: np.ndarray, axes: list[int], env: list) -> None:
+    def epilogue(out: np.ndarray, axes: list[int], env: list, skip: int = 0) -> None:
         shape, rank = out.shape, out.ndim
-        if region_ops and axes and math.prod(shape) >= parallel.MIN_ELEMENTS:
+        if len(region_ops) > skip and axes and math.prod(shape) >= parallel.MIN_ELEMENTS:
             axis = axes[0]
             parallel.run_chunks(
-                lambda lo, hi: _run_region(out, axis, lo, hi, rank, env), shape[axis]
+                lambda lo, hi: _run_region(out, axis, lo, hi, rank, env, skip), shape[axis]
             )
         else:
-            _run_region(out, None, 0, 0, rank, env)
+            _run_region(out, None, 0, 0, rank, env, skip)
 
     def finish(env: list, product: np.ndarray, axes: list[int]) -> None:
         epilogue(product, axes, env)
         env[out_slot] = product
 
-    def _run_region(out, axis, lo, hi, rank, env) -> None:
-        if not region_ops:
+    def _run_region(out, axis, lo, hi, rank, env, skip: int = 0) -> None:
+        """Region ops [skip, ...) on a chunk; the first ``skip`` (the ConvTail, when the
+        product applied it) leave their result in the product's buffer."""
+        if len(region_ops) <= skip:
             return
         view = out if axis is None else out[(slice(None),) * axis + (slice(lo, hi),)]
-        values: list[Any] = [view] + [None] * len(region_ops)
-        owned = [True] + [False] * len(region_ops)
-        for k, op in enumerate(region_ops, 1):
+        values: list[Any] = [view] * (1 + skip) + [None] * (len(region_ops) - skip)
+        owned = [True] * (1 + skip) + [False] * (len(region_ops) - skip)
+        for k, op in enumerate(region_ops[skip:], 1 + skip):
             inputs: list[Any] = []
             for where, i in op.operands:
                 if where == "region":
@@ -1156,7 +1174,7 @@ def _chain_step(regions: list[_Region], label: str) -> Callable:
             chunks = []
             parts = None
             for region in regions:
-                producer, out, chunk, _ = region.prepare(env)
+                producer, out, chunk, _, _ = region.prepare(env)
                 plan = getattr(producer, "plan", None)
                 if chunk is None or not isinstance(plan, Conv2dPlan) or plan.axis != 2:
                     raise _Unfusable
@@ -1187,7 +1205,7 @@ def _stack_chain_step(planner: Any, region: _Region, reader: Operation) -> Calla
 
     def run(env: list) -> None:
         with parallel.serial_blas():
-            producer, out, chunk, _ = region.prepare(env)
+            producer, out, chunk, _, _ = region.prepare(env)
             first = getattr(producer, "plan", None)
             other = env[other_slot]
             if (
@@ -1233,7 +1251,7 @@ def _reduction_chain_step(first: _Region, second: _Region, second_producer: Oper
 
     def run(env: list) -> None:
         with parallel.serial_blas():
-            producer, out, chunk, _ = first.prepare(env)
+            producer, out, chunk, _, _ = first.prepare(env)
             plan = getattr(producer, "plan", None)
             if (
                 chunk is None

@@ -102,15 +102,16 @@ static inline float tail_activation(float v, int act, float alpha)
     return v;
 }
 
-/* The flags are the same for the whole row, and the compiler unswitches the loop. */
-NI_CLONES static void conv_tail_row(float *x, Py_ssize_t n, int has_bias, float b,
-                                    const float *r, int act, float alpha)
+/* dst = act((src + b) + r) (src may be dst).  The flags are the same for the whole row,
+ * and the compiler unswitches the loop. */
+NI_CLONES static void conv_tail_row(const float *src, float *dst, Py_ssize_t n, int has_bias,
+                                    float b, const float *r, int act, float alpha)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
-        float v = has_bias ? x[i] + b : x[i];
+        float v = has_bias ? src[i] + b : src[i];
         if (r != NULL)
             v = v + r[i];
-        x[i] = tail_activation(v, act, alpha);
+        dst[i] = tail_activation(v, act, alpha);
     }
 }
 
@@ -280,8 +281,8 @@ static void tail_rows(char **rows, Py_ssize_t n, void *ctx)
 {
     struct tail_ctx *t = (struct tail_ctx *)ctx;
     float b = rows[1] ? *(const float *)rows[1] : 0.0f;
-    conv_tail_row((float *)rows[0], n, rows[1] != NULL, b, (const float *)rows[2], t->act,
-                  t->alpha);
+    conv_tail_row((float *)rows[0], (float *)rows[0], n, rows[1] != NULL, b,
+                  (const float *)rows[2], t->act, t->alpha);
 }
 
 static PyObject *py_conv_tail_f32(PyObject *self, PyObject *args)
@@ -415,6 +416,457 @@ static PyObject *py_im2col_f32(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------------------------------
+ * 2-D convolution as an implicit GEMM over the zero-padded image, with its bias,
+ * residual and activation applied while the product is still in registers or cache.
+ *
+ * At stride 1, with the image padded to (C, Hp, Wp), output (oh, ow) is numbered
+ * q = oh * Wp + ow ("padded columns"): its window reads xp[c, oh + ky*dh, ow + kx*dw],
+ * so column q of the GEMM operand is B[k][q] = xp[off[k] + q], off[k] = (c*Hp +
+ * ky*dh)*Wp + kx*dw for k = (c, ky, kx).  Sixteen consecutive columns are sixteen
+ * consecutive floats, and no im2col matrix is ever written.  The Wp - OW columns a row
+ * gains are computed and dropped (2 of 58 on a 56-wide 3x3 layer).  An unpadded 1x1
+ * convolution is the same with xp the image itself.  At a stride s > 1, q = oh * OW + ow
+ * and B[k][q] = xp[off[k] + oh*s*Wp + ow*s]: the panels gather their columns (at s = 2,
+ * sixteen in a row are the even floats of 32).
+ *
+ * Blocks, for cores with 32 KB of L1 and 512 KB of L2: KC rows by NB columns of B are
+ * copied into 16-wide panels (L2), and each 6x16 tile of the product keeps 12 AVX2
+ * accumulators while it walks KC weights of six output channels, packed once per weight
+ * as [panel][k][6] (``pack_weights_f32``), against one panel (L1).  Sums over several K
+ * blocks meet in a per-thread buffer.  A tile's last K block goes straight to the output
+ * where its sixteen columns are sixteen output columns; otherwise through the buffer and
+ * an epilogue that writes each output row's run.
+ *
+ * Rounding: each output is one fused multiply-add chain over k = 0..K-1 in order,
+ * whatever the blocks, the chunk or the thread, so splitting by rows, channels or images
+ * changes no bit; then + bias, + residual and the activation as conv_tail_row rounds
+ * them (the steps the unfused graph takes, in its order).  The sums are not OpenBLAS's,
+ * so results differ from the numpy path (NEURON_IR_NATIVE=0) by float32 rounding.
+ * --------------------------------------------------------------------------------- */
+#if defined(__GNUC__) && defined(__x86_64__)
+#define NI_HAVE_GEMM 1
+#include <immintrin.h>
+#define NI_FMA __attribute__((target("avx2,fma")))
+#define NI_INLINE static inline __attribute__((always_inline))
+#define GEMM_MR 6
+#define GEMM_NR 16
+#define GEMM_KC 256
+#define GEMM_MB 4            /* panels of weights a panel of B meets before the next one */
+#define GEMM_SUMS 65536      /* floats in the partial sums' buffer: a quarter of L2 */
+
+/* The activation of conv_tail_row on eight lanes, bit for bit: Relu keeps NaN and turns
+ * -0.0 into +0.0; LeakyRelu is max(v, v * alpha) with a NaN operand the result. */
+NI_FMA NI_INLINE __m256 act8(__m256 v, int act, __m256 alpha)
+{
+    if (act == TAIL_RELU) {
+        __m256 keep = _mm256_or_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ),
+                                   _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        return _mm256_and_ps(v, keep);
+    }
+    if (act == TAIL_LEAKY) {
+        __m256 m = _mm256_mul_ps(v, alpha);
+        __m256 r = _mm256_blendv_ps(m, v, _mm256_cmp_ps(v, m, _CMP_GE_OQ));
+        r = _mm256_blendv_ps(r, m, _mm256_cmp_ps(m, m, _CMP_UNORD_Q));
+        return _mm256_blendv_ps(r, v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    return v;
+}
+
+/* Where a tile's sums go after its K block. */
+enum { TILE_SUMS, TILE_OUT };
+struct tile_dest {
+    int mode;
+    float *sums;      /* TILE_SUMS: six rows of sixteen, ldc apart */
+    Py_ssize_t ldc;
+    float *out;       /* TILE_OUT: the output at the panel's row 0, rows ld apart */
+    const float *res; /* its residual, the same layout, or NULL */
+    Py_ssize_t ld;
+    const float *bias; /* the bias of the panel's row 0, or NULL */
+    int act;
+    float alpha;
+};
+
+/* Row i of a TILE_OUT tile: act((sums + bias) + residual) into the output. */
+NI_FMA NI_INLINE void finish_row(const struct tile_dest *d, int i, __m256 v0, __m256 v1)
+{
+    __m256 v[2] = {v0, v1}, alpha = _mm256_set1_ps(d->alpha);
+    for (int h = 0; h < 2; h++) {
+        if (d->bias != NULL)
+            v[h] = _mm256_add_ps(v[h], _mm256_broadcast_ss(d->bias + i));
+        if (d->res != NULL)
+            v[h] = _mm256_add_ps(v[h], _mm256_loadu_ps(d->res + i * d->ld + 8 * h));
+        _mm256_storeu_ps(d->out + i * d->ld + 8 * h, act8(v[h], d->act, alpha));
+    }
+}
+
+/* One 6x16 tile over kc rows: sums[i][j] (+)= a[k][i] * b[k][j], one fused multiply-add
+ * at a time in k order (a: a weight panel, [k][6]; b: a B panel, [k][16]); starting from
+ * zero, or from the partial sums (six rows, ldp apart).  TILE_OUT finishes rows [r0, r1)
+ * of the panel in registers; TILE_SUMS stores all six. */
+NI_FMA NI_INLINE void gemm_tile(Py_ssize_t kc, const float *a, const float *b, int first,
+                                const float *partial, Py_ssize_t ldp, int r0, int r1,
+                                const struct tile_dest *d)
+{
+    __m256 acc[GEMM_MR][2];
+    for (int i = 0; i < GEMM_MR; i++)
+        for (int h = 0; h < 2; h++)
+            acc[i][h] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(partial + i * ldp + 8 * h);
+    for (Py_ssize_t k = 0; k < kc; k++, a += GEMM_MR, b += GEMM_NR) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        for (int i = 0; i < GEMM_MR; i++) {
+            __m256 w = _mm256_broadcast_ss(a + i);
+            acc[i][0] = _mm256_fmadd_ps(w, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(w, b1, acc[i][1]);
+        }
+    }
+    if (d->mode == TILE_SUMS) {
+        for (int i = 0; i < GEMM_MR; i++)
+            for (int h = 0; h < 2; h++)
+                _mm256_storeu_ps(d->sums + i * d->ldc + 8 * h, acc[i][h]);
+        return;
+    }
+    /* Constant indices: a loop the compiler did not unroll would keep the accumulators in
+     * memory through the whole k loop. */
+#define NI_FINISH(i)                                                                       \
+    if (r0 <= i && i < r1)                                                                 \
+        finish_row(d, i, acc[i][0], acc[i][1]);
+    NI_FINISH(0) NI_FINISH(1) NI_FINISH(2) NI_FINISH(3) NI_FINISH(4) NI_FINISH(5)
+#undef NI_FINISH
+}
+
+/* Rows [0, kc) of B (offsets off), columns [q, q + n), as 16-wide panels (panel p: kc
+ * rows of 16 floats), the last one zero-filled past n.  Column q of the image starts at
+ * xp + q at stride 1; at stride s at xp + (q / ow) * s * wp + (q % ow) * s. */
+NI_FMA static void gemm_pack(const float *xp, const Py_ssize_t *off, Py_ssize_t kc,
+                             Py_ssize_t stride, Py_ssize_t wp, Py_ssize_t ow, int pairs,
+                             Py_ssize_t q, Py_ssize_t n, float *panels)
+{
+    const __m256i evens = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    for (Py_ssize_t j = 0; j < n; j += GEMM_NR) {
+        float *dst = panels + j * kc;
+        Py_ssize_t w = n - j < GEMM_NR ? n - j : GEMM_NR;
+        if (stride == 1) {
+            const float *src = xp + q + j;
+            if (w == GEMM_NR) {
+                for (Py_ssize_t k = 0; k < kc; k++, dst += GEMM_NR) {
+                    _mm256_storeu_ps(dst, _mm256_loadu_ps(src + off[k]));
+                    _mm256_storeu_ps(dst + 8, _mm256_loadu_ps(src + off[k] + 8));
+                }
+            } else {
+                for (Py_ssize_t k = 0; k < kc; k++, dst += GEMM_NR) {
+                    Py_ssize_t c = 0;
+                    for (; c < w; c++)
+                        dst[c] = src[off[k] + c];
+                    for (; c < GEMM_NR; c++)
+                        dst[c] = 0.0f;
+                }
+            }
+            continue;
+        }
+        Py_ssize_t col[GEMM_NR];
+        for (Py_ssize_t c = 0; c < w; c++) {
+            Py_ssize_t y = (q + j + c) / ow;
+            col[c] = y * stride * wp + (q + j + c - y * ow) * stride;
+        }
+        if (stride == 2 && pairs && w == GEMM_NR && col[15] - col[0] == 30) {
+            /* One output row: the even floats of 32 (the 32nd is read, not used). */
+            for (Py_ssize_t k = 0; k < kc; k++, dst += GEMM_NR) {
+                const float *s = xp + off[k] + col[0];
+                for (int h = 0; h < 2; h++) {
+                    __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(s + 16 * h), evens);
+                    __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(s + 16 * h + 8), evens);
+                    _mm256_storeu_ps(dst + 8 * h, _mm256_permute2f128_ps(lo, hi, 0x20));
+                }
+            }
+        } else {
+            for (Py_ssize_t k = 0; k < kc; k++, dst += GEMM_NR) {
+                const float *s = xp + off[k];
+                Py_ssize_t c = 0;
+                for (; c < w; c++)
+                    dst[c] = s[col[c]];
+                for (; c < GEMM_NR; c++)
+                    dst[c] = 0.0f;
+            }
+        }
+    }
+}
+
+/* Per-thread scratch, grown as needed and kept: a fresh buffer a call would page-fault
+ * its way in each time. */
+static _Thread_local float *gemm_scratch = NULL;
+static _Thread_local Py_ssize_t gemm_scratch_floats = 0;
+static _Thread_local Py_ssize_t *gemm_offsets = NULL;
+static _Thread_local Py_ssize_t gemm_offsets_count = 0;
+
+struct conv_job {
+    const float *xp, *packed, *bias, *res;
+    float *out;
+    Py_ssize_t channels, hp, wp, stride, kh, kw, dh, dw, oh, ow, row0, row1, ch0, ch1;
+    Py_ssize_t wq; /* columns numbered per output row: Wp at stride 1, else OW */
+    int act;
+    float alpha;
+};
+
+/* act((sums + bias) + residual) into the output for the sums of channels [m0, m1) at
+ * padded columns [q, q + n) (row m at sums + (m - m0) * ldp), one run of an output row's
+ * real columns at a time. */
+NI_FMA static void conv_epilogue(const struct conv_job *j, const float *sums, Py_ssize_t ldp,
+                                 Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t q, Py_ssize_t n)
+{
+    Py_ssize_t plane = j->oh * j->ow, wq = j->wq;
+    for (Py_ssize_t c = 0; c < n;) {
+        Py_ssize_t p = q + c, y = p / wq, x = p - y * wq;
+        if (x >= j->ow) { /* a padded row's extra columns */
+            c += wq - x;
+            continue;
+        }
+        Py_ssize_t len = j->ow - x < n - c ? j->ow - x : n - c;
+        for (Py_ssize_t m = m0; m < m1; m++) {
+            Py_ssize_t at = m * plane + y * j->ow + x;
+            conv_tail_row(sums + (m - m0) * ldp + c, j->out + at, len, j->bias != NULL,
+                          j->bias ? j->bias[m] : 0.0f, j->res ? j->res + at : NULL, j->act,
+                          j->alpha);
+        }
+        c += len;
+    }
+}
+
+/* 0 when out of memory. */
+NI_FMA static int conv_run(const struct conv_job *j)
+{
+    Py_ssize_t K = j->channels * j->kh * j->kw;
+    if (K > gemm_offsets_count) {
+        Py_ssize_t *grown = realloc(gemm_offsets, K * sizeof(Py_ssize_t));
+        if (grown == NULL)
+            return 0;
+        gemm_offsets = grown;
+        gemm_offsets_count = K;
+    }
+    Py_ssize_t *off = gemm_offsets, k = 0;
+    for (Py_ssize_t c = 0; c < j->channels; c++)
+        for (Py_ssize_t ky = 0; ky < j->kh; ky++)
+            for (Py_ssize_t kx = 0; kx < j->kw; kx++)
+                off[k++] = (c * j->hp + ky * j->dh) * j->wp + kx * j->dw;
+    /* Channels by weight panel: [p0, p1) covers [ch0, ch1), its rows outside not kept. */
+    Py_ssize_t p0 = j->ch0 / GEMM_MR, p1 = (j->ch1 + GEMM_MR - 1) / GEMM_MR;
+    Py_ssize_t rows = (p1 - p0) * GEMM_MR, base = p0 * GEMM_MR;
+    Py_ssize_t wq = j->wq, plane = j->oh * j->ow;
+    /* Sixteen padded columns are sixteen output columns when rows gain none. */
+    int straight = wq == j->ow;
+    /* K in equal blocks of at most GEMM_KC (a short last block costs a pass over the
+     * partial sums for little work). */
+    Py_ssize_t blocks = (K + GEMM_KC - 1) / GEMM_KC, kb = (K + blocks - 1) / blocks;
+    /* Columns in blocks that keep the partial sums in L2 (only the last sixteen columns
+     * use them when a single K block goes straight to the output). */
+    Py_ssize_t nb = blocks > 1 || !straight ? (GEMM_SUMS / rows) & ~(Py_ssize_t)(GEMM_NR - 1)
+                                            : 256;
+    nb = nb < GEMM_NR ? GEMM_NR : (nb > 256 ? 256 : nb);
+    /* the B panels kb x nb, then the partial sums rows x nb */
+    Py_ssize_t need = kb * nb + rows * nb;
+    if (need > gemm_scratch_floats) {
+        free(gemm_scratch);
+        gemm_scratch = aligned_alloc(64, need * sizeof(float));
+        gemm_scratch_floats = gemm_scratch ? need : 0;
+        if (gemm_scratch == NULL)
+            return 0;
+    }
+    float *panels = gemm_scratch, *sums = gemm_scratch + kb * nb;
+    Py_ssize_t q0 = j->row0 * wq, q1 = (j->row1 - 1) * wq + j->ow;
+    /* Stride 2 loads sixteen pairs and keeps the even floats: the last pair's odd float
+     * must be inside the image (the interpreter pads one spare row for it). */
+    Py_ssize_t last_col = (j->row1 - 1) * j->stride * j->wp + (j->ow - 1) * j->stride;
+    int pairs = last_col + 1 + off[K - 1] < j->channels * j->hp * j->wp;
+    for (Py_ssize_t q = q0; q < q1; q += nb) {
+        Py_ssize_t n = q1 - q < nb ? q1 - q : nb;
+        for (Py_ssize_t k0 = 0; k0 < K; k0 += kb) {
+            Py_ssize_t kc = K - k0 < kb ? K - k0 : kb;
+            int first = k0 == 0, last = k0 + kc == K;
+            gemm_pack(j->xp, off + k0, kc, j->stride, j->wp, j->ow, pairs, q, n, panels);
+            for (Py_ssize_t pb = p0; pb < p1; pb += GEMM_MB) {
+                Py_ssize_t pe = pb + GEMM_MB < p1 ? pb + GEMM_MB : p1;
+                for (Py_ssize_t c = 0; c < n; c += GEMM_NR) {
+                    const float *panel = panels + c * kc;
+                    for (Py_ssize_t p = pb; p < pe; p++) {
+                        Py_ssize_t m = p * GEMM_MR;
+                        const float *a = j->packed + (p * K + k0) * GEMM_MR;
+                        float *partial = sums + (m - base) * nb + c;
+                        int r0 = j->ch0 > m ? (int)(j->ch0 - m) : 0;
+                        int r1 = j->ch1 - m < GEMM_MR ? (int)(j->ch1 - m) : GEMM_MR;
+                        if (last && straight && n - c >= GEMM_NR) {
+                            Py_ssize_t at = m * plane + q + c;
+                            struct tile_dest d = {TILE_OUT, NULL, 0, j->out + at,
+                                                  j->res ? j->res + at : NULL, plane,
+                                                  j->bias ? j->bias + m : NULL, j->act,
+                                                  j->alpha};
+                            gemm_tile(kc, a, panel, first, partial, nb, r0, r1, &d);
+                        } else {
+                            struct tile_dest d = {TILE_SUMS, partial, nb, NULL, NULL, 0,
+                                                  NULL, 0, 0.0f};
+                            gemm_tile(kc, a, panel, first, partial, nb, r0, r1, &d);
+                        }
+                    }
+                }
+            }
+        }
+        if (!straight) {
+            conv_epilogue(j, sums + (j->ch0 - base) * nb, nb, j->ch0, j->ch1, q, n);
+        } else if (n % GEMM_NR) { /* the last columns went through the sums */
+            Py_ssize_t c = n - n % GEMM_NR;
+            conv_epilogue(j, sums + (j->ch0 - base) * nb + c, nb, j->ch0, j->ch1, q + c,
+                          n - c);
+        }
+    }
+    return 1;
+}
+
+static int gemm_supported(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#else
+#define NI_HAVE_GEMM 0
+#endif
+
+/* Padded rows [r0, r1) of every channel: xp[c, r, :] = x[c, r - top, : - left], zeros
+ * outside x. */
+static PyObject *py_pad_f32(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *x_obj, *xp_obj;
+    Py_ssize_t top, left, r0, r1;
+    if (!PyArg_ParseTuple(args, "OO(nn)(nn):pad_f32", &x_obj, &xp_obj, &top, &left, &r0, &r1))
+        return NULL;
+    Py_buffer x, xp;
+    if (!get_floats(x_obj, &x, 0))
+        return NULL;
+    if (PyObject_GetBuffer(xp_obj, &xp, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    const char *error = NULL;
+    if (x.ndim != 3 || xp.ndim != 3 || xp.itemsize != 4 || strcmp(xp.format, "f") != 0 ||
+        xp.shape[0] != x.shape[0] || top < 0 || left < 0 || top + x.shape[1] > xp.shape[1] ||
+        left + x.shape[2] > xp.shape[2] || r0 < 0 || r1 > xp.shape[1] || r0 > r1)
+        error = "pad_f32: x (C, H, W) must fit in xp (C, Hp, Wp) float32 at (top, left)";
+    if (error == NULL) {
+        Py_ssize_t width = x.shape[2], wp = xp.shape[2];
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t c = 0; c < x.shape[0]; c++)
+            for (Py_ssize_t r = r0; r < r1; r++) {
+                float *dst = (float *)xp.buf + (c * xp.shape[1] + r) * wp;
+                Py_ssize_t y = r - top;
+                if (y < 0 || y >= x.shape[1]) {
+                    memset(dst, 0, wp * sizeof(float));
+                    continue;
+                }
+                const char *src = (const char *)x.buf + c * x.strides[0] + y * x.strides[1];
+                memset(dst, 0, left * sizeof(float));
+                memcpy(dst + left, src, width * sizeof(float));
+                memset(dst + left + width, 0, (wp - left - width) * sizeof(float));
+            }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&xp);
+    if (error != NULL) {
+        PyErr_SetString(PyExc_ValueError, error);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static int get_c_floats(PyObject *obj, Py_buffer *view, int writable, int ndim)
+{
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return 0;
+    if (view->itemsize != 4 || strcmp(view->format, "f") != 0 || view->ndim != ndim) {
+        PyErr_Format(PyExc_ValueError, "expected a C-contiguous float32 array of %d axes",
+                     ndim);
+        PyBuffer_Release(view);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *py_conv2d_f32(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *objs[5]; /* xp, packed, out, bias, residual */
+    Py_ssize_t kh, kw, dh, dw, stride, row0, row1, ch0, ch1;
+    int act;
+    float alpha;
+    if (!PyArg_ParseTuple(args, "OOO(nn)(nn)n(nn)(nn)OOif:conv2d_f32", &objs[0], &objs[1],
+                          &objs[2], &kh, &kw, &dh, &dw, &stride, &row0, &row1, &ch0, &ch1,
+                          &objs[3], &objs[4], &act, &alpha))
+        return NULL;
+#if NI_HAVE_GEMM
+    if (!gemm_supported())
+        Py_RETURN_FALSE;
+    static const int axes[5] = {3, 3, 3, 1, 3};
+    Py_buffer views[5];
+    int held = 0;
+    for (; held < 5; held++) {
+        if (objs[held] == Py_None && held >= 3)
+            continue;
+        if (!get_c_floats(objs[held], &views[held], held == 2, axes[held]))
+            break;
+    }
+    const char *error = NULL;
+    int failed = held < 5, ok = 1;
+    Py_buffer *xp = &views[0], *packed = &views[1], *out = &views[2];
+    int has_bias = objs[3] != Py_None, has_res = objs[4] != Py_None;
+    if (!failed) {
+        Py_ssize_t m = out->shape[0], oh = out->shape[1], ow = out->shape[2];
+        Py_ssize_t hp = xp->shape[1], wp = xp->shape[2];
+        if (kh < 1 || kw < 1 || dh < 1 || dw < 1 || stride < 1 || act < TAIL_NONE ||
+            act > TAIL_LEAKY)
+            error = "conv2d_f32: bad kernel, dilation, stride or activation";
+        else if (packed->shape[0] != (m + GEMM_MR - 1) / GEMM_MR ||
+                 packed->shape[1] != xp->shape[0] * kh * kw || packed->shape[2] != GEMM_MR)
+            error = "conv2d_f32: packed weights must be (ceil(M/6), C*kh*kw, 6)";
+        else if (oh < 1 || ow < 1 ||
+                 (oh - 1) * stride + (kh - 1) * dh >= hp ||
+                 (ow - 1) * stride + (kw - 1) * dw >= wp || (kw - 1) * dw >= wp)
+            error = "conv2d_f32: out (M, OH, OW) does not fit the padded image (C, Hp, Wp)";
+        else if ((has_bias && views[3].shape[0] != m) ||
+                 (has_res && !same_shape(&views[4], out)))
+            error = "conv2d_f32: bias must be (M,) and the residual shaped like out";
+        else if (row0 < 0 || row1 > oh || row0 >= row1 || ch0 < 0 || ch1 > m || ch0 >= ch1)
+            error = "conv2d_f32: empty or out-of-range rows or channels";
+        else if (has_res && views[4].buf == out->buf)
+            error = "conv2d_f32: the residual cannot be the output";
+        if (error == NULL) {
+            struct conv_job job = {
+                (const float *)xp->buf, (const float *)packed->buf,
+                has_bias ? (const float *)views[3].buf : NULL,
+                has_res ? (const float *)views[4].buf : NULL, (float *)out->buf,
+                xp->shape[0], hp, wp, stride, kh, kw, dh, dw, oh, ow, row0, row1, ch0, ch1,
+                stride == 1 ? wp : ow, act, alpha};
+            Py_BEGIN_ALLOW_THREADS
+            ok = conv_run(&job);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    for (int k = 0; k < held; k++)
+        if (objs[k] != Py_None || k < 3)
+            PyBuffer_Release(&views[k]);
+    if (failed)
+        return NULL;
+    if (error != NULL) {
+        PyErr_SetString(PyExc_ValueError, error);
+        return NULL;
+    }
+    if (!ok)
+        return PyErr_NoMemory();
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"erf_f32", py_erf_f32, METH_VARARGS,
      "erf_f32(src, dst): dst = erf(src), float32, the interpreter's rational form."},
@@ -428,6 +880,16 @@ static PyMethodDef methods[] = {
     {"im2col_f32", py_im2col_f32, METH_VARARGS,
      "im2col_f32(x, cols, (kh, kw), (sh, sw), (dh, dw), (top, left), (h0, h1), ow):"
      " output rows [h0, h1) of one (C, H, W) image into cols, zero-padded."},
+    {"pad_f32", py_pad_f32, METH_VARARGS,
+     "pad_f32(x, xp, (top, left), (r0, r1)): rows [r0, r1) of xp (C, Hp, Wp) from the"
+     " (C, H, W) image x placed at (top, left), zeros around it."},
+    {"conv2d_f32", py_conv2d_f32, METH_VARARGS,
+     "conv2d_f32(xp, packed, out, (kh, kw), (dh, dw), stride, (row0, row1), (ch0, ch1),"
+     " bias, residual, act, alpha): output rows [row0, row1) and channels [ch0, ch1) of"
+     " the convolution of the padded image xp (C, Hp, Wp) by"
+     " the packed weights (ceil(M/6), C*kh*kw, 6) into out (M, OH, OW), then"
+     " act((v + bias) + residual); False, with nothing written, where the CPU has no AVX2"
+     " and FMA."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -437,5 +899,16 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__native(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+#if NI_HAVE_GEMM
+    int gemm = gemm_supported();
+#else
+    int gemm = 0;
+#endif
+    /* 1 where conv2d_f32 computes (x86-64 with AVX2 and FMA), 0 where it declines. */
+    if (m != NULL && PyModule_AddIntConstant(m, "HAVE_CONV2D", gemm) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -7,6 +7,15 @@ bandwidth, which the two cores share; the compiled loops (``_native.c``) make on
 and keep every intermediate in registers.  im2col is a copy that numpy makes row by
 row through a 5-D strided view; the compiled one copies each window row with memcpy.
 
+Convolutions (``conv2d``) are the exception to "the same operations as numpy":
+they are the compiled extension's own product, an implicit GEMM over the zero-padded
+image with AVX2 fused multiply-adds (``_native.c`` explains the blocks), and their
+bias, residual and activation applied before the product leaves the cache.  Numpy has
+no such product; its im2col and OpenBLAS GEMM sum in another order, so those results
+agree with this one to float32 rounding, not bit for bit.  Each output is one chain of
+multiply-adds over the kernel window in order, whatever the split, so every chunking
+the interpreter uses gives the same bits, fused or not.
+
 Each compiled kernel performs the same IEEE float32 operations, in the same order, as
 the numpy code beside it, so its results are bit-identical to that code's
 (``tests/test_native.py`` checks it).  The extension is optional: where it was not built
@@ -28,6 +37,8 @@ except ImportError:  # not built: the numpy code runs instead
     _native = None
 
 _enabled = _native is not None and os.environ.get("NEURON_IR_NATIVE", "1") != "0"
+# The compiled convolution needs AVX2 and FMA (x86-64); the other kernels run anywhere.
+_conv2d = _native is not None and bool(getattr(_native, "HAVE_CONV2D", 0))
 
 
 def built() -> bool:
@@ -123,6 +134,96 @@ def conv_tail_in_place(
     code = TAIL_ACTIVATIONS[activation]
     _native.conv_tail_f32(x, rows, residual, code, float(alpha))  # type: ignore[union-attr]
     return True
+
+
+def _c_floats(x: np.ndarray, ndim: int) -> bool:
+    return (
+        x.ndim == ndim
+        and x.dtype == np.float32
+        and x.dtype.byteorder in "=|"
+        and (x.flags.c_contiguous)
+    )
+
+
+def conv2d_enabled() -> bool:
+    """True where ``conv2d`` computes (the extension built, enabled, on AVX2 and FMA)."""
+    return _enabled and _conv2d
+
+
+def pack_weights(weight: np.ndarray) -> np.ndarray:
+    """Float32 weights (M, K) as ``conv2d`` reads them: panels of six output channels,
+    (ceil(M/6), K, 6), channels past M zero."""
+    m, k = weight.shape
+    panels = -(-m // GEMM_ROWS)
+    packed = np.zeros((panels * GEMM_ROWS, k), np.float32)
+    packed[:m] = weight
+    return np.ascontiguousarray(packed.reshape(panels, GEMM_ROWS, k).transpose(0, 2, 1))
+
+
+GEMM_ROWS = 6  # output channels a tile of the compiled product computes together
+
+
+def conv2d(
+    padded: np.ndarray,
+    packed: np.ndarray,
+    out: np.ndarray,
+    kernel: tuple[int, int],
+    dilations: tuple[int, int],
+    stride: int,
+    rows: tuple[int, int],
+    channels: tuple[int, int],
+    bias: np.ndarray | None = None,
+    residual: np.ndarray | None = None,
+    activation: str | None = None,
+    alpha: float = 0.0,
+) -> bool:
+    """Output rows ``rows`` and channels ``channels`` of the convolution (``stride`` on
+    both axes) of one zero-padded float32 image ``padded`` (C, Hp, Wp) by
+    ``pack_weights``' panels into ``out`` (M, OH, OW), then
+    act((v + bias) + residual) as ``conv_tail_in_place`` rounds it (``bias`` (M,),
+    ``residual`` shaped like ``out``, each optional).  All C-contiguous.  False, and
+    nothing written, where the compiled product cannot take them (no extension, a CPU
+    without AVX2 and FMA, other types or layouts)."""
+    if not conv2d_enabled() or activation not in TAIL_ACTIVATIONS:
+        return False
+    if activation == "LeakyRelu" and not 0.0 <= alpha <= 1.0:
+        return False
+    if not (
+        _c_floats(padded, 3)
+        and _c_floats(packed, 3)
+        and _c_floats(out, 3)
+        and out.flags.writeable
+        and (bias is None or _c_floats(bias, 1))
+        and (residual is None or (_c_floats(residual, 3) and residual.shape == out.shape))
+    ):
+        return False
+    if residual is not None and np.may_share_memory(residual, out):
+        return False
+    return bool(
+        _native.conv2d_f32(  # type: ignore[union-attr]
+            padded,
+            packed,
+            out,
+            kernel,
+            dilations,
+            stride,
+            rows,
+            channels,
+            bias,
+            residual,
+            TAIL_ACTIVATIONS[activation],
+            float(alpha),
+        )
+    )
+
+
+def pad(
+    image: np.ndarray, padded: np.ndarray, begin: tuple[int, int], rows: tuple[int, int]
+) -> None:
+    """Rows ``rows`` of ``padded`` (C, Hp, Wp; C-contiguous float32): the float32 (C, H, W)
+    image placed at ``begin`` (top, left), zeros around it.  The compiled copy (call it
+    only where ``built()``)."""
+    _native.pad_f32(image, padded, begin, rows)  # type: ignore[union-attr]
 
 
 def im2col(

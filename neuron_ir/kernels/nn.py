@@ -14,6 +14,7 @@ tensors: Python loops only run over kernel taps, spatial dims or groups.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +198,10 @@ def _conv_geometry(in_sp: list[int], w: np.ndarray, attrs: dict) -> tuple:
     return k, strides, dil, begin, end, out_sp
 
 
+# Packed weights of constant arrays, by id(array): (a weak reference to it, its panels).
+_PACKED: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+
+
 class Conv2dPlan:
     """An ungrouped 2-D float convolution (input and weight of one float type) as im2col
     and GEMM, computed in ``parts`` chunks along ``axis``: the output rows of the one
@@ -210,6 +215,13 @@ class Conv2dPlan:
     gains too, but stays split by rows: the channel split rounds some of onnx's
     light_squeezenet (13x13) logits, which reach 9.5e9 and go through Softmax, one ulp
     away from its shipped output, and the row split matches it.
+
+    Float32 convolutions with equal strides (and no negative pads) run the compiled
+    product instead (``native.conv2d``: an implicit GEMM over the zero-padded input, no
+    im2col matrix, the weights packed once per constant array), in the same chunks, and
+    can take the bias, residual Add and activation that follow into its epilogue
+    (``fuse_tail``).  It sums in its own order, so float32 results differ from the numpy
+    path's by rounding.
 
     The interpreter's fused regions run the same plan as this kernel, so a fused
     convolution rounds exactly like the unfused one (see ``parallel.MatmulPlan``).
@@ -243,14 +255,120 @@ class Conv2dPlan:
         self.parts = self.shape[self.axis] if flops >= parallel.MIN_FLOPS else 0
         self.w2 = w.reshape(m, -1)
         self.bias = None if b is None else b.reshape(m, 1)
+        self.k, self.strides, self.dil, self.begin = k, strides, dil, begin
         self.pointwise = k == [1, 1] and not any(begin) and not any(end)
+        self.padded = self._direct_input(x, end)
+        # (bias, residual, activation, alpha) of the compiled product's epilogue
+        self.tail: tuple = (None if b is None else np.ascontiguousarray(b.reshape(m)),)
+        self.tail += (None, None, 0.0)
+        if self.padded is not None:
+            self.w_packed = self._packed(w)
+            if self.axis == 1 and self.padded is not x:
+                native.pad(x[0], self.padded[0], tuple(begin), (0, self.padded.shape[2]))
+            return
         if self.pointwise:
             self.x = x[:, :, : oh * strides[0] : strides[0], : ow * strides[1] : strides[1]]
         else:
             self.x = x
-            self.k, self.strides, self.dil, self.begin = k, strides, dil, begin
         if self.axis == 1:
             self.cols = self._im2col(0, 0, oh)
+
+    def _direct_input(self, x: np.ndarray, end: list[int]) -> np.ndarray | None:
+        """The (N, C, Hp, Wp) zero-padded input the compiled product reads (x itself for
+        an unpadded stride-1 1x1 convolution), or None where it does not apply.  One
+        spare row lets stride-2 loads read one float past the last window; a buffer is
+        filled chunk by chunk, each chunk padding the rows its windows read."""
+        stride = self.strides[0]
+        if (
+            not native.conv2d_enabled()
+            or self.dtype != np.float32
+            or self.strides[1] != stride
+            or stride > 4
+            or min(self.begin + end) < 0
+        ):
+            return None
+        self.x = x
+        if self.pointwise and stride == 1 and x.flags.c_contiguous and x.dtype.byteorder in "=|":
+            return x
+        n, c, h, w = x.shape
+        rows, cols = h + self.begin[0] + end[0] + 1, w + self.begin[1] + end[1]
+        return np.empty((n, c, rows, cols), np.float32)
+
+    def _packed(self, w: np.ndarray) -> np.ndarray:
+        """The weights as the compiled product reads them, packed once per constant
+        weight array (kept while the array lives; a run-time weight is packed each run)."""
+        key = id(w)
+        hit = _PACKED.get(key)
+        if hit is not None and hit[0]() is w:
+            return hit[1]
+        packed = native.pack_weights(self.w2)
+        if not w.flags.writeable:  # a constant, or a caller's array viewed read-only
+            _PACKED[key] = (weakref.ref(w), packed)
+            weakref.finalize(w, _PACKED.pop, key, None)
+        return packed
+
+    def fuse_tail(
+        self,
+        bias: np.ndarray | None,
+        residual: np.ndarray | None,
+        activation: str | None,
+        alpha: float,
+    ) -> bool:
+        """Apply act((y + bias) + residual) in the product's epilogue (bias (M,) float32,
+        residual shaped like the output), where the compiled product runs and takes them;
+        False, and the plan unchanged, otherwise."""
+        if self.padded is None:
+            return False
+        if bias is not None and (bias.dtype != np.float32 or bias.size != self.shape[1]):
+            return False
+        if residual is not None and (
+            residual.shape != self.shape
+            or residual.dtype != np.float32
+            or not residual.flags.c_contiguous
+        ):
+            return False
+        if activation not in native.TAIL_ACTIVATIONS or (
+            activation == "LeakyRelu" and not 0.0 <= alpha <= 1.0
+        ):
+            return False
+        flat = None if bias is None else np.ascontiguousarray(bias.reshape(-1))
+        self.tail = (flat, residual, activation, alpha)
+        return True
+
+    def _direct(self, out: np.ndarray, lo: int, hi: int) -> None:
+        """Chunk [lo, hi) through the compiled product, padding what it reads first."""
+        n, m, oh, _ = self.shape
+        images, rows, channels = range(n), (0, oh), (0, m)
+        if self.axis == 0:
+            images = range(lo, hi)
+        elif self.axis == 1:
+            channels = (lo, hi)
+        else:
+            rows = (lo, hi)
+        bias, residual, activation, alpha = self.tail
+        (kh, kw), (dh, dw), stride = self.k, self.dil, self.strides[0]
+        for image in images:
+            if self.padded is not self.x and self.axis != 1:
+                # The rows this chunk's windows read; neighbouring chunks both write the
+                # rows they share, with the same values.
+                reach = (rows[0] * stride, (rows[1] - 1) * stride + (kh - 1) * dh + 1)
+                native.pad(self.x[image], self.padded[image], tuple(self.begin), reach)
+            done = native.conv2d(
+                self.padded[image],
+                self.w_packed,
+                out[image],
+                (kh, kw),
+                (dh, dw),
+                stride,
+                rows,
+                channels,
+                bias,
+                None if residual is None else residual[image],
+                activation,
+                alpha,
+            )
+            if not done:  # conv2d_enabled() held when the plan was made
+                raise RuntimeError("the compiled convolution declined its own plan")
 
     def _im2col(self, image: int, h0: int, h1: int) -> np.ndarray:
         """The (C*kh*kw, rows*ow) GEMM operand of output rows [h0, h1) of one image."""
@@ -296,7 +414,9 @@ class Conv2dPlan:
 
     def chunk(self, out: np.ndarray, lo: int, hi: int) -> None:
         """Chunk [lo, hi) along ``axis`` into ``out`` (C-contiguous, ``shape``)."""
-        if self.axis == 1:
+        if self.padded is not None:
+            self._direct(out, lo, hi)
+        elif self.axis == 1:
             dest = out[0].reshape(self.shape[1], -1)[lo:hi]
             np.matmul(self.w2[lo:hi], self.cols, out=dest)
             if self.bias is not None:
