@@ -62,3 +62,26 @@ def test_run_chunks_covers_every_index_once_and_propagates_errors():
 
     with pytest.raises(ValueError, match="chunk failed"):
         parallel.run_chunks(fail, 10, parts=2)
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},  # ResNet's stem
+        {"kernel_shape": [2, 3], "strides": [1, 2], "dilations": [2, 1], "ceil_mode": 1},
+    ],
+)
+def test_max_pool_split_by_channels_is_the_whole(attrs, monkeypatch):
+    from neuron_ir.kernels import KERNELS
+
+    x = np.random.default_rng(3).normal(0, 1, (2, 37, 48, 41)).astype(np.float32)
+    x[0, 3, 5, 7], x[1, 20, 0, 0], x[0, 36, 47, 40] = np.nan, -np.inf, np.inf
+    calls = []
+    real = parallel.run_chunks
+    monkeypatch.setattr(parallel, "run_chunks", lambda *a: calls.append(a) or real(*a))
+    (split,) = KERNELS["MaxPool"]([x], attrs, 1)
+    assert len(calls) == 1  # split over the channels
+    monkeypatch.setattr(parallel, "MIN_ELEMENTS", x.size + 1)
+    (whole,) = KERNELS["MaxPool"]([x], attrs, 1)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(split.view(np.uint32), whole.view(np.uint32))

@@ -979,7 +979,19 @@ def max_pool(inputs, attrs, n_out):
     nd = len(in_sp)
     k, strides, dil, begin, end, extra, out_sp = _pool_geometry(attrs, in_sp)
     low = np.iinfo(x.dtype).min if x.dtype.kind in "iu" else -np.inf
-    xp = _pad_spatial(x, begin, [e + x_ for e, x_ in zip(end, extra, strict=True)], low)
+    ends = [e + x_ for e, x_ in zip(end, extra, strict=True)]
+    if n_out == 1 and x.size >= parallel.MIN_ELEMENTS and x.shape[1] >= parallel.WORKERS:
+        # A serial step between two split convolutions (ResNet's stem): the channels
+        # side by side, each chunk padding its own; the same maxima, bit for bit.
+        y = np.empty((*x.shape[:2], *out_sp), dtype=x.dtype)
+
+        def chunk(lo: int, hi: int) -> None:
+            part = _pad_spatial(x[:, lo:hi], begin, ends, low)
+            y[:, lo:hi] = _window_reduce(part, k, strides, dil, out_sp, np.maximum)
+
+        parallel.run_chunks(chunk, x.shape[1])
+        return [y]
+    xp = _pad_spatial(x, begin, ends, low)
     if n_out == 1:
         return [_window_reduce(xp, k, strides, dil, out_sp, np.maximum)]
     taps = list(np.ndindex(*k))
