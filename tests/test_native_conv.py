@@ -92,6 +92,20 @@ def test_wide_strided_rows(c, size, k, stride, pad):
     assert np.all(np.abs(plan.run() - exact) <= bound)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_strided_views_in(k):
+    """A transposed image, or a weight that is a view, gives what their copies give."""
+    x = RNG.normal(0, 1, (1, 6, 11, 9)).astype(np.float32)
+    w = RNG.normal(0, 1, (7, 6, k, k)).astype(np.float32)
+    view_x = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    view_w = np.ascontiguousarray(w[:, ::-1])[:, ::-1]
+    assert not view_x.flags.c_contiguous and not view_w.flags.c_contiguous
+    attrs = {"pads": [k // 2] * 4}
+    expected = nn.Conv2dPlan(x, w, None, attrs).run()
+    got = nn.Conv2dPlan(view_x, view_w, None, attrs).run()
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
 def _whole_and_parts(padded, packed, m, shape, kernel, dil, stride, rows, chans, tail):
     out = np.full(shape, np.nan, np.float32)
     assert native.conv2d(padded, packed, out, kernel, dil, stride, rows, chans, *tail)

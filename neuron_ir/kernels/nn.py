@@ -287,8 +287,10 @@ class Conv2dPlan:
             or min(self.begin + end) < 0
         ):
             return None
+        if not x.flags.c_contiguous:  # a strided view: the copies read rows of floats
+            x = np.ascontiguousarray(x)
         self.x = x
-        if self.pointwise and stride == 1 and x.flags.c_contiguous and x.dtype.byteorder in "=|":
+        if self.pointwise and stride == 1:
             return x
         n, c, h, w = x.shape
         rows, cols = h + self.begin[0] + end[0] + 1, w + self.begin[1] + end[1]
