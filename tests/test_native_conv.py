@@ -76,10 +76,10 @@ def test_conv2d_is_the_convolution(g):
 @pytest.mark.parametrize(
     ("c", "size", "k", "stride", "pad"),
     [
-        (3, 45, 7, 2, 3),  # a ResNet stem: sixteen outputs of a row are 32 input floats
-        (8, 40, 1, 2, 0),  # a 1x1 downsample
-        (6, 37, 3, 2, 1),
-        (5, 50, 3, 3, 1),  # gathered one by one
+        (3, 57, 7, 2, 3),  # a ResNet stem: 24 outputs of a row are 48 input floats
+        (8, 52, 1, 2, 0),  # a 1x1 downsample
+        (6, 53, 3, 2, 1),
+        (5, 80, 3, 3, 1),  # gathered one by one
     ],
 )
 def test_wide_strided_rows(c, size, k, stride, pad):
@@ -87,7 +87,7 @@ def test_wide_strided_rows(c, size, k, stride, pad):
     w = RNG.normal(0, 1, (13, c, k, k)).astype(np.float32)
     attrs = {"pads": [pad] * 4, "strides": [stride] * 2}
     plan = nn.Conv2dPlan(x, w, None, attrs)
-    assert plan.padded is not None and plan.shape[3] >= 16
+    assert plan.padded is not None and plan.shape[3] >= native.GEMM_COLS
     exact, bound = _reference(x, w, None, attrs)
     assert np.all(np.abs(plan.run() - exact) <= bound)
 
@@ -115,7 +115,7 @@ def _whole_and_parts(padded, packed, m, shape, kernel, dil, stride, rows, chans,
 @given(geometries, st.data())
 @settings(max_examples=80, deadline=None)
 def test_any_split_gives_the_same_bits(g, data):
-    """Rows and channels in any ranges (channel ranges need not meet the six-channel
+    """Rows and channels in any ranges (channel ranges need not meet the four-channel
     panels): every output is the same multiply-add chain, so the same bits."""
     x, w, b, attrs = _case(g)
     try:
@@ -155,7 +155,7 @@ def test_epilogue_is_the_unfused_steps(activation, size, with_bias):
     NaN, infinities and signed zeros in the residual; straight rows (1x1 at stride 1),
     padded rows (3x3) and strided ones."""
     h, w_, k, stride = size
-    c, m = 5, 14  # two full panels of six channels and a part one
+    c, m = 5, 14  # three full panels of four channels and a part one
     x = RNG.normal(0, 1, (1, c, h, w_)).astype(np.float32)
     w = RNG.normal(0, 1, (m, c, k, k)).astype(np.float32)
     b = RNG.normal(0, 1, m).astype(np.float32) if with_bias else None

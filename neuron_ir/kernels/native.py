@@ -151,8 +151,8 @@ def conv2d_enabled() -> bool:
 
 
 def pack_weights(weight: np.ndarray) -> np.ndarray:
-    """Float32 weights (M, K) as ``conv2d`` reads them: panels of six output channels,
-    (ceil(M/6), K, 6), channels past M zero."""
+    """Float32 weights (M, K) as ``conv2d`` reads them: panels of ``GEMM_ROWS`` output
+    channels, (ceil(M/4), K, 4), channels past M zero."""
     m, k = weight.shape
     panels = -(-m // GEMM_ROWS)
     packed = np.zeros((panels * GEMM_ROWS, k), np.float32)
@@ -160,7 +160,8 @@ def pack_weights(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed.reshape(panels, GEMM_ROWS, k).transpose(0, 2, 1))
 
 
-GEMM_ROWS = 6  # output channels a tile of the compiled product computes together
+GEMM_ROWS = 4  # output channels a tile of the compiled product computes together
+GEMM_COLS = 24  # and output columns (GEMM_MR and GEMM_NR in _native.c)
 
 
 def conv2d(
