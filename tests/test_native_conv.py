@@ -106,6 +106,22 @@ def test_strided_views_in(k):
     np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
+@pytest.mark.parametrize(("k", "blocks"), [(1, 1), (3, 1), (1, 2), (3, 2)])
+def test_every_column_count_of_a_last_panel(k, blocks):
+    """Images of one and two rows, 1 to 49 wide: the last panel of columns takes each
+    count from 1 to 24 (its narrower tiles), straight to the output (1x1) or through the
+    partial sums (3x3, or two K blocks)."""
+    c = 3 if blocks == 1 else 300 // (k * k)  # K = 27 or 300: one K block or two
+    w = RNG.normal(0, 1, (5, c, k, k)).astype(np.float32)
+    attrs = {"pads": [k // 2] * 4}
+    for rows in (1, 2):
+        for width in range(1, 50):
+            x = RNG.normal(0, 1, (1, c, rows, width)).astype(np.float32)
+            exact, bound = _reference(x, w, None, attrs)
+            got = nn.Conv2dPlan(x, w, None, attrs).run()
+            assert np.all(np.abs(got - exact) <= bound), (rows, width)
+
+
 def _whole_and_parts(padded, packed, m, shape, kernel, dil, stride, rows, chans, tail):
     out = np.full(shape, np.nan, np.float32)
     assert native.conv2d(padded, packed, out, kernel, dil, stride, rows, chans, *tail)

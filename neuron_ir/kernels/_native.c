@@ -504,31 +504,34 @@ NI_FMA NI_INLINE void finish_row(const struct tile_dest *d, int i, const __m256 
     }
 }
 
-/* One 4x24 tile over kc rows: sums[i][j] (+)= a[k][i] * b[k][j], one fused multiply-add
- * at a time in k order (a: a weight panel, [k][4]; b: a B panel, [k][24]); starting from
- * zero, or from the partial sums (four rows, ldp apart).  TILE_OUT finishes rows [r0, r1)
- * of the panel in registers; TILE_SUMS stores all four. */
+/* One 4x24 tile over kc rows, or its first 8 * vecs columns: sums[i][j] (+)= a[k][i] *
+ * b[k][j], one fused multiply-add at a time in k order (a: a weight panel, [k][4]; b: a
+ * B panel, [k][24]); starting from zero, or from the partial sums (four rows, ldp apart).
+ * TILE_OUT (whole tiles only) finishes rows [r0, r1) of the panel in registers;
+ * TILE_SUMS stores all four.  A panel's last columns take fewer vectors: 49 columns
+ * (a 7x7 image) cost 2 x 24 + 8, not 3 x 24. */
 NI_FMA NI_INLINE void gemm_tile(Py_ssize_t kc, const float *a, const float *b, int first,
                                 const float *partial, Py_ssize_t ldp, int r0, int r1,
-                                const struct tile_dest *d)
+                                const struct tile_dest *d, int vecs)
 {
     __m256 acc[GEMM_MR][3];
     for (int i = 0; i < GEMM_MR; i++)
-        for (int h = 0; h < 3; h++)
+        for (int h = 0; h < vecs; h++)
             acc[i][h] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(partial + i * ldp + 8 * h);
 #pragma GCC unroll 4
     for (Py_ssize_t k = 0; k < kc; k++, a += GEMM_MR, b += GEMM_NR) {
-        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), b2 = _mm256_loadu_ps(b + 16);
+        __m256 bv[3];
+        for (int h = 0; h < vecs; h++)
+            bv[h] = _mm256_loadu_ps(b + 8 * h);
         for (int i = 0; i < GEMM_MR; i++) {
             __m256 w = _mm256_broadcast_ss(a + i);
-            acc[i][0] = _mm256_fmadd_ps(w, b0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(w, b1, acc[i][1]);
-            acc[i][2] = _mm256_fmadd_ps(w, b2, acc[i][2]);
+            for (int h = 0; h < vecs; h++)
+                acc[i][h] = _mm256_fmadd_ps(w, bv[h], acc[i][h]);
         }
     }
     if (d->mode == TILE_SUMS) {
         for (int i = 0; i < GEMM_MR; i++)
-            for (int h = 0; h < 3; h++)
+            for (int h = 0; h < vecs; h++)
                 _mm256_storeu_ps(d->sums + i * d->ldc + 8 * h, acc[i][h]);
         return;
     }
@@ -704,11 +707,17 @@ NI_FMA static int conv_run(const struct conv_job *j)
                                                   j->res ? j->res + at : NULL, plane,
                                                   j->bias ? j->bias + m : NULL, j->act,
                                                   j->alpha};
-                            gemm_tile(kc, a, panel, first, partial, nb, r0, r1, &d);
+                            gemm_tile(kc, a, panel, first, partial, nb, r0, r1, &d, 3);
                         } else {
                             struct tile_dest d = {TILE_SUMS, partial, nb, NULL, NULL, 0,
                                                   NULL, 0, 0.0f};
-                            gemm_tile(kc, a, panel, first, partial, nb, r0, r1, &d);
+                            Py_ssize_t cols = n - c;
+                            if (cols > 16)
+                                gemm_tile(kc, a, panel, first, partial, nb, r0, r1, &d, 3);
+                            else if (cols > 8)
+                                gemm_tile(kc, a, panel, first, partial, nb, r0, r1, &d, 2);
+                            else
+                                gemm_tile(kc, a, panel, first, partial, nb, r0, r1, &d, 1);
                         }
                     }
                 }
