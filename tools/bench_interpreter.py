@@ -89,6 +89,9 @@ def main() -> int:
     args = parser.parse_args()
     # The figures differ with and without them (NEURON_IR_NATIVE=0 measures numpy alone).
     state = "on" if native.enabled() else ("off" if native.built() else "not built")
+    conv = "on" if native.conv2d_enabled() else "off (needs AVX2 and FMA)"
+    if state == "on":
+        state += f"; compiled convolution {conv}"
     print(f"compiled kernels (neuron_ir.kernels.native): {state}", flush=True)
     for name in args.models:
         bench(
