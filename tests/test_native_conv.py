@@ -220,6 +220,19 @@ def test_declines_what_it_cannot_take():
         native.conv2d(plan.padded[0], plan.w_packed[:, :-1].copy(), *args[2:])
     with pytest.raises(ValueError, match="rows or channels"):
         native.conv2d(*args[:6], (0, 9), (0, 3))
+    # No input channels: the generic kernel (the product's K would be 0: the plan refuses
+    # it), and the C entry point refuses it rather than divide by zero.
+    empty_x, empty_w = np.zeros((1, 0, 8, 8), np.float32), np.zeros((3, 0, 3, 3), np.float32)
+    bias = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="no images, input channels or output channels"):
+        nn.Conv2dPlan(empty_x, empty_w, bias, attrs)
+    (y,) = KERNELS["Conv"]([empty_x, empty_w, bias], attrs, 1)
+    np.testing.assert_array_equal(y, np.ones((1, 3, 8, 8), np.float32))
+    packed = native.pack_weights(np.zeros((3, 0), np.float32))
+    with pytest.raises(ValueError, match="no input or no output channels"):
+        native.conv2d(
+            np.zeros((0, 10, 10), np.float32), packed, out, (3, 3), (1, 1), 1, (0, 8), (0, 3)
+        )
 
 
 def test_packed_weights_are_kept_only_for_arrays_that_cannot_change():

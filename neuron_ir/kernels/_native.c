@@ -674,7 +674,8 @@ NI_FMA static int conv_run(const struct conv_job *j)
     Py_ssize_t need = kb * nb + rows * nb;
     if (need > gemm_scratch_floats) {
         free(gemm_scratch);
-        gemm_scratch = aligned_alloc(64, need * sizeof(float));
+        /* aligned_alloc wants a multiple of the alignment */
+        gemm_scratch = aligned_alloc(64, (need * sizeof(float) + 63) & ~(size_t)63);
         gemm_scratch_floats = gemm_scratch ? need : 0;
         if (gemm_scratch == NULL)
             return 0;
@@ -736,8 +737,12 @@ NI_FMA static int conv_run(const struct conv_job *j)
 
 static int gemm_supported(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    static int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return known;
 }
 #else
 #define NI_HAVE_GEMM 0
@@ -838,6 +843,8 @@ static PyObject *py_conv2d_f32(PyObject *self, PyObject *args)
         if (kh < 1 || kw < 1 || dh < 1 || dw < 1 || stride < 1 || act < TAIL_NONE ||
             act > TAIL_LEAKY)
             error = "conv2d_f32: bad kernel, dilation, stride or activation";
+        else if (xp->shape[0] < 1 || m < 1)
+            error = "conv2d_f32: no input or no output channels";
         else if (packed->shape[0] != (m + GEMM_MR - 1) / GEMM_MR ||
                  packed->shape[1] != xp->shape[0] * kh * kw || packed->shape[2] != GEMM_MR)
             error = "conv2d_f32: packed weights must be (ceil(M/4), C*kh*kw, 4)";

@@ -237,6 +237,8 @@ class Conv2dPlan:
             or (b is not None and b.dtype != x.dtype)
         ):
             raise ValueError("not an ungrouped 2-D float convolution")
+        if 0 in x.shape[:2] or w.shape[0] == 0:
+            raise ValueError("no images, input channels or output channels")
         k, strides, dil, begin, end, (oh, ow) = _conv_geometry(list(x.shape[2:]), w, attrs)
         if oh <= 0 or ow <= 0:
             raise ValueError("empty output")
