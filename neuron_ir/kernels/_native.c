@@ -194,6 +194,17 @@ NI_WALK void for_each_row(int nd, const Py_ssize_t *shape, Py_buffer **bufs, int
     }
 }
 
+/* None, or a ValueError with the message `error` where it is set (each entry point ends
+ * so, once its buffers are released). */
+static PyObject *none_or_error(const char *error)
+{
+    if (error != NULL) {
+        PyErr_SetString(PyExc_ValueError, error);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static int same_shape(Py_buffer *a, Py_buffer *b)
 {
     if (a->ndim != b->ndim)
@@ -337,11 +348,7 @@ static PyObject *py_conv_tail_f32(PyObject *self, PyObject *args)
         PyBuffer_Release(&bias);
     if (has_res)
         PyBuffer_Release(&res);
-    if (error != NULL) {
-        PyErr_SetString(PyExc_ValueError, error);
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return none_or_error(error);
 }
 
 /* im2col of output rows [h0, h1) of one image x (C, H, W; last axis contiguous) into
@@ -409,11 +416,7 @@ static PyObject *py_im2col_f32(PyObject *self, PyObject *args)
     }
     PyBuffer_Release(&x);
     PyBuffer_Release(&cols);
-    if (error != NULL) {
-        PyErr_SetString(PyExc_ValueError, error);
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return none_or_error(error);
 }
 
 /* ---------------------------------------------------------------------------------
@@ -789,11 +792,7 @@ static PyObject *py_pad_f32(PyObject *self, PyObject *args)
     }
     PyBuffer_Release(&x);
     PyBuffer_Release(&xp);
-    if (error != NULL) {
-        PyErr_SetString(PyExc_ValueError, error);
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return none_or_error(error);
 }
 
 static int get_c_floats(PyObject *obj, Py_buffer *view, int writable, int ndim)
