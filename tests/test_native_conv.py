@@ -23,7 +23,8 @@ pytestmark = needs_conv2d
 
 def _reference(x, w, b, attrs):
     """The convolution in float64 by the numpy path, and the bound float32 rounding
-    allows: K * 2^-23 times the sum of |w x| (plus |b|), per output."""
+    allows: 2 (K + 1) 2^-23 times the sum of |w x| (plus |b|), per output (K + 1 roundings:
+    the multiply-adds and the bias)."""
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
     b64 = None if b is None else b.astype(np.float64)
     with native.disabled():
@@ -122,7 +123,8 @@ def test_every_column_count_of_a_last_panel(k, blocks):
             assert np.all(np.abs(got - exact) <= bound), (rows, width)
 
 
-def _whole_and_parts(padded, packed, m, shape, kernel, dil, stride, rows, chans, tail):
+def _conv2d_call(padded, packed, shape, kernel, dil, stride, rows, chans, tail):
+    """One ``native.conv2d`` call into a fresh NaN-filled output."""
     out = np.full(shape, np.nan, np.float32)
     assert native.conv2d(padded, packed, out, kernel, dil, stride, rows, chans, *tail)
     return out
@@ -143,15 +145,15 @@ def test_any_split_gives_the_same_bits(g, data):
     tail = (plan.tail[0], residual, data.draw(st.sampled_from([None, "Relu"])), 0.0)
     if plan.padded is not x:
         native.pad(x[0], plan.padded[0], tuple(plan.begin), (0, plan.padded.shape[2]))
-    geometry = (plan.padded[0], plan.w_packed, m, (m, oh, ow), tuple(plan.k), tuple(plan.dil))
-    whole = _whole_and_parts(*geometry, plan.strides[0], (0, oh), (0, m), tail)
+    geometry = (plan.padded[0], plan.w_packed, (m, oh, ow), tuple(plan.k), tuple(plan.dil))
+    whole = _conv2d_call(*geometry, plan.strides[0], (0, oh), (0, m), tail)
     row_cut = data.draw(st.integers(0, oh))
     chan_cut = data.draw(st.integers(0, m))
     pieces = np.full((m, oh, ow), np.nan, np.float32)
     for rows in ((0, row_cut), (row_cut, oh)):
         for chans in ((0, chan_cut), (chan_cut, m)):
             if rows[0] < rows[1] and chans[0] < chans[1]:
-                part = _whole_and_parts(*geometry, plan.strides[0], rows, chans, tail)
+                part = _conv2d_call(*geometry, plan.strides[0], rows, chans, tail)
                 r, c = slice(*rows), slice(*chans)
                 pieces[c, r] = part[c, r]
                 part[c, r] = np.nan

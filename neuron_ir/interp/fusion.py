@@ -776,7 +776,9 @@ class _Region(NamedTuple):
     its ops on a product computed elsewhere."""
 
     step: Callable
-    prepare: Callable  # env -> (producer, output, one-pass chunk function or None, axes)
+    # env -> (producer, output, one-pass chunk function or None, axes, region ops the
+    # product already applied)
+    prepare: Callable
     out_slot: int
     axes: Callable  # (shape, dtype, env) -> the axes its ops may split; _Unfusable if none fit
     finish: Callable  # (env, product, axes) -> the region's ops on the product, result stored
@@ -882,9 +884,10 @@ def _gelu_erf_steps(inputs: list, attrs: dict, n_out: int) -> list[np.ndarray]:
 
 class _ConvTail(NamedTuple):
     """A Conv's bias with the region ops right after it: Add(y, residual) and/or an
-    activation (Relu or LeakyRelu).  One compiled pass (``native.conv_tail_in_place``;
-    LeakyRelu where 0 <= alpha <= 1) instead of up to three, over the region's buffer;
-    the product is computed without its bias."""
+    activation (Relu or LeakyRelu).  Applied in the compiled convolution's epilogue
+    (``Conv2dPlan.fuse_tail``), else one compiled pass over the region's buffer
+    (``native.conv_tail_in_place``; LeakyRelu where 0 <= alpha <= 1) instead of up to
+    three; the product is computed without its bias."""
 
     count: int  # region ops it replaces
     residual: SSAValue | None
@@ -1056,7 +1059,8 @@ def _region(planner: Any, group: Group) -> _Region:
 
     def prepare(env: list) -> tuple[Any, np.ndarray, Callable | None, list[int]]:
         """(producer, output buffer, the one-pass chunk function or None, the axes the
-        region may split) for this run; nothing is computed yet."""
+        region may split, how many region ops the product applies itself) for this run;
+        nothing is computed yet."""
         args = [env[s] for s in in_slots] + folded
         if tail is not None:
             args = args[:2]  # the bias is the ConvTail op's
@@ -1069,8 +1073,7 @@ def _region(planner: Any, group: Group) -> _Region:
         if tail is not None:
             where, i = residual_operand
             residual = env[i] if where == "outside" else None
-            bias = None if tail.bias is None else fixed[0]
-            if producer.plan.fuse_tail(bias, residual, tail.activation, tail.alpha):
+            if producer.plan.fuse_tail(tail.bias, residual, tail.activation, tail.alpha):
                 skip = 1
         axes = region_axes(producer.shape, producer.dtype, env)
         rank = len(producer.shape)

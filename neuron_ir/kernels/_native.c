@@ -427,9 +427,9 @@ static PyObject *py_im2col_f32(PyObject *self, PyObject *args)
  * q = oh * Wp + ow ("padded columns"): its window reads xp[c, oh + ky*dh, ow + kx*dw],
  * so column q of the GEMM operand is B[k][q] = xp[off[k] + q], off[k] = (c*Hp +
  * ky*dh)*Wp + kx*dw for k = (c, ky, kx).  Consecutive columns are consecutive floats,
- * and no im2col matrix is ever written.  The Wp - OW columns a row
- * gains are computed and dropped (2 of 58 on a 56-wide 3x3 layer).  An unpadded 1x1
- * convolution is the same with xp the image itself.  At a stride s > 1, q = oh * OW + ow
+ * and no im2col matrix is ever written.  The Wp - OW columns a row gains are computed
+ * and dropped (2 of 58 on a 56-wide 3x3 layer).  An unpadded 1x1 convolution is the
+ * same with xp the image itself.  At a stride s > 1, q = oh * OW + ow
  * and B[k][q] = xp[off[k] + oh*s*Wp + ow*s]: the panels gather their columns (at s = 2,
  * the outputs of a row are the even floats of twice as many).
  *
@@ -438,10 +438,10 @@ static PyObject *py_im2col_f32(PyObject *self, PyObject *args)
  * accumulators while it walks KC weights of four output channels, packed once per weight
  * as [panel][k][4] (``native.pack_weights``), against one panel (L1).  A 4x24 tile
  * broadcasts 4 weights per 12 multiply-adds where 6x16 broadcasts 6: in L1, 88-96
- * against 75-80 GFLOP/s on one core here.  Sums over several K
- * blocks meet in a per-thread buffer.  A tile's last K block goes straight to the output
- * where its columns are as many output columns; otherwise through the buffer and
- * an epilogue that writes each output row's run.
+ * against 75-80 GFLOP/s on one core here.  Sums over several K blocks meet in a
+ * per-thread buffer.  A tile's last K block goes straight to the output where its
+ * columns are as many output columns; otherwise through the buffer and an epilogue that
+ * writes each output row's run.
  *
  * Rounding: each output is one fused multiply-add chain over k = 0..K-1 in order,
  * whatever the blocks, the chunk or the thread, so splitting by rows, channels or images
@@ -459,7 +459,7 @@ static PyObject *py_im2col_f32(PyObject *self, PyObject *args)
 #define GEMM_NB 240 /* columns in a block: ten panels */
 #define GEMM_KC 256
 #define GEMM_MB 4            /* panels of weights a panel of B meets before the next one */
-#define GEMM_SUMS 65536      /* floats in the partial sums' buffer: a quarter of L2 */
+#define GEMM_SUMS 65536      /* floats in the partial sums' buffer: half of L2 */
 
 /* The activation of conv_tail_row on eight lanes, bit for bit: Relu keeps NaN and turns
  * -0.0 into +0.0; LeakyRelu is max(v, v * alpha) with a NaN operand the result. */
@@ -479,12 +479,11 @@ NI_FMA NI_INLINE __m256 act8(__m256 v, int act, __m256 alpha)
     return v;
 }
 
-/* Where a tile's sums go after its K block. */
+/* Where a tile's sums go after its K block: back to the partial sums, or finished into
+ * the output. */
 enum { TILE_SUMS, TILE_OUT };
 struct tile_dest {
     int mode;
-    float *sums;      /* TILE_SUMS: the tile's rows, ldc apart */
-    Py_ssize_t ldc;
     float *out;       /* TILE_OUT: the output at the panel's row 0, rows ld apart */
     const float *res; /* its residual, the same layout, or NULL */
     Py_ssize_t ld;
@@ -511,10 +510,10 @@ NI_FMA NI_INLINE void finish_row(const struct tile_dest *d, int i, const __m256 
  * b[k][j], one fused multiply-add at a time in k order (a: a weight panel, [k][4]; b: a
  * B panel, [k][24]); starting from zero, or from the partial sums (four rows, ldp apart).
  * TILE_OUT (whole tiles only) finishes rows [r0, r1) of the panel in registers;
- * TILE_SUMS stores all four.  A panel's last columns take fewer vectors: 49 columns
+ * TILE_SUMS stores all four back to the partial sums.  A panel's last columns take fewer vectors: 49 columns
  * (a 7x7 image) cost 2 x 24 + 8, not 3 x 24. */
 NI_FMA NI_INLINE void gemm_tile(Py_ssize_t kc, const float *a, const float *b, int first,
-                                const float *partial, Py_ssize_t ldp, int r0, int r1,
+                                float *partial, Py_ssize_t ldp, int r0, int r1,
                                 const struct tile_dest *d, int vecs)
 {
     __m256 acc[GEMM_MR][3];
@@ -535,7 +534,7 @@ NI_FMA NI_INLINE void gemm_tile(Py_ssize_t kc, const float *a, const float *b, i
     if (d->mode == TILE_SUMS) {
         for (int i = 0; i < GEMM_MR; i++)
             for (int h = 0; h < vecs; h++)
-                _mm256_storeu_ps(d->sums + i * d->ldc + 8 * h, acc[i][h]);
+                _mm256_storeu_ps(partial + i * ldp + 8 * h, acc[i][h]);
         return;
     }
     /* Constant indices: a loop the compiler did not unroll would keep the accumulators in
@@ -707,14 +706,13 @@ NI_FMA static int conv_run(const struct conv_job *j)
                         int r1 = j->ch1 - m < GEMM_MR ? (int)(j->ch1 - m) : GEMM_MR;
                         if (last && straight && n - c >= GEMM_NR) {
                             Py_ssize_t at = m * plane + q + c;
-                            struct tile_dest d = {TILE_OUT, NULL, 0, j->out + at,
+                            struct tile_dest d = {TILE_OUT, j->out + at,
                                                   j->res ? j->res + at : NULL, plane,
                                                   j->bias ? j->bias + m : NULL, j->act,
                                                   j->alpha};
                             gemm_tile(kc, a, panel, first, partial, nb, r0, r1, &d, 3);
                         } else {
-                            struct tile_dest d = {TILE_SUMS, partial, nb, NULL, NULL, 0,
-                                                  NULL, 0, 0.0f};
+                            struct tile_dest d = {TILE_SUMS, NULL, NULL, 0, NULL, 0, 0.0f};
                             Py_ssize_t cols = n - c;
                             if (cols > 16)
                                 gemm_tile(kc, a, panel, first, partial, nb, r0, r1, &d, 3);

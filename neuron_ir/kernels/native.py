@@ -7,6 +7,13 @@ bandwidth, which the two cores share; the compiled loops (``_native.c``) make on
 and keep every intermediate in registers.  im2col is a copy that numpy makes row by
 row through a 5-D strided view; the compiled one copies each window row with memcpy.
 
+Each of these compiled kernels performs the same IEEE float32 operations, in the same
+order, as the numpy code beside it, so its results are bit-identical to that code's
+(``tests/test_native.py`` checks it).  The extension is optional: where it was not built
+(no C compiler at install time), or ``NEURON_IR_NATIVE=0`` is set, or inside
+``disabled()``, every function here returns False (or None) and the caller runs its
+numpy code.
+
 Convolutions (``conv2d``) are the exception to "the same operations as numpy":
 they are the compiled extension's own product, an implicit GEMM over the zero-padded
 image with AVX2 fused multiply-adds (``_native.c`` explains the blocks), and their
@@ -14,13 +21,7 @@ bias, residual and activation applied before the product leaves the cache.  Nump
 no such product; its im2col and OpenBLAS GEMM sum in another order, so those results
 agree with this one to float32 rounding, not bit for bit.  Each output is one chain of
 multiply-adds over the kernel window in order, whatever the split, so every chunking
-the interpreter uses gives the same bits, fused or not.
-
-Each compiled kernel performs the same IEEE float32 operations, in the same order, as
-the numpy code beside it, so its results are bit-identical to that code's
-(``tests/test_native.py`` checks it).  The extension is optional: where it was not built
-(no C compiler at install time), or ``NEURON_IR_NATIVE=0`` is set, or inside
-``disabled()``, every function here returns False and the caller runs its numpy code.
+the interpreter uses gives the same bits, fused or not (``tests/test_native_conv.py``).
 """
 
 from __future__ import annotations
@@ -96,8 +97,14 @@ def gelu_erf_in_place(
     return True
 
 
-# conv_tail_in_place's activations (the C kernel's codes)
+# conv_tail_in_place's and conv2d's activations (the C kernels' codes)
 TAIL_ACTIVATIONS = {None: 0, "Relu": 1, "LeakyRelu": 2}
+
+
+def takes_activation(activation: str | None, alpha: float) -> bool:
+    """An activation the compiled tails compute: none, Relu, or LeakyRelu with
+    0 <= alpha <= 1 (its kernel's max(v, v * alpha))."""
+    return activation in TAIL_ACTIVATIONS and (activation != "LeakyRelu" or 0.0 <= alpha <= 1.0)
 
 
 def conv_tail_in_place(
@@ -114,9 +121,7 @@ def conv_tail_in_place(
     and x untouched, where the compiled kernel cannot take them."""
     if not _enabled or not _takes(x) or not x.flags.writeable or x.ndim == 0:
         return False
-    if activation not in TAIL_ACTIVATIONS or (
-        activation == "LeakyRelu" and not 0.0 <= alpha <= 1.0
-    ):
+    if not takes_activation(activation, alpha):
         return False
     rows = None
     if bias is not None:
@@ -141,13 +146,17 @@ def _c_floats(x: np.ndarray, ndim: int) -> bool:
         x.ndim == ndim
         and x.dtype == np.float32
         and x.dtype.byteorder in "=|"
-        and (x.flags.c_contiguous)
+        and x.flags.c_contiguous
     )
 
 
 def conv2d_enabled() -> bool:
     """True where ``conv2d`` computes (the extension built, enabled, on AVX2 and FMA)."""
     return _enabled and _conv2d
+
+
+GEMM_ROWS = 4  # output channels a tile of the compiled product computes together
+GEMM_COLS = 24  # and output columns (GEMM_MR and GEMM_NR in _native.c)
 
 
 def pack_weights(weight: np.ndarray) -> np.ndarray:
@@ -158,10 +167,6 @@ def pack_weights(weight: np.ndarray) -> np.ndarray:
     packed = np.zeros((panels * GEMM_ROWS, k), np.float32)
     packed[:m] = weight
     return np.ascontiguousarray(packed.reshape(panels, GEMM_ROWS, k).transpose(0, 2, 1))
-
-
-GEMM_ROWS = 4  # output channels a tile of the compiled product computes together
-GEMM_COLS = 24  # and output columns (GEMM_MR and GEMM_NR in _native.c)
 
 
 def conv2d(
@@ -185,9 +190,7 @@ def conv2d(
     ``residual`` shaped like ``out``, each optional).  All C-contiguous.  False, and
     nothing written, where the compiled product cannot take them (no extension, a CPU
     without AVX2 and FMA, other types or layouts)."""
-    if not conv2d_enabled() or activation not in TAIL_ACTIVATIONS:
-        return False
-    if activation == "LeakyRelu" and not 0.0 <= alpha <= 1.0:
+    if not conv2d_enabled() or not takes_activation(activation, alpha):
         return False
     if not (
         _c_floats(padded, 3)

@@ -260,10 +260,10 @@ class Conv2dPlan:
         self.k, self.strides, self.dil, self.begin = k, strides, dil, begin
         self.pointwise = k == [1, 1] and not any(begin) and not any(end)
         self.padded = self._direct_input(x, end)
-        # (bias, residual, activation, alpha) of the compiled product's epilogue
-        self.tail: tuple = (None if b is None else np.ascontiguousarray(b.reshape(m)),)
-        self.tail += (None, None, 0.0)
         if self.padded is not None:
+            # (bias, residual, activation, alpha) of the compiled product's epilogue
+            bias = None if b is None else np.ascontiguousarray(b.reshape(m))
+            self.tail: tuple = (bias, None, None, 0.0)
             self.w_packed = self._packed(w)
             if self.axis == 1 and self.padded is not x:
                 native.pad(x[0], self.padded[0], tuple(begin), (0, self.padded.shape[2]))
@@ -331,9 +331,7 @@ class Conv2dPlan:
             or not residual.flags.c_contiguous
         ):
             return False
-        if activation not in native.TAIL_ACTIVATIONS or (
-            activation == "LeakyRelu" and not 0.0 <= alpha <= 1.0
-        ):
+        if not native.takes_activation(activation, alpha):
             return False
         flat = None if bias is None else np.ascontiguousarray(bias.reshape(-1))
         self.tail = (flat, residual, activation, alpha)
