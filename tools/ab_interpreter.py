@@ -9,12 +9,13 @@ python tools/ab_interpreter.py --model /tmp/neuron-ir-exported/big_bert_base.onn
 Each side is a Python statement, run with ``fusion`` (neuron_ir.interp.fusion),
 ``parallel``, ``nn`` and ``tensor`` (neuron_ir.kernels.*) and ``np`` in scope: once
 before that side's interpreter is planned, and again before each of its runs (settings
-read at run time must be in effect then), each time on those four modules as they were
-at the start (an empty statement is the code as it is).  The two interpreters then run
-alternately,
-``--settle`` seconds apart, and the line prints each side's median, the median of the
-paired differences (A - B) and in how many pairs B was faster.  Measured this way, a
-3% change stands out from a machine whose minute-to-minute drift is 15%.
+read at run time must be in effect then), each time after the module attributes the
+other side's statement assigned are put back (an empty statement is the code as it is;
+a class attribute is not put back, so a statement setting one needs its counterpart on
+the other side).  The two interpreters then run alternately, ``--settle`` seconds
+apart, and the line prints each side's median, the median of the paired differences
+(A - B) and in how many pairs B was faster.  Measured this way, a 3% change stands out
+from a machine whose minute-to-minute drift is 15%.
 """
 
 from __future__ import annotations
@@ -51,17 +52,27 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=0.05)
     args = parser.parse_args()
     modules = (fusion, parallel, nn, tensor)
-    pristine = [dict(vars(module)) for module in modules]
+    missing = object()
+    undo: list[tuple] = []  # (module, name, value before the last statement, or missing)
 
     def setup(statement: str) -> None:
-        for module, saved in zip(modules, pristine, strict=True):
-            for name in set(vars(module)) - set(saved):
+        # Undo only what the last statement assigned: restoring whole module dicts would
+        # also reset the caches the runs fill (parallel's thread pool, its BLAS probe).
+        for module, name, value in reversed(undo):
+            if value is missing:
                 delattr(module, name)
-            vars(module).update(saved)
+            else:
+                setattr(module, name, value)
+        undo.clear()
+        before = [dict(vars(module)) for module in modules]
         exec(
             statement,
             {"fusion": fusion, "parallel": parallel, "nn": nn, "tensor": tensor, "np": np},
         )
+        for module, saved in zip(modules, before, strict=True):
+            for name, value in vars(module).items():
+                if saved.get(name, missing) is not value:
+                    undo.append((module, name, saved.get(name, missing)))
 
     model, feeds = load(args.model)
     sides = []
