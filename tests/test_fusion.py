@@ -109,17 +109,19 @@ def _groups(module) -> list[list[str]]:
 
 
 def _count_splits(monkeypatch) -> list[int]:
-    """The item count of every ``parallel.run_chunks`` call from now on."""
+    """The item count of every split from now on: ``parallel.run_chunks`` and the
+    compiled convolutions' ``native.run_parts`` both cut their ranges with
+    ``parallel.chunk_bounds``, once a split."""
     from neuron_ir.kernels import parallel
 
     calls: list[int] = []
-    original = parallel.run_chunks
+    original = parallel.chunk_bounds
 
-    def counting(fn, n, parts=None):
+    def counting(n, parts=None):
         calls.append(n)
-        return original(fn, n, parts)
+        return original(n, parts)
 
-    monkeypatch.setattr(parallel, "run_chunks", counting)
+    monkeypatch.setattr(parallel, "chunk_bounds", counting)
     return calls
 
 

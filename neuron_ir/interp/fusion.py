@@ -1081,6 +1081,10 @@ def _region(planner: Any, group: Group) -> _Region:
         if not (producer.parts and producer.region_axis in axes):
             return producer, out, None, axes, skip
         axis = producer.region_axis
+        plan = producer.plan
+        if len(region_ops) <= skip and isinstance(plan, Conv2dPlan) and plan.compiled():
+            # Nothing left for the region: the chunk is the compiled product's jobs.
+            return producer, out, _ConvChunk(plan, out.reshape(plan.shape)), axes, skip
 
         def chunk(lo: int, hi: int) -> None:
             # One pass: the chunk's slice of the product, then the region on it.
@@ -1093,7 +1097,7 @@ def _region(planner: Any, group: Group) -> _Region:
         with parallel.serial_blas():
             producer, out, chunk, axes, skip = prepare(env)
             if chunk is not None:
-                parallel.run_chunks(chunk, producer.parts)
+                _run_split([chunk], producer.parts)
                 return out
             # The product split as its kernel splits it, then the region split its way.
             producer.into(out)
@@ -1189,13 +1193,39 @@ def _chain_step(regions: list[_Region], label: str) -> Callable:
                 env[region.out_slot] = out
                 chunks.append(chunk)
 
-            def chunk_all(lo: int, hi: int) -> None:
-                for chunk in chunks:
-                    chunk(lo, hi)
-
-            parallel.run_chunks(chunk_all, parts)
+            _run_split(chunks, parts)
 
     return _guarded(run, [region.step for region in regions], label)
+
+
+class _ConvChunk:
+    """A region's chunk that is only its compiled convolution: a split of such chunks
+    runs wholly in the extension's threads (``native.run_parts``), with no Python thread
+    to wake and no GIL to pass."""
+
+    def __init__(self, plan: Conv2dPlan, out: np.ndarray):
+        self.plan, self.out = plan, out
+
+    def __call__(self, lo: int, hi: int) -> None:
+        self.plan.chunk(self.out, lo, hi)
+
+    def jobs(self, lo: int, hi: int) -> list[tuple]:
+        return self.plan.jobs(self.out, lo, hi)
+
+
+def _run_split(chunks: list[Callable], n: int) -> None:
+    """Each of ``chunks`` in turn over each range of ``parallel.chunk_bounds(n)``, the
+    ranges side by side (one call of ``parallel.run_chunks``'s kind)."""
+    if all(isinstance(chunk, _ConvChunk) for chunk in chunks):
+        bounds = parallel.chunk_bounds(n)
+        native.run_parts([[job for c in chunks for job in c.jobs(lo, hi)] for lo, hi in bounds])
+        return
+
+    def chunk_all(lo: int, hi: int) -> None:
+        for chunk in chunks:
+            chunk(lo, hi)
+
+    parallel.run_chunks(chunk_all, n)
 
 
 def _stack_chain_step(planner: Any, region: _Region, reader: Operation) -> Callable:

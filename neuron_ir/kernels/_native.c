@@ -546,18 +546,54 @@ NI_FMA NI_INLINE void gemm_tile(Py_ssize_t kc, const float *a, const float *b, i
 #undef NI_FINISH
 }
 
+/* A gathered panel's columns (their offsets col[0..w) in the image) as runs per group
+ * of eight: group g's lanes come from masked loads at image offsets at[g][r]. */
+struct panel_runs {
+    int count[3];
+    Py_ssize_t at[3][3];
+    __m256i mask[3][3];
+};
+
+/* 0 where some group meets more than three runs (rows under three columns wide). */
+NI_FMA static int gather_runs(const Py_ssize_t *col, Py_ssize_t w, struct panel_runs *runs)
+{
+    for (int g = 0; g < 3; g++) {
+        int lanes[8], n = 0;
+        runs->count[g] = 0;
+        for (int l = 0; l < 8; l++) {
+            Py_ssize_t c = 8 * g + l;
+            /* which run lane l is in: a new one where the columns stop being consecutive */
+            if (c < w && (l == 0 || c == 0 || col[c] != col[c - 1] + 1 || lanes[l - 1] < 0)) {
+                if (n == 3)
+                    return 0;
+                runs->at[g][n] = col[c] - l;
+                n++;
+            }
+            lanes[l] = c < w ? n - 1 : -1;
+        }
+        for (int r = 0; r < n; r++) {
+            int m[8];
+            for (int l = 0; l < 8; l++)
+                m[l] = lanes[l] == r ? -1 : 0;
+            runs->mask[g][r] = _mm256_loadu_si256((const __m256i *)m);
+        }
+        runs->count[g] = n;
+    }
+    return 1;
+}
+
 /* Rows [0, kc) of B (offsets off), columns [q, q + n), as 24-wide panels (panel p: kc
- * rows of 24 floats), the last one zero-filled past n.  Column q of the image starts at
- * xp + q at stride 1; at stride s at xp + (q / ow) * s * wp + (q % ow) * s. */
+ * rows of 24 floats), the last one zero-filled past n.  Padded columns (wq == wp, stride
+ * 1) start at xp + q; gathered ones (wq == ow) at xp + (q / ow) * s * wp + (q % ow) * s. */
 NI_FMA static void gemm_pack(const float *xp, const Py_ssize_t *off, Py_ssize_t kc,
-                             Py_ssize_t stride, Py_ssize_t wp, Py_ssize_t ow, int pairs,
-                             Py_ssize_t q, Py_ssize_t n, float *panels)
+                             Py_ssize_t stride, Py_ssize_t wp, Py_ssize_t ow, Py_ssize_t wq,
+                             int pairs, Py_ssize_t q, Py_ssize_t n, float *panels)
 {
     const __m256i evens = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     for (Py_ssize_t j = 0; j < n; j += GEMM_NR) {
         float *dst = panels + j * kc;
         Py_ssize_t w = n - j < GEMM_NR ? n - j : GEMM_NR;
-        if (stride == 1) {
+        if (wq == wp && stride == 1) {
             const float *src = xp + q + j;
             if (w == GEMM_NR) {
                 for (Py_ssize_t k = 0; k < kc; k++, dst += GEMM_NR)
@@ -575,6 +611,7 @@ NI_FMA static void gemm_pack(const float *xp, const Py_ssize_t *off, Py_ssize_t 
             continue;
         }
         Py_ssize_t col[GEMM_NR];
+        struct panel_runs runs;
         for (Py_ssize_t c = 0; c < w; c++) {
             Py_ssize_t y = (q + j + c) / ow;
             col[c] = y * stride * wp + (q + j + c - y * ow) * stride;
@@ -588,6 +625,20 @@ NI_FMA static void gemm_pack(const float *xp, const Py_ssize_t *off, Py_ssize_t 
                     __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(s + 16 * h), evens);
                     __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(s + 16 * h + 8), evens);
                     _mm256_storeu_ps(dst + 8 * h, _mm256_permute2f128_ps(lo, hi, 0x20));
+                }
+            }
+        } else if (stride == 1 && gather_runs(col, w, &runs)) {
+            /* Gathered at stride 1: each 8-column group of the panel is at most three runs
+             * of consecutive floats (one per output row it meets), each a masked load
+             * (lanes outside it read nothing and are zero). */
+            for (Py_ssize_t k = 0; k < kc; k++, dst += GEMM_NR) {
+                const float *s = xp + off[k];
+                for (int g = 0; g < 3; g++) {
+                    __m256 v = _mm256_setzero_ps();
+                    for (int r = 0; r < runs.count[g]; r++)
+                        v = _mm256_or_ps(v, _mm256_maskload_ps(s + runs.at[g][r],
+                                                               runs.mask[g][r]));
+                    _mm256_storeu_ps(dst + 8 * g, v);
                 }
             }
         } else {
@@ -614,7 +665,7 @@ struct conv_job {
     const float *xp, *packed, *bias, *res;
     float *out;
     Py_ssize_t channels, hp, wp, stride, kh, kw, dh, dw, oh, ow, row0, row1, ch0, ch1;
-    Py_ssize_t wq; /* columns numbered per output row: Wp at stride 1, else OW */
+    Py_ssize_t wq; /* columns numbered per output row: Wp (padded) or OW (gathered) */
     int act;
     float alpha;
 };
@@ -693,7 +744,7 @@ NI_FMA static int conv_run(const struct conv_job *j)
         for (Py_ssize_t k0 = 0; k0 < K; k0 += kb) {
             Py_ssize_t kc = K - k0 < kb ? K - k0 : kb;
             int first = k0 == 0, last = k0 + kc == K;
-            gemm_pack(j->xp, off + k0, kc, j->stride, j->wp, j->ow, pairs, q, n, panels);
+            gemm_pack(j->xp, off + k0, kc, j->stride, j->wp, j->ow, wq, pairs, q, n, panels);
             for (Py_ssize_t pb = p0; pb < p1; pb += GEMM_MB) {
                 Py_ssize_t pe = pb + GEMM_MB < p1 ? pb + GEMM_MB : p1;
                 for (Py_ssize_t c = 0; c < n; c += GEMM_NR) {
@@ -736,6 +787,21 @@ NI_FMA static int conv_run(const struct conv_job *j)
     return 1;
 }
 
+/* Whether stride-1 columns are numbered padded (consecutive floats, copied by vectors)
+ * rather than gathered (each output row's run copied apart, no extra columns): padded
+ * wherever its extra columns add under 1/16 of the tiles' columns, which keeps 56x56
+ * and 28x28 layers padded and gathers 14x14 (22% more) and 7x7 (28%). */
+static int padded_columns(Py_ssize_t stride, Py_ssize_t wp, Py_ssize_t ow, Py_ssize_t oh)
+{
+    if (stride != 1)
+        return 0;
+    Py_ssize_t padded = (oh - 1) * wp + ow, gathered = oh * ow;
+    /* the tiles compute whole panels of 24 and a last one of 8, 16 or 24 */
+    padded = (padded + 7) / 8 * 8;
+    gathered = (gathered + 7) / 8 * 8;
+    return 16 * (padded - gathered) < gathered;
+}
+
 static int gemm_supported(void)
 {
     static int known = -1;
@@ -751,46 +817,73 @@ static int gemm_supported(void)
 
 /* Padded rows [r0, r1) of every channel: xp[c, r, :] = x[c, r - top, : - left], zeros
  * outside x. */
-static PyObject *py_pad_f32(PyObject *self, PyObject *args)
+struct pad_job {
+    const char *x; /* (C, H, W), rows xs1 bytes apart, channels xs0 */
+    float *xp;     /* (C, Hp, Wp), C-contiguous */
+    Py_ssize_t channels, h, w, xs0, xs1, hp, wp, top, left, r0, r1;
+};
+
+static void pad_run(const struct pad_job *p)
 {
-    (void)self;
+    for (Py_ssize_t c = 0; c < p->channels; c++)
+        for (Py_ssize_t r = p->r0; r < p->r1; r++) {
+            float *dst = p->xp + (c * p->hp + r) * p->wp;
+            Py_ssize_t y = r - p->top;
+            if (y < 0 || y >= p->h) {
+                memset(dst, 0, p->wp * sizeof(float));
+                continue;
+            }
+            const char *src = p->x + c * p->xs0 + y * p->xs1;
+            memset(dst, 0, p->left * sizeof(float));
+            memcpy(dst + p->left, src, p->w * sizeof(float));
+            memset(dst + p->left + p->w, 0, (p->wp - p->left - p->w) * sizeof(float));
+        }
+}
+
+/* pad_f32's arguments as a job, holding the two buffers (released by the caller where
+ * it returns 1); 0 with an exception set otherwise. */
+static int pad_take(PyObject *args, struct pad_job *job, Py_buffer *views)
+{
     PyObject *x_obj, *xp_obj;
     Py_ssize_t top, left, r0, r1;
     if (!PyArg_ParseTuple(args, "OO(nn)(nn):pad_f32", &x_obj, &xp_obj, &top, &left, &r0, &r1))
-        return NULL;
-    Py_buffer x, xp;
-    if (!get_floats(x_obj, &x, 0))
-        return NULL;
-    if (PyObject_GetBuffer(xp_obj, &xp, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&x);
-        return NULL;
+        return 0;
+    Py_buffer *x = &views[0], *xp = &views[1];
+    if (!get_floats(x_obj, x, 0))
+        return 0;
+    if (PyObject_GetBuffer(xp_obj, xp, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(x);
+        return 0;
     }
-    const char *error = NULL;
-    if (x.ndim != 3 || xp.ndim != 3 || xp.itemsize != 4 || strcmp(xp.format, "f") != 0 ||
-        xp.shape[0] != x.shape[0] || top < 0 || left < 0 || top + x.shape[1] > xp.shape[1] ||
-        left + x.shape[2] > xp.shape[2] || r0 < 0 || r1 > xp.shape[1] || r0 > r1)
-        error = "pad_f32: x (C, H, W) must fit in xp (C, Hp, Wp) float32 at (top, left)";
-    if (error == NULL) {
-        Py_ssize_t width = x.shape[2], wp = xp.shape[2];
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t c = 0; c < x.shape[0]; c++)
-            for (Py_ssize_t r = r0; r < r1; r++) {
-                float *dst = (float *)xp.buf + (c * xp.shape[1] + r) * wp;
-                Py_ssize_t y = r - top;
-                if (y < 0 || y >= x.shape[1]) {
-                    memset(dst, 0, wp * sizeof(float));
-                    continue;
-                }
-                const char *src = (const char *)x.buf + c * x.strides[0] + y * x.strides[1];
-                memset(dst, 0, left * sizeof(float));
-                memcpy(dst + left, src, width * sizeof(float));
-                memset(dst + left + width, 0, (wp - left - width) * sizeof(float));
-            }
-        Py_END_ALLOW_THREADS
+    if (x->ndim != 3 || xp->ndim != 3 || xp->itemsize != 4 || strcmp(xp->format, "f") != 0 ||
+        xp->shape[0] != x->shape[0] || top < 0 || left < 0 || top + x->shape[1] > xp->shape[1] ||
+        left + x->shape[2] > xp->shape[2] || r0 < 0 || r1 > xp->shape[1] || r0 > r1) {
+        PyBuffer_Release(x);
+        PyBuffer_Release(xp);
+        PyErr_SetString(PyExc_ValueError,
+                        "pad_f32: x (C, H, W) must fit in xp (C, Hp, Wp) float32 at (top, left)");
+        return 0;
     }
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&xp);
-    return none_or_error(error);
+    struct pad_job j = {(const char *)x->buf, (float *)xp->buf, x->shape[0], x->shape[1],
+                        x->shape[2], x->strides[0], x->strides[1], xp->shape[1], xp->shape[2],
+                        top, left, r0, r1};
+    *job = j;
+    return 1;
+}
+
+static PyObject *py_pad_f32(PyObject *self, PyObject *args)
+{
+    (void)self;
+    struct pad_job job;
+    Py_buffer views[2];
+    if (!pad_take(args, &job, views))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    pad_run(&job);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&views[0]);
+    PyBuffer_Release(&views[1]);
+    Py_RETURN_NONE;
 }
 
 static int get_c_floats(PyObject *obj, Py_buffer *view, int writable, int ndim)
@@ -807,22 +900,20 @@ static int get_c_floats(PyObject *obj, Py_buffer *view, int writable, int ndim)
     return 1;
 }
 
-static PyObject *py_conv2d_f32(PyObject *self, PyObject *args)
+#if NI_HAVE_GEMM
+/* conv2d_f32's arguments as a job holding its buffers (views[k] held where objs[k] is
+ * not None; released by conv_release); 0 with an exception set, and nothing held,
+ * otherwise. */
+static int conv_take(PyObject *args, struct conv_job *job, PyObject **objs, Py_buffer *views)
 {
-    (void)self;
-    PyObject *objs[5]; /* xp, packed, out, bias, residual */
     Py_ssize_t kh, kw, dh, dw, stride, row0, row1, ch0, ch1;
     int act;
     float alpha;
     if (!PyArg_ParseTuple(args, "OOO(nn)(nn)n(nn)(nn)OOif:conv2d_f32", &objs[0], &objs[1],
                           &objs[2], &kh, &kw, &dh, &dw, &stride, &row0, &row1, &ch0, &ch1,
                           &objs[3], &objs[4], &act, &alpha))
-        return NULL;
-#if NI_HAVE_GEMM
-    if (!gemm_supported())
-        Py_RETURN_FALSE;
+        return 0;
     static const int axes[5] = {3, 3, 3, 1, 3};
-    Py_buffer views[5];
     int held = 0;
     for (; held < 5; held++) {
         if (objs[held] == Py_None && held >= 3)
@@ -831,10 +922,9 @@ static PyObject *py_conv2d_f32(PyObject *self, PyObject *args)
             break;
     }
     const char *error = NULL;
-    int failed = held < 5, ok = 1;
     Py_buffer *xp = &views[0], *packed = &views[1], *out = &views[2];
     int has_bias = objs[3] != Py_None, has_res = objs[4] != Py_None;
-    if (!failed) {
+    if (held == 5) {
         Py_ssize_t m = out->shape[0], oh = out->shape[1], ow = out->shape[2];
         Py_ssize_t hp = xp->shape[1], wp = xp->shape[2];
         if (kh < 1 || kw < 1 || dh < 1 || dw < 1 || stride < 1 || act < TAIL_NONE ||
@@ -857,30 +947,323 @@ static PyObject *py_conv2d_f32(PyObject *self, PyObject *args)
         else if (has_res && views[4].buf == out->buf)
             error = "conv2d_f32: the residual cannot be the output";
         if (error == NULL) {
-            struct conv_job job = {
+            struct conv_job j = {
                 (const float *)xp->buf, (const float *)packed->buf,
                 has_bias ? (const float *)views[3].buf : NULL,
                 has_res ? (const float *)views[4].buf : NULL, (float *)out->buf,
                 xp->shape[0], hp, wp, stride, kh, kw, dh, dw, oh, ow, row0, row1, ch0, ch1,
-                stride == 1 ? wp : ow, act, alpha};
-            Py_BEGIN_ALLOW_THREADS
-            ok = conv_run(&job);
-            Py_END_ALLOW_THREADS
+                padded_columns(stride, wp, ow, oh) ? wp : ow, act, alpha};
+            *job = j;
+            return 1;
         }
     }
     for (int k = 0; k < held; k++)
         if (objs[k] != Py_None || k < 3)
             PyBuffer_Release(&views[k]);
-    if (failed)
-        return NULL;
-    if (error != NULL) {
+    if (error != NULL)
         PyErr_SetString(PyExc_ValueError, error);
+    return 0;
+}
+
+static void conv_release(PyObject **objs, Py_buffer *views)
+{
+    for (int k = 0; k < 5; k++)
+        if (objs[k] != Py_None || k < 3)
+            PyBuffer_Release(&views[k]);
+}
+#endif
+
+static PyObject *py_conv2d_f32(PyObject *self, PyObject *args)
+{
+    (void)self;
+#if NI_HAVE_GEMM
+    if (!gemm_supported())
+        Py_RETURN_FALSE;
+    PyObject *objs[5]; /* xp, packed, out, bias, residual */
+    Py_buffer views[5];
+    struct conv_job job;
+    if (!conv_take(args, &job, objs, views))
         return NULL;
-    }
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = conv_run(&job);
+    Py_END_ALLOW_THREADS
+    conv_release(objs, views);
     if (!ok)
         return PyErr_NoMemory();
     Py_RETURN_TRUE;
 #else
+    (void)args;
+    Py_RETURN_FALSE;
+#endif
+}
+
+/* ---------------------------------------------------------------------------------
+ * Parts side by side.  run_parts takes one list of pad and convolution jobs a part and
+ * runs part 0 on the calling thread, the others on a pool of worker threads, all with
+ * the GIL released.  The interpreter used to hand each part to a Python thread pool:
+ * submitting, the worker waking, and the caller waking when the worker was done cost
+ * ~170 us a split here (42 us to submit, 40 to start, 84 to notice the end; 29 splits
+ * in a ResNet-50 run), since a sleeping thread's virtual CPU halts and takes ~50-80 us
+ * to run again, and a Python worker must also take the GIL.  So the workers here are
+ * plain threads that never touch Python: after a part they spin for POOL_SPIN_NS
+ * waiting for the next one (the gaps between a run's splits are 0.1-0.3 ms), then
+ * sleep on a condition variable; the caller spins while it waits (a part is ~0.1-4 ms).
+ * --------------------------------------------------------------------------------- */
+#if NI_HAVE_GEMM
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#define POOL_MAX 7               /* worker threads: parallel.WORKERS is at most 8 */
+#define POOL_SPIN_NS 500000      /* how long an idle worker spins before it sleeps */
+
+enum { JOB_PAD, JOB_CONV };
+struct job {
+    int kind;
+    struct pad_job pad;
+    struct conv_job conv;
+};
+struct part {
+    const struct job *jobs;
+    Py_ssize_t count;
+    int ok; /* 0: a convolution ran out of memory */
+};
+
+static struct slot {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    atomic_uint posted, done; /* tickets: a part is posted, and done */
+    int sleeping;             /* under lock */
+    int started;
+    struct part *part;
+} pool[POOL_MAX];
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void part_run(struct part *p)
+{
+    p->ok = 1;
+    for (Py_ssize_t i = 0; i < p->count; i++) {
+        if (p->jobs[i].kind == JOB_PAD)
+            pad_run(&p->jobs[i].pad);
+        else if (!conv_run(&p->jobs[i].conv))
+            p->ok = 0;
+    }
+}
+
+static unsigned long long now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (unsigned long long)t.tv_sec * 1000000000ull + (unsigned long long)t.tv_nsec;
+}
+
+static void *worker(void *arg)
+{
+    struct slot *me = arg;
+    unsigned seen = atomic_load(&me->done);
+    for (;;) {
+        unsigned long long since = now_ns();
+        unsigned ticket;
+        for (int spins = 1;; spins++) {
+            ticket = atomic_load_explicit(&me->posted, memory_order_acquire);
+            if (ticket != seen)
+                break;
+            _mm_pause();
+            if (spins % 64 == 0 && now_ns() - since > POOL_SPIN_NS) {
+                pthread_mutex_lock(&me->lock);
+                me->sleeping = 1;
+                while ((ticket = atomic_load(&me->posted)) == seen)
+                    pthread_cond_wait(&me->wake, &me->lock);
+                me->sleeping = 0;
+                pthread_mutex_unlock(&me->lock);
+                break;
+            }
+        }
+        seen = ticket;
+        part_run(me->part);
+        atomic_store_explicit(&me->done, ticket, memory_order_release);
+    }
+    return NULL;
+}
+
+/* A forked child has none of the parent's workers (and its locks may have been held by
+ * one): it starts again from an empty pool. */
+static void pool_after_fork(void)
+{
+    for (int i = 0; i < POOL_MAX; i++) {
+        pthread_mutex_init(&pool[i].lock, NULL);
+        pthread_cond_init(&pool[i].wake, NULL);
+        atomic_store(&pool[i].posted, 0);
+        atomic_store(&pool[i].done, 0);
+        pool[i].sleeping = pool[i].started = 0;
+    }
+}
+
+static void pool_init(void)
+{
+    pool_after_fork();
+    pthread_atfork(NULL, NULL, pool_after_fork);
+}
+
+/* Worker i, started if need be (signals blocked: Python handles them in its own
+ * threads); 0 where the thread could not be made. */
+static int pool_start(int i)
+{
+    if (pool[i].started)
+        return 1;
+    sigset_t all, before;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &before);
+    pthread_t thread;
+    int made = pthread_create(&thread, NULL, worker, &pool[i]) == 0;
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
+    if (!made)
+        return 0;
+    pthread_detach(thread);
+    pool[i].started = 1;
+    return 1;
+}
+
+/* Parts 1.. on the workers, part 0 here, back when all are done.  Called with the GIL
+ * released, from one thread at a time (run_parts holds pool_busy). */
+static void parts_run(struct part *parts, int count)
+{
+    int posted = 0;
+    unsigned tickets[POOL_MAX];
+    for (int i = 0; i + 1 < count; i++) {
+        struct slot *s = &pool[posted];
+        if (!pool_start(posted)) { /* no thread: the part runs here */
+            part_run(&parts[i + 1]);
+            continue;
+        }
+        s->part = &parts[i + 1];
+        tickets[posted] = atomic_load(&s->posted) + 1;
+        atomic_store_explicit(&s->posted, tickets[posted], memory_order_release);
+        pthread_mutex_lock(&s->lock);
+        if (s->sleeping)
+            pthread_cond_signal(&s->wake);
+        pthread_mutex_unlock(&s->lock);
+        posted++;
+    }
+    part_run(&parts[0]);
+    for (int i = 0; i < posted; i++)
+        for (int spins = 1;
+             atomic_load_explicit(&pool[i].done, memory_order_acquire) != tickets[i]; spins++) {
+            _mm_pause();
+            if (spins % 4096 == 0) /* a worker off its CPU: let it have ours */
+                sched_yield();
+        }
+}
+
+static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER;
+#endif
+
+/* run_parts([[(kind, args), ...], ...]): each part's jobs in order (kind 0: pad_f32's
+ * arguments, 1: conv2d_f32's), the parts side by side. */
+static PyObject *py_run_parts(PyObject *self, PyObject *arg)
+{
+    (void)self;
+#if NI_HAVE_GEMM
+    if (!gemm_supported())
+        Py_RETURN_FALSE;
+    PyObject *parts_seq = PySequence_Fast(arg, "run_parts: expected a list of parts");
+    if (parts_seq == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(parts_seq), jobs_total = 0;
+    if (count < 1 || count > POOL_MAX + 1) {
+        Py_DECREF(parts_seq);
+        PyErr_SetString(PyExc_ValueError, "run_parts: 1 to 8 parts");
+        return NULL;
+    }
+    PyObject *lists[POOL_MAX + 1];
+    for (Py_ssize_t i = 0; i < count; i++) {
+        lists[i] = PySequence_Fast(PySequence_Fast_GET_ITEM(parts_seq, i),
+                                   "run_parts: a part is a list of jobs");
+        if (lists[i] == NULL) {
+            while (i-- > 0)
+                Py_DECREF(lists[i]);
+            Py_DECREF(parts_seq);
+            return NULL;
+        }
+        jobs_total += PySequence_Fast_GET_SIZE(lists[i]);
+    }
+    struct job *jobs = PyMem_Calloc(jobs_total ? jobs_total : 1, sizeof(struct job));
+    /* each job's buffers: up to five (a convolution's), and their objects */
+    Py_buffer *views = PyMem_Calloc(5 * (jobs_total ? jobs_total : 1), sizeof(Py_buffer));
+    PyObject **objs = PyMem_Calloc(5 * (jobs_total ? jobs_total : 1), sizeof(PyObject *));
+    struct part parts[POOL_MAX + 1];
+    Py_ssize_t taken = 0;
+    int failed = jobs == NULL || views == NULL || objs == NULL;
+    if (failed)
+        PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < count && !failed; i++) {
+        parts[i].jobs = jobs + taken;
+        parts[i].count = PySequence_Fast_GET_SIZE(lists[i]);
+        for (Py_ssize_t k = 0; k < parts[i].count && !failed; k++) {
+            PyObject *item = PySequence_Fast_GET_ITEM(lists[i], k);
+            int kind;
+            if (!PyTuple_Check(item)) {
+                PyErr_SetString(PyExc_TypeError, "run_parts: a job is (kind, arguments)");
+                failed = 1;
+                break;
+            }
+            PyObject *job_args;
+            if (!PyArg_ParseTuple(item, "iO!:run_parts job", &kind, &PyTuple_Type, &job_args)) {
+                failed = 1;
+                break;
+            }
+            struct job *j = &jobs[taken];
+            j->kind = kind;
+            if (kind == JOB_PAD)
+                failed = !pad_take(job_args, &j->pad, views + 5 * taken);
+            else if (kind == JOB_CONV)
+                failed = !conv_take(job_args, &j->conv, objs + 5 * taken, views + 5 * taken);
+            else {
+                PyErr_SetString(PyExc_ValueError, "run_parts: a job's kind is 0 or 1");
+                failed = 1;
+            }
+            if (!failed)
+                taken++;
+        }
+    }
+    int ok = 1;
+    if (!failed) {
+        Py_BEGIN_ALLOW_THREADS
+        if (count == 1) { /* no worker: callers on several threads run side by side */
+            part_run(&parts[0]);
+        } else {
+            pthread_once(&pool_once, pool_init);
+            pthread_mutex_lock(&pool_busy); /* one caller's parts at a time */
+            parts_run(parts, (int)count);
+            pthread_mutex_unlock(&pool_busy);
+        }
+        Py_END_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < count; i++)
+            ok = ok && parts[i].ok;
+    }
+    for (Py_ssize_t t = 0; t < taken; t++) {
+        if (jobs[t].kind == JOB_PAD) {
+            PyBuffer_Release(&views[5 * t]);
+            PyBuffer_Release(&views[5 * t + 1]);
+        } else {
+            conv_release(objs + 5 * t, views + 5 * t);
+        }
+    }
+    PyMem_Free(jobs);
+    PyMem_Free(views);
+    PyMem_Free(objs);
+    for (Py_ssize_t i = 0; i < count; i++)
+        Py_DECREF(lists[i]);
+    Py_DECREF(parts_seq);
+    if (failed)
+        return NULL;
+    if (!ok)
+        return PyErr_NoMemory();
+    Py_RETURN_TRUE;
+#else
+    (void)arg;
     Py_RETURN_FALSE;
 #endif
 }
@@ -908,6 +1291,11 @@ static PyMethodDef methods[] = {
      " the packed weights (ceil(M/4), C*kh*kw, 4) into out (M, OH, OW), then"
      " act((v + bias) + residual); False, with nothing written, where the CPU has no AVX2"
      " and FMA."},
+    {"run_parts", py_run_parts, METH_O,
+     "run_parts(parts): each part a list of jobs (0, pad_f32's arguments) or (1,"
+     " conv2d_f32's arguments), run in order; the parts side by side on worker threads"
+     " (part 0 on the caller's); False, with nothing run, where the CPU has no AVX2 and"
+     " FMA."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -221,7 +221,8 @@ class Conv2dPlan:
     im2col matrix, the weights packed once per constant array), in the same chunks, and
     can take the bias, residual Add and activation that follow into its epilogue
     (``fuse_tail``).  It sums in its own order, so float32 results differ from the numpy
-    path's by rounding.
+    path's by rounding.  Its chunks are jobs (``jobs``) that a split hands to the
+    extension's worker threads (``native.run_parts``) rather than to Python threads.
 
     The interpreter's fused regions run the same plan as this kernel, so a fused
     convolution rounds exactly like the unfused one (see ``parallel.MatmulPlan``).
@@ -337,8 +338,9 @@ class Conv2dPlan:
         self.tail = (flat, residual, activation, alpha)
         return True
 
-    def _direct(self, out: np.ndarray, lo: int, hi: int) -> None:
-        """Chunk [lo, hi) through the compiled product, padding what it reads first."""
+    def jobs(self, out: np.ndarray, lo: int, hi: int) -> list[tuple]:
+        """Chunk [lo, hi) as the compiled product's jobs (``native.run_parts``): for each
+        image, padding what it reads, then the product."""
         n, m, oh, _ = self.shape
         images, rows, channels = range(n), (0, oh), (0, m)
         if self.axis == 0:
@@ -349,13 +351,16 @@ class Conv2dPlan:
             rows = (lo, hi)
         bias, residual, activation, alpha = self.tail
         (kh, kw), (dh, dw), stride = self.k, self.dil, self.strides[0]
+        jobs = []
         for image in images:
             if self.padded is not self.x and self.axis != 1:
                 # The rows this chunk's windows read; neighbouring chunks both write the
                 # rows they share, with the same values.
                 reach = (rows[0] * stride, (rows[1] - 1) * stride + (kh - 1) * dh + 1)
-                native.pad(self.x[image], self.padded[image], tuple(self.begin), reach)
-            done = native.conv2d(
+                jobs.append(
+                    native.pad_job(self.x[image], self.padded[image], tuple(self.begin), reach)
+                )
+            job = native.conv2d_job(
                 self.padded[image],
                 self.w_packed,
                 out[image],
@@ -369,8 +374,19 @@ class Conv2dPlan:
                 activation,
                 alpha,
             )
-            if not done:  # conv2d_enabled() held when the plan was made
+            if job is None:  # conv2d_enabled() held when the plan was made
                 raise RuntimeError("the compiled convolution declined its own plan")
+            jobs.append(job)
+        return jobs
+
+    def compiled(self) -> bool:
+        """True where the chunks are the compiled product's jobs (``jobs``)."""
+        return self.padded is not None
+
+    def split_jobs(self, out: np.ndarray) -> list[list[tuple]]:
+        """The whole result's jobs, one list per chunk ``parallel.run_chunks`` would run."""
+        bounds = parallel.chunk_bounds(self.shape[self.axis]) if self.parts else None
+        return [self.jobs(out, lo, hi) for lo, hi in bounds or [(0, self.shape[self.axis])]]
 
     def _im2col(self, image: int, h0: int, h1: int) -> np.ndarray:
         """The (C*kh*kw, rows*ow) GEMM operand of output rows [h0, h1) of one image."""
@@ -417,7 +433,7 @@ class Conv2dPlan:
     def chunk(self, out: np.ndarray, lo: int, hi: int) -> None:
         """Chunk [lo, hi) along ``axis`` into ``out`` (C-contiguous, ``shape``)."""
         if self.padded is not None:
-            self._direct(out, lo, hi)
+            native.run_parts([self.jobs(out, lo, hi)])
         elif self.axis == 1:
             dest = out[0].reshape(self.shape[1], -1)[lo:hi]
             np.matmul(self.w2[lo:hi], self.cols, out=dest)
@@ -432,6 +448,9 @@ class Conv2dPlan:
 
     def into(self, out: np.ndarray) -> None:
         """The whole result into ``out``, in ``parts`` chunks side by side (or one)."""
+        if self.compiled():
+            native.run_parts(self.split_jobs(out))
+            return
         with parallel.serial_blas():
             if self.parts:
                 parallel.run_chunks(lambda lo, hi: self.chunk(out, lo, hi), self.parts)

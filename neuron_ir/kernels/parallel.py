@@ -8,6 +8,10 @@ work) themselves into one chunk per core: a thread of ours waiting on a chunk sl
 in the kernel instead of spinning, and on a quiet machine the chunks run side by side
 (numpy releases the GIL inside BLAS and ufunc loops).
 
+The compiled convolution's splits take the same ranges (``chunk_bounds``) but run in
+the extension's own threads instead (``native.run_parts``), which need neither a Python
+thread's wake-up nor the GIL.
+
 Assumptions: chunks below ``MIN_FLOPS`` / ``MIN_ELEMENTS`` are not worth a thread
 hand-off (~20-50 us); row chunks of a C-contiguous product are independent and write
 disjoint slices of one output, so the result is bit-identical to the unsplit product
@@ -107,19 +111,24 @@ def _as_chunk(fn: Callable[[int, int], object], lo: int, hi: int) -> None:
         _local.depth -= 1
 
 
+def chunk_bounds(n: int, parts: int | None = None) -> list[tuple[int, int]]:
+    """The contiguous ranges of ``range(n)`` ``run_chunks`` runs side by side: ``parts``
+    (default one per core) of them, or the whole inside a chunk."""
+    parts = min(parts or WORKERS, n)
+    if parts <= 1 or in_chunk():
+        return [(0, n)]
+    return [(n * k // parts, n * (k + 1) // parts) for k in range(parts)]
+
+
 def run_chunks(fn: Callable[[int, int], object], n: int, parts: int | None = None) -> None:
     """``fn(lo, hi)`` over ``parts`` contiguous ranges of ``range(n)``, side by side.
 
     The calling thread runs the first range itself; exceptions propagate.  Called from
     inside a chunk it runs ``fn(0, n)`` in the calling thread."""
-    parts = min(parts or WORKERS, n)
-    if parts <= 1 or in_chunk():
-        _as_chunk(fn, 0, n)
-        return
-    bounds = [n * k // parts for k in range(parts + 1)]
-    futures = [_executor().submit(_as_chunk, fn, bounds[k], bounds[k + 1]) for k in range(1, parts)]
+    bounds = chunk_bounds(n, parts)
+    futures = [_executor().submit(_as_chunk, fn, lo, hi) for lo, hi in bounds[1:]]
     try:
-        _as_chunk(fn, bounds[0], bounds[1])
+        _as_chunk(fn, *bounds[0])
     finally:
         for f in futures:
             f.result()
