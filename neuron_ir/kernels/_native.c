@@ -1012,6 +1012,7 @@ static PyObject *py_conv2d_f32(PyObject *self, PyObject *args)
  * --------------------------------------------------------------------------------- */
 #if NI_HAVE_GEMM
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -1071,7 +1072,12 @@ static void *worker(void *arg)
             if (ticket != seen)
                 break;
             _mm_pause();
-            if (spins % 64 == 0 && now_ns() - since > POOL_SPIN_NS) {
+            if (spins % 64 != 0)
+                continue;
+            /* a thread waiting for this CPU (the caller itself, where both landed on
+             * one) gets it at once */
+            sched_yield();
+            if (now_ns() - since > POOL_SPIN_NS) {
                 pthread_mutex_lock(&me->lock);
                 me->sleeping = 1;
                 while ((ticket = atomic_load(&me->posted)) == seen)
@@ -1152,7 +1158,7 @@ static void parts_run(struct part *parts, int count)
         for (int spins = 1;
              atomic_load_explicit(&pool[i].done, memory_order_acquire) != tickets[i]; spins++) {
             _mm_pause();
-            if (spins % 4096 == 0) /* a worker off its CPU: let it have ours */
+            if (spins % 64 == 0) /* a worker waiting for our CPU gets it */
                 sched_yield();
         }
 }
