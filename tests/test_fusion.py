@@ -729,6 +729,36 @@ def test_row_chain_is_one_split_and_bit_identical(batch, monkeypatch):
     np.testing.assert_allclose(chained, session.run(None, feeds)[0], rtol=1e-4, atol=1e-4)
 
 
+def test_a_chain_declined_for_a_shape_is_not_planned_again(monkeypatch):
+    """Four workers split these 12x10 images by channels, which a row chain cannot take:
+    the first run finds out after planning the chain's first region, later runs go
+    straight to the regions one by one (one plan a convolution), with the same result."""
+    from neuron_ir.kernels import nn, parallel
+
+    monkeypatch.setattr(parallel, "WORKERS", 4)
+    monkeypatch.setattr(parallel, "MIN_FLOPS", 0)
+    module = neuron_ir.import_model(_bottleneck_model())
+    assert _chains(module) == [["Conv3", "Conv4", "Conv2"]]
+    plans = []
+    real = nn.Conv2dPlan.__init__
+
+    def counted(self, *args):
+        plans.append(args[0].shape)
+        real(self, *args)
+
+    monkeypatch.setattr(nn.Conv2dPlan, "__init__", counted)
+    interpreter = neuron_ir.Interpreter(module)
+    feeds = {"x": RNG.normal(0, 1, (1, 16, 12, 10)).astype(np.float32)}
+    first = interpreter.run(feeds)["y"]
+    assert len(plans) == 5  # the four convolutions, and the chain's first region once more
+    plans.clear()
+    second = interpreter.run(feeds)["y"]
+    assert len(plans) == 4
+    np.testing.assert_array_equal(first, second)
+    monkeypatch.setattr(fusion, "find_chains", lambda ops, groups: [])
+    np.testing.assert_array_equal(neuron_ir.Interpreter(module).run(feeds)["y"], first)
+
+
 @pytest.mark.parametrize("early_use, next_k", [(True, 1), (False, 3)])
 def test_row_chain_stops_before_a_value_read_early(early_use, next_k):
     # Read early by an op outside the chain, or by a 3x3 conv (its row r reads input

@@ -1,6 +1,7 @@
-"""``native.run_parts``: the compiled convolution's jobs split over the extension's own
-worker threads.  Any cut gives the same bits as one part, a bad job anywhere stops the
-call before any job runs, and the pool survives concurrent callers and a fork."""
+"""``native.run_parts``: the compiled convolution's and max pool's jobs split over the
+extension's own worker threads.  Any cut gives the same bits as one part, a bad job
+anywhere stops the call before any job runs, the pool survives concurrent callers and a
+fork, and the compiled max pool takes numpy's maxima."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_native_conv import _case, geometries
 
-from neuron_ir.kernels import native, nn
+from neuron_ir.kernels import KERNELS, native, nn
 
 pytestmark = pytest.mark.skipif(
     not native.conv2d_enabled(),
@@ -144,3 +145,61 @@ def test_a_forked_child_splits_too():
         pytest.fail("the forked child hung in run_parts")
     assert child.exitcode == 0
     assert queue.get(timeout=5) is True
+
+
+SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 3e38, -3e38], np.float32)
+
+pools = st.fixed_dictionaries(
+    {
+        "c": st.integers(1, 5),
+        "h": st.integers(1, 17),
+        "w": st.integers(1, 17),
+        "k": st.tuples(st.integers(1, 4), st.integers(1, 4)),
+        "strides": st.tuples(st.integers(1, 3), st.integers(1, 3)),
+        "dilations": st.tuples(st.integers(1, 2), st.integers(1, 2)),
+        "pads": st.tuples(*[st.integers(0, 3)] * 4),
+        "ceil_mode": st.integers(0, 1),
+        "specials": st.floats(0, 0.3),
+    }
+)
+
+
+@given(pools)
+@settings(max_examples=200, deadline=None)
+def test_compiled_max_pool_takes_numpys_maxima(g):
+    k, pads = list(g["k"]), list(g["pads"])
+    if any(p >= kk for p, kk in zip(pads, k + k, strict=True)):
+        return  # onnx: pads below the window
+    sizes = (g["h"] + pads[0] + pads[2], g["w"] + pads[1] + pads[3])
+    if any((kk - 1) * d + 1 > n for kk, d, n in zip(k, g["dilations"], sizes, strict=True)):
+        return  # a window wider than the padded image: no output
+    x = RNG.normal(0, 1, (2, g["c"], g["h"], g["w"])).astype(np.float32)
+    mask = RNG.random(x.shape) < g["specials"]
+    x[mask] = RNG.choice(SPECIALS, int(mask.sum()))
+    attrs = {
+        "kernel_shape": k,
+        "strides": list(g["strides"]),
+        "dilations": list(g["dilations"]),
+        "pads": pads,
+        "ceil_mode": g["ceil_mode"],
+    }
+    with native.disabled():
+        (want,) = KERNELS["MaxPool"]([x], attrs, 1)
+    (got,) = KERNELS["MaxPool"]([x], attrs, 1)
+    # The same maxima, NaN where numpy has NaN; a tie of zeros may keep either sign.
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.float32 and got.shape == want.shape
+
+
+def test_compiled_max_pool_in_parts_gives_the_bits_of_one_part():
+    x = RNG.normal(0, 1, (7, 20, 19)).astype(np.float32)
+    x[2, 3, 4] = np.nan
+    window = ((3, 3), (2, 2), (1, 1), (1, 1))
+    whole = np.full((7, 10, 10), np.nan, np.float32)
+    native.run_parts([[native.maxpool_job(x, whole, *window, (0, 7))]])
+    parts = np.full((7, 10, 10), np.nan, np.float32)
+    native.run_parts([[native.maxpool_job(x, parts, *window, c)] for c in [(0, 2), (2, 3), (3, 7)]])
+    np.testing.assert_array_equal(parts.view(np.uint32), whole.view(np.uint32))
+    assert np.isnan(whole[2, 1, 2])  # the NaN's window
+    with pytest.raises(ValueError, match="maxpool_f32"):
+        native.run_parts([[native.maxpool_job(x, whole, *window, (0, 8))]])

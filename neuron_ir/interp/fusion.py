@@ -782,6 +782,7 @@ class _Region(NamedTuple):
     out_slot: int
     axes: Callable  # (shape, dtype, env) -> the axes its ops may split; _Unfusable if none fit
     finish: Callable  # (env, product, axes) -> the region's ops on the product, result stored
+    in_slot: int  # the slot of the product's first input
 
 
 class _GeluErf(NamedTuple):
@@ -1166,7 +1167,9 @@ def _region(planner: Any, group: Group) -> _Region:
     def run_into(env: list) -> None:
         env[out_slot] = run(env)
 
-    return _Region(_guarded(run_into, unfused, label), prepare, out_slot, region_axes, finish)
+    return _Region(
+        _guarded(run_into, unfused, label), prepare, out_slot, region_axes, finish, in_slots[0]
+    )
 
 
 def _chain_step(regions: list[_Region], label: str) -> Callable:
@@ -1176,7 +1179,25 @@ def _chain_step(regions: list[_Region], label: str) -> Callable:
     at the same row bounds: bit-identical to running the regions one by one, which is
     what happens when a run-time shape does not allow the chain."""
 
+    # Input shapes the chain was found not to cover (ResNet's 7x7 layers split by
+    # channels): their runs go straight to the regions one by one, rather than planning
+    # the first regions again each run before finding out.
+    declined: set[tuple] = set()
+    first_input = regions[0].in_slot
+
     def run(env: list) -> None:
+        x = env[first_input]
+        # (what the regions' splits depend on besides the shapes, which follow from it)
+        key = (np.shape(x), getattr(x, "dtype", None), parallel.WORKERS, parallel.MIN_FLOPS)
+        if key in declined:
+            raise _Unfusable
+        try:
+            _run_chain(env)
+        except _Unfusable:
+            declined.add(key)
+            raise
+
+    def _run_chain(env: list) -> None:
         with parallel.serial_blas():
             chunks = []
             parts = None

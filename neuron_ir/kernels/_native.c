@@ -13,6 +13,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -998,6 +999,92 @@ static PyObject *py_conv2d_f32(PyObject *self, PyObject *args)
 #endif
 }
 
+/* 2-D max pooling of channels [c0, c1) of one float32 (C, H, W) image into (C, OH, OW):
+ * the separable order of nn._window_reduce (each window's rows, then its columns, each
+ * max taken as np.maximum's: a NaN operand is the result).  Taps in the padding are
+ * skipped rather than read as -inf, which gives the same maxima; a window wholly in the
+ * padding is -inf. */
+struct maxpool_job {
+    const float *x;
+    float *y;
+    Py_ssize_t h, w, oh, ow, kh, kw, sh, sw, dh, dw, top, left, c0, c1;
+};
+
+static inline float max_nan(float a, float b)
+{
+    return a != a ? a : (b != b ? b : (a >= b ? a : b));
+}
+
+/* 0 when out of memory. */
+static int maxpool_run(const struct maxpool_job *p)
+{
+    float *rows = malloc((p->w > 0 ? p->w : 1) * sizeof(float));
+    if (rows == NULL)
+        return 0;
+    for (Py_ssize_t c = p->c0; c < p->c1; c++)
+        for (Py_ssize_t oy = 0; oy < p->oh; oy++) {
+            int any_row = 0;
+            for (Py_ssize_t ky = 0; ky < p->kh; ky++) {
+                Py_ssize_t iy = oy * p->sh - p->top + ky * p->dh;
+                if (iy < 0 || iy >= p->h)
+                    continue;
+                const float *src = p->x + (c * p->h + iy) * p->w;
+                if (!any_row)
+                    memcpy(rows, src, p->w * sizeof(float));
+                else
+                    for (Py_ssize_t i = 0; i < p->w; i++)
+                        rows[i] = max_nan(rows[i], src[i]);
+                any_row = 1;
+            }
+            float *dst = p->y + (c * p->oh + oy) * p->ow;
+            for (Py_ssize_t ox = 0; ox < p->ow; ox++) {
+                float v = -INFINITY;
+                int any = 0;
+                for (Py_ssize_t kx = 0; any_row && kx < p->kw; kx++) {
+                    Py_ssize_t ix = ox * p->sw - p->left + kx * p->dw;
+                    if (ix < 0 || ix >= p->w)
+                        continue;
+                    v = any ? max_nan(v, rows[ix]) : rows[ix];
+                    any = 1;
+                }
+                dst[ox] = v;
+            }
+        }
+    free(rows);
+    return 1;
+}
+
+/* maxpool_f32's arguments (x, y, (kh, kw), (sh, sw), (dh, dw), (top, left), (c0, c1)) as
+ * a job holding the two buffers; 0 with an exception set otherwise. */
+static int maxpool_take(PyObject *args, struct maxpool_job *job, Py_buffer *views)
+{
+    PyObject *x_obj, *y_obj;
+    Py_ssize_t kh, kw, sh, sw, dh, dw, top, left, c0, c1;
+    if (!PyArg_ParseTuple(args, "OO(nn)(nn)(nn)(nn)(nn):maxpool_f32", &x_obj, &y_obj, &kh, &kw,
+                          &sh, &sw, &dh, &dw, &top, &left, &c0, &c1))
+        return 0;
+    if (!get_c_floats(x_obj, &views[0], 0, 3))
+        return 0;
+    if (!get_c_floats(y_obj, &views[1], 1, 3)) {
+        PyBuffer_Release(&views[0]);
+        return 0;
+    }
+    Py_buffer *x = &views[0], *y = &views[1];
+    if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 || top < 0 || left < 0 ||
+        y->shape[0] != x->shape[0] || c0 < 0 || c1 > x->shape[0] || c0 > c1 ||
+        x->buf == y->buf) {
+        PyBuffer_Release(&views[0]);
+        PyBuffer_Release(&views[1]);
+        PyErr_SetString(PyExc_ValueError,
+                        "maxpool_f32: bad window, or y (C, OH, OW) not beside x (C, H, W)");
+        return 0;
+    }
+    struct maxpool_job j = {(const float *)x->buf, (float *)y->buf, x->shape[1], x->shape[2],
+                            y->shape[1], y->shape[2], kh, kw, sh, sw, dh, dw, top, left, c0, c1};
+    *job = j;
+    return 1;
+}
+
 /* ---------------------------------------------------------------------------------
  * Parts side by side.  run_parts takes one list of pad and convolution jobs a part and
  * runs part 0 on the calling thread, the others on a pool of worker threads, all with
@@ -1020,11 +1107,12 @@ static PyObject *py_conv2d_f32(PyObject *self, PyObject *args)
 #define POOL_MAX 7               /* worker threads: parallel.WORKERS is at most 8 */
 #define POOL_SPIN_NS 500000      /* how long an idle worker spins before it sleeps */
 
-enum { JOB_PAD, JOB_CONV };
+enum { JOB_PAD, JOB_CONV, JOB_MAXPOOL };
 struct job {
     int kind;
     struct pad_job pad;
     struct conv_job conv;
+    struct maxpool_job maxpool;
 };
 struct part {
     const struct job *jobs;
@@ -1046,9 +1134,10 @@ static void part_run(struct part *p)
 {
     p->ok = 1;
     for (Py_ssize_t i = 0; i < p->count; i++) {
-        if (p->jobs[i].kind == JOB_PAD)
-            pad_run(&p->jobs[i].pad);
-        else if (!conv_run(&p->jobs[i].conv))
+        const struct job *j = &p->jobs[i];
+        if (j->kind == JOB_PAD)
+            pad_run(&j->pad);
+        else if (j->kind == JOB_MAXPOOL ? !maxpool_run(&j->maxpool) : !conv_run(&j->conv))
             p->ok = 0;
     }
 }
@@ -1167,7 +1256,8 @@ static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER;
 #endif
 
 /* run_parts([[(kind, args), ...], ...]): each part's jobs in order (kind 0: pad_f32's
- * arguments, 1: conv2d_f32's), the parts side by side. */
+ * arguments, 1: conv2d_f32's, 2: a max pool's, see maxpool_take), the parts side by
+ * side. */
 static PyObject *py_run_parts(PyObject *self, PyObject *arg)
 {
     (void)self;
@@ -1226,8 +1316,10 @@ static PyObject *py_run_parts(PyObject *self, PyObject *arg)
                 failed = !pad_take(job_args, &j->pad, views + 5 * taken);
             else if (kind == JOB_CONV)
                 failed = !conv_take(job_args, &j->conv, objs + 5 * taken, views + 5 * taken);
+            else if (kind == JOB_MAXPOOL)
+                failed = !maxpool_take(job_args, &j->maxpool, views + 5 * taken);
             else {
-                PyErr_SetString(PyExc_ValueError, "run_parts: a job's kind is 0 or 1");
+                PyErr_SetString(PyExc_ValueError, "run_parts: a job's kind is 0, 1 or 2");
                 failed = 1;
             }
             if (!failed)
@@ -1250,7 +1342,7 @@ static PyObject *py_run_parts(PyObject *self, PyObject *arg)
             ok = ok && parts[i].ok;
     }
     for (Py_ssize_t t = 0; t < taken; t++) {
-        if (jobs[t].kind == JOB_PAD) {
+        if (jobs[t].kind != JOB_CONV) {
             PyBuffer_Release(&views[5 * t]);
             PyBuffer_Release(&views[5 * t + 1]);
         } else {
@@ -1298,8 +1390,9 @@ static PyMethodDef methods[] = {
      " act((v + bias) + residual); False, with nothing written, where the CPU has no AVX2"
      " and FMA."},
     {"run_parts", py_run_parts, METH_O,
-     "run_parts(parts): each part a list of jobs (0, pad_f32's arguments) or (1,"
-     " conv2d_f32's arguments), run in order; the parts side by side on worker threads"
+     "run_parts(parts): each part a list of jobs (0, pad_f32's arguments), (1,"
+     " conv2d_f32's arguments) or (2, (x, y, (kh, kw), (sh, sw), (dh, dw), (top, left),"
+     " (c0, c1))) (the max pool of channels [c0, c1) of x (C, H, W) into y), run in order; the parts side by side on worker threads"
      " (part 0 on the caller's); False, with nothing run, where the CPU has no AVX2 and"
      " FMA."},
     {NULL, NULL, 0, NULL},

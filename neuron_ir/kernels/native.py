@@ -242,7 +242,8 @@ def conv2d(
     return bool(_native.conv2d_f32(*job[1]))  # type: ignore[union-attr]
 
 
-_PAD_JOB, _CONV_JOB = 0, 1  # run_parts' job kinds (JOB_PAD, JOB_CONV in _native.c)
+# run_parts' job kinds (JOB_PAD, JOB_CONV, JOB_MAXPOOL in _native.c)
+_PAD_JOB, _CONV_JOB, _MAXPOOL_JOB = 0, 1, 2
 
 
 def pad_job(
@@ -252,8 +253,25 @@ def pad_job(
     return (_PAD_JOB, (image, padded, begin, rows))
 
 
+def maxpool_job(
+    image: np.ndarray,
+    out: np.ndarray,
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    dilations: tuple[int, int],
+    begin: tuple[int, int],
+    channels: tuple[int, int],
+) -> tuple:
+    """A ``run_parts`` job: channels ``channels`` of the 2-D max pool of one C-contiguous
+    float32 (C, H, W) image, ``begin`` (top, left) pads, into ``out`` (C, OH, OW).  The
+    maxima of ``nn._window_reduce`` (np.maximum over each window's rows, then its
+    columns), except that a maximum of tied zeros may take the other zero's sign."""
+    return (_MAXPOOL_JOB, (image, out, kernel, strides, dilations, begin, channels))
+
+
 def run_parts(parts: list[list[tuple]]) -> None:
-    """Each part's jobs (``pad_job``, ``conv2d_job``) in order, the parts side by side:
+    """Each part's jobs (``pad_job``, ``conv2d_job``, ``maxpool_job``) in order, the parts
+    side by side:
     part 0 on the calling thread, the others on the extension's own worker threads,
     which never take the GIL (``_native.c`` says why).  Call it only where
     ``conv2d_enabled()``; jobs of different parts must not write the same floats."""

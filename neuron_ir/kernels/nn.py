@@ -1001,6 +1001,8 @@ def max_pool(inputs, attrs, n_out):
     k, strides, dil, begin, end, extra, out_sp = _pool_geometry(attrs, in_sp)
     low = np.iinfo(x.dtype).min if x.dtype.kind in "iu" else -np.inf
     ends = [e + x_ for e, x_ in zip(end, extra, strict=True)]
+    if n_out == 1 and nd == 2 and x.dtype == np.float32 and native.conv2d_enabled():
+        return [_max_pool_compiled(x, k, strides, dil, begin, out_sp)]
     if n_out == 1 and x.size >= parallel.MIN_ELEMENTS and x.shape[1] >= parallel.WORKERS:
         # A serial step between two split convolutions (ResNet's stem): the channels
         # side by side, each chunk padding its own; the same maxima, bit for bit.
@@ -1037,6 +1039,21 @@ def max_pool(inputs, attrs, n_out):
         step = math.prod(in_sp[:i]) if col_major else math.prod(in_sp[i + 1 :])
         idx = idx + coord * step
     return [y, idx]
+
+
+def _max_pool_compiled(x, k, strides, dil, begin, out_sp) -> np.ndarray:
+    """The 2-D float32 max pool in the extension (``native.maxpool_job``): no padded copy,
+    and large inputs by channels on its worker threads."""
+    x = np.ascontiguousarray(x)
+    n, c = x.shape[:2]
+    y = np.empty((n, c, *out_sp), np.float32)
+    split = x.size >= parallel.MIN_ELEMENTS
+    bounds = parallel.chunk_bounds(c) if split else [(0, c)]
+    window = (tuple(k), tuple(strides), tuple(dil), tuple(begin))
+    native.run_parts(
+        [[native.maxpool_job(x[i], y[i], *window, (lo, hi)) for i in range(n)] for lo, hi in bounds]
+    )
+    return y
 
 
 @kernel("AveragePool")
