@@ -250,3 +250,33 @@ def test_packed_weights_are_kept_only_for_arrays_that_cannot_change():
     key = id(w)
     del w, plan
     assert key not in nn._PACKED  # dropped with its array
+
+
+def test_geometry_is_kept_per_constant_weight_shape_and_attributes(monkeypatch):
+    from neuron_ir.kernels import parallel
+
+    x = RNG.normal(0, 1, (1, 4, 8, 8)).astype(np.float32)
+    w = RNG.normal(0, 1, (3, 4, 3, 3)).astype(np.float32)
+    attrs = {"pads": [1] * 4}
+    writeable = nn.Conv2dPlan(x, w, None, attrs)
+    assert nn.Conv2dPlan(x, w, None, attrs).shape == writeable.shape
+    assert not any(key[0] == id(w) for key in nn._GEOMETRY)  # a weight that may change
+    w.flags.writeable = False
+    plan = nn.Conv2dPlan(x, w, None, attrs)
+    want = plan.run()
+    assert [key[0] for key in nn._GEOMETRY].count(id(w)) == 1
+    again = nn.Conv2dPlan(x, w, None, attrs)
+    assert again.k is plan.k and again.run().tobytes() == want.tobytes()
+    # Anything the geometry depends on plans it again: the input's shape, the attributes
+    # (changed in place too), the settings.
+    assert nn.Conv2dPlan(x[:, :, :6], w, None, attrs).shape == (1, 3, 6, 8)
+    attrs["pads"] = [0] * 4
+    assert nn.Conv2dPlan(x, w, None, attrs).shape == (1, 3, 6, 6)
+    monkeypatch.setattr(parallel, "MIN_FLOPS", 0)
+    assert nn.Conv2dPlan(x, w, None, attrs).parts == 6
+    with native.disabled():
+        numpy_plan = nn.Conv2dPlan(x, w, None, attrs)
+        assert numpy_plan.padded is None and numpy_plan.run().shape == (1, 3, 6, 6)
+    key = id(w)
+    del w, plan, again, writeable, numpy_plan  # (plans hold views of it)
+    assert not any(k[0] == key for k in nn._GEOMETRY)  # dropped with its weight

@@ -1076,8 +1076,11 @@ def _region(planner: Any, group: Group) -> _Region:
             residual = env[i] if where == "outside" else None
             if producer.plan.fuse_tail(tail.bias, residual, tail.activation, tail.alpha):
                 skip = 1
-        axes = region_axes(producer.shape, producer.dtype, env)
         rank = len(producer.shape)
+        if len(region_ops) <= skip:  # no op left to check the outside operands against
+            axes = [a for a in range(rank) if producer.shape[a] >= 2]
+        else:
+            axes = region_axes(producer.shape, producer.dtype, env)
         out = producer.out()
         if not (producer.parts and producer.region_axis in axes):
             return producer, out, None, axes, skip

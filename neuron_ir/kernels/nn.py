@@ -201,6 +201,83 @@ def _conv_geometry(in_sp: list[int], w: np.ndarray, attrs: dict) -> tuple:
 # Packed weights of constant arrays, by id(array): (a weak reference to it, its panels).
 _PACKED: dict[int, tuple[weakref.ref, np.ndarray]] = {}
 
+# Conv2dPlan's geometry of a constant weight, by (id(weight), input shape and type,
+# id(attributes), and the settings it depends on): (a weak reference to the weight, the
+# attributes as they were, the geometry).  The interpreter plans every convolution again
+# each run (its buffers are new), and working the geometry out was ~40% of that.
+_GEOMETRY: dict[tuple, tuple[weakref.ref, dict, dict]] = {}
+
+
+def _same_attrs(a: dict, b: dict) -> bool:
+    try:
+        return bool(a == b)
+    except ValueError:  # array values: not compared, not the same
+        return False
+
+
+def _conv2d_geometry(x: np.ndarray, w: np.ndarray, attrs: dict) -> dict:
+    """What Conv2dPlan derives from the shapes and attributes alone (no arrays kept);
+    ValueError for what it does not cover."""
+    key = (
+        id(w),
+        x.shape,
+        x.dtype.str,
+        id(attrs),
+        native.conv2d_enabled(),
+        parallel.WORKERS,
+        parallel.MIN_FLOPS,
+    )
+    hit = _GEOMETRY.get(key)
+    if hit is not None and hit[0]() is w and _same_attrs(hit[1], attrs):
+        return hit[2]
+    if (
+        x.ndim != 4
+        or x.dtype not in (np.float32, np.float64)
+        or w.dtype != x.dtype
+        or int(attrs.get("group", 1)) != 1
+        or w.shape[1] != x.shape[1]
+    ):
+        raise ValueError("not an ungrouped 2-D float convolution")
+    if 0 in x.shape[:2] or w.shape[0] == 0:
+        raise ValueError("no images, input channels or output channels")
+    k, strides, dil, begin, end, (oh, ow) = _conv_geometry(list(x.shape[2:]), w, attrs)
+    if oh <= 0 or ow <= 0:
+        raise ValueError("empty output")
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    shape = (n, m, oh, ow)
+    # The output axis the chunks split: images, else channels or rows (see Conv2dPlan).
+    if n > 1:
+        axis = 0
+    elif oh * ow < 32 * parallel.WORKERS and m >= 2 * parallel.WORKERS:
+        axis = 1
+    else:
+        axis = 2
+    flops = 2.0 * n * m * oh * ow * c * k[0] * k[1]
+    geometry = {
+        "dtype": x.dtype,
+        "shape": shape,
+        "axis": axis,
+        "parts": shape[axis] if flops >= parallel.MIN_FLOPS else 0,
+        # tuples: every plan of the weight shares them
+        "k": tuple(k),
+        "strides": tuple(strides),
+        "dil": tuple(dil),
+        "begin": tuple(begin),
+        "end": tuple(end),
+        "pointwise": k == [1, 1] and not any(begin) and not any(end),
+        # the compiled product takes it (Conv2dPlan._direct_input gives its input)
+        "direct": native.conv2d_enabled()
+        and x.dtype == np.float32
+        and strides[1] == strides[0]
+        and strides[0] <= 4
+        and min(begin + end) >= 0,
+    }
+    if not w.flags.writeable:  # a constant: its id stays its own while it lives
+        _GEOMETRY[key] = (weakref.ref(w), dict(attrs), geometry)
+        weakref.finalize(w, _GEOMETRY.pop, key, None)
+    return geometry
+
 
 class Conv2dPlan:
     """An ungrouped 2-D float convolution (input and weight of one float type) as im2col
@@ -229,46 +306,22 @@ class Conv2dPlan:
     Raises ValueError for what it does not cover."""
 
     def __init__(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict):
-        if (
-            x.ndim != 4
-            or x.dtype not in (np.float32, np.float64)
-            or w.dtype != x.dtype
-            or int(attrs.get("group", 1)) != 1
-            or w.shape[1] != x.shape[1]
-            or (b is not None and b.dtype != x.dtype)
-        ):
+        if b is not None and b.dtype != x.dtype:
             raise ValueError("not an ungrouped 2-D float convolution")
-        if 0 in x.shape[:2] or w.shape[0] == 0:
-            raise ValueError("no images, input channels or output channels")
-        k, strides, dil, begin, end, (oh, ow) = _conv_geometry(list(x.shape[2:]), w, attrs)
-        if oh <= 0 or ow <= 0:
-            raise ValueError("empty output")
-        n, c = x.shape[:2]
-        m = w.shape[0]
-        self.dtype = x.dtype
-        self.shape = (n, m, oh, ow)
-        # The output axis the chunks split: images, else channels or rows (see above).
-        if n > 1:
-            self.axis = 0
-        elif oh * ow < 32 * parallel.WORKERS and m >= 2 * parallel.WORKERS:
-            self.axis = 1
-        else:
-            self.axis = 2
-        flops = 2.0 * n * m * oh * ow * c * k[0] * k[1]
-        self.parts = self.shape[self.axis] if flops >= parallel.MIN_FLOPS else 0
+        self.__dict__.update(_conv2d_geometry(x, w, attrs))
+        n, m, oh, ow = self.shape
         self.w2 = w.reshape(m, -1)
         self.bias = None if b is None else b.reshape(m, 1)
-        self.k, self.strides, self.dil, self.begin = k, strides, dil, begin
-        self.pointwise = k == [1, 1] and not any(begin) and not any(end)
-        self.padded = self._direct_input(x, end)
+        self.padded = self._direct_input(x) if self.direct else None
         if self.padded is not None:
             # (bias, residual, activation, alpha) of the compiled product's epilogue
             bias = None if b is None else np.ascontiguousarray(b.reshape(m))
             self.tail: tuple = (bias, None, None, 0.0)
             self.w_packed = self._packed(w)
             if self.axis == 1 and self.padded is not x:
-                native.pad(x[0], self.padded[0], tuple(begin), (0, self.padded.shape[2]))
+                native.pad(x[0], self.padded[0], tuple(self.begin), (0, self.padded.shape[2]))
             return
+        strides = self.strides
         if self.pointwise:
             self.x = x[:, :, : oh * strides[0] : strides[0], : ow * strides[1] : strides[1]]
         else:
@@ -276,26 +329,18 @@ class Conv2dPlan:
         if self.axis == 1:
             self.cols = self._im2col(0, 0, oh)
 
-    def _direct_input(self, x: np.ndarray, end: list[int]) -> np.ndarray | None:
+    def _direct_input(self, x: np.ndarray) -> np.ndarray:
         """The (N, C, Hp, Wp) zero-padded input the compiled product reads (x itself for
-        an unpadded stride-1 1x1 convolution), or None where it does not apply.  One
-        spare row lets stride-2 loads read one float past the last window; a buffer is
-        filled chunk by chunk, each chunk padding the rows its windows read."""
-        stride = self.strides[0]
-        if (
-            not native.conv2d_enabled()
-            or self.dtype != np.float32
-            or self.strides[1] != stride
-            or stride > 4
-            or min(self.begin + end) < 0
-        ):
-            return None
+        an unpadded stride-1 1x1 convolution).  One spare row lets stride-2 loads read one
+        float past the last window; a buffer is filled chunk by chunk, each chunk padding
+        the rows its windows read."""
         if not x.flags.c_contiguous:  # a strided view: the copies read rows of floats
             x = np.ascontiguousarray(x)
         self.x = x
-        if self.pointwise and stride == 1:
+        if self.pointwise and self.strides[0] == 1:
             return x
         n, c, h, w = x.shape
+        end = self.end
         rows, cols = h + self.begin[0] + end[0] + 1, w + self.begin[1] + end[1]
         return np.empty((n, c, rows, cols), np.float32)
 
