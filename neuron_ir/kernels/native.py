@@ -199,7 +199,7 @@ def conv2d_job(
         return None
     code = TAIL_ACTIVATIONS[activation]
     args = (padded, packed, out, kernel, dilations, stride, rows, channels, bias, residual)
-    return (_CONV_JOB, (*args, code, float(alpha)))
+    return (CONV_JOB, (*args, code, float(alpha)))
 
 
 def conv2d(
@@ -243,7 +243,7 @@ def conv2d(
 
 
 # run_parts' job kinds (JOB_PAD, JOB_CONV, JOB_MAXPOOL in _native.c)
-_PAD_JOB, _CONV_JOB, _MAXPOOL_JOB = 0, 1, 2
+_PAD_JOB, CONV_JOB, _MAXPOOL_JOB = 0, 1, 2
 
 
 def pad_job(

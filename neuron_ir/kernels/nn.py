@@ -396,6 +396,11 @@ class Conv2dPlan:
             rows = (lo, hi)
         bias, residual, activation, alpha = self.tail
         (kh, kw), (dh, dw), stride = self.k, self.dil, self.strides[0]
+        if not native.conv2d_enabled():  # conv2d_enabled() held when the plan was made
+            raise RuntimeError("the compiled convolution declined its own plan")
+        # The arrays are the plan's own or checked by it (fuse_tail): the jobs are built
+        # without native.conv2d_job's checks (the extension checks them again).
+        act = (native.TAIL_ACTIVATIONS[activation], float(alpha))
         jobs = []
         for image in images:
             if self.padded is not self.x and self.axis != 1:
@@ -405,23 +410,9 @@ class Conv2dPlan:
                 jobs.append(
                     native.pad_job(self.x[image], self.padded[image], tuple(self.begin), reach)
                 )
-            job = native.conv2d_job(
-                self.padded[image],
-                self.w_packed,
-                out[image],
-                (kh, kw),
-                (dh, dw),
-                stride,
-                rows,
-                channels,
-                bias,
-                None if residual is None else residual[image],
-                activation,
-                alpha,
-            )
-            if job is None:  # conv2d_enabled() held when the plan was made
-                raise RuntimeError("the compiled convolution declined its own plan")
-            jobs.append(job)
+            product = (self.padded[image], self.w_packed, out[image], (kh, kw), (dh, dw))
+            res = None if residual is None else residual[image]
+            jobs.append((native.CONV_JOB, (*product, stride, rows, channels, bias, res, *act)))
         return jobs
 
     def compiled(self) -> bool:
