@@ -169,39 +169,6 @@ def pack_weights(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed.reshape(panels, GEMM_ROWS, k).transpose(0, 2, 1))
 
 
-def conv2d_job(
-    padded: np.ndarray,
-    packed: np.ndarray,
-    out: np.ndarray,
-    kernel: tuple[int, int],
-    dilations: tuple[int, int],
-    stride: int,
-    rows: tuple[int, int],
-    channels: tuple[int, int],
-    bias: np.ndarray | None = None,
-    residual: np.ndarray | None = None,
-    activation: str | None = None,
-    alpha: float = 0.0,
-) -> tuple | None:
-    """``conv2d``'s work as a ``run_parts`` job, or None where it would return False."""
-    if not conv2d_enabled() or not takes_activation(activation, alpha):
-        return None
-    if not (
-        _c_floats(padded, 3)
-        and _c_floats(packed, 3)
-        and _c_floats(out, 3)
-        and out.flags.writeable
-        and (bias is None or _c_floats(bias, 1))
-        and (residual is None or (_c_floats(residual, 3) and residual.shape == out.shape))
-    ):
-        return None
-    if residual is not None and np.may_share_memory(residual, out):
-        return None
-    code = TAIL_ACTIVATIONS[activation]
-    args = (padded, packed, out, kernel, dilations, stride, rows, channels, bias, residual)
-    return (CONV_JOB, (*args, code, float(alpha)))
-
-
 def conv2d(
     padded: np.ndarray,
     packed: np.ndarray,
@@ -223,23 +190,22 @@ def conv2d(
     ``residual`` shaped like ``out``, each optional).  All C-contiguous.  False, and
     nothing written, where the compiled product cannot take them (no extension, a CPU
     without AVX2 and FMA, other types or layouts)."""
-    job = conv2d_job(
-        padded,
-        packed,
-        out,
-        kernel,
-        dilations,
-        stride,
-        rows,
-        channels,
-        bias,
-        residual,
-        activation,
-        alpha,
-    )
-    if job is None:
+    if not conv2d_enabled() or not takes_activation(activation, alpha):
         return False
-    return bool(_native.conv2d_f32(*job[1]))  # type: ignore[union-attr]
+    if not (
+        _c_floats(padded, 3)
+        and _c_floats(packed, 3)
+        and _c_floats(out, 3)
+        and out.flags.writeable
+        and (bias is None or _c_floats(bias, 1))
+        and (residual is None or (_c_floats(residual, 3) and residual.shape == out.shape))
+    ):
+        return False
+    if residual is not None and np.may_share_memory(residual, out):
+        return False
+    code = TAIL_ACTIVATIONS[activation]
+    args = (padded, packed, out, kernel, dilations, stride, rows, channels, bias, residual)
+    return bool(_native.conv2d_f32(*args, code, float(alpha)))  # type: ignore[union-attr]
 
 
 # run_parts' job kinds (JOB_PAD, JOB_CONV, JOB_MAXPOOL in _native.c)
@@ -270,11 +236,12 @@ def maxpool_job(
 
 
 def run_parts(parts: list[list[tuple]]) -> None:
-    """Each part's jobs (``pad_job``, ``conv2d_job``, ``maxpool_job``) in order, the parts
-    side by side:
-    part 0 on the calling thread, the others on the extension's own worker threads,
-    which never take the GIL (``_native.c`` says why).  Call it only where
-    ``conv2d_enabled()``; jobs of different parts must not write the same floats."""
+    """Each part's jobs in order, the parts side by side (``pad_job``, ``maxpool_job``,
+    and the convolutions' ``nn.Conv2dPlan.jobs`` builds: ``CONV_JOB`` with ``conv2d``'s
+    arguments, the activation as its code): part 0 on the calling thread, the others
+    on the extension's own worker threads, which never take the GIL (``_native.c`` says
+    why).  Call it only where ``conv2d_enabled()``; jobs of different parts must not
+    write the same floats."""
     if not _native.run_parts(parts):  # type: ignore[union-attr]
         raise RuntimeError("the compiled kernels declined run_parts")
 

@@ -399,7 +399,7 @@ class Conv2dPlan:
         if not native.conv2d_enabled():  # conv2d_enabled() held when the plan was made
             raise RuntimeError("the compiled convolution declined its own plan")
         # The arrays are the plan's own or checked by it (fuse_tail): the jobs are built
-        # without native.conv2d_job's checks (the extension checks them again).
+        # without native.conv2d's checks (the extension checks them again).
         act = (native.TAIL_ACTIVATIONS[activation], float(alpha))
         jobs = []
         for image in images:
