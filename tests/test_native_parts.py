@@ -130,16 +130,40 @@ def _child_splits(queue) -> None:
     queue.put(_split(plan, [4]).tobytes() == _split(plan, []).tobytes())
 
 
-def test_a_forked_child_splits_too():
-    """The child has none of the parent's worker threads: it starts its own."""
+@pytest.mark.parametrize("mid_split", [False, True])
+def test_a_forked_child_splits_too(mid_split):
+    """The child has none of the parent's worker threads: it starts its own.  Forked
+    while another thread splits (holding the pool's lock), it must not wait for it."""
     _split(_bottleneck_plan(), [6])  # the parent's pool is running
+    stop = threading.Event()
+    x = RNG.normal(0, 1, (1, 64, 32, 32)).astype(np.float32)
+    w = RNG.normal(0, 1, (64, 64, 3, 3)).astype(np.float32)
+    big = nn.Conv2dPlan(x, w, None, {"pads": [1, 1, 1, 1]})
+
+    def busy():
+        while not stop.is_set():
+            _split(big, [16])
+
+    splitter = threading.Thread(target=busy)
+    if mid_split:
+        splitter.start()
+    try:
+        for _ in range(8 if mid_split else 1):  # some forks land inside the other's split
+            _fork_and_split()
+    finally:
+        stop.set()
+        if mid_split:
+            splitter.join(timeout=60)
+
+
+def _fork_and_split() -> None:
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     with warnings.catch_warnings():  # newer Pythons warn on fork in a threaded process
         warnings.simplefilter("ignore", DeprecationWarning)
         child = context.Process(target=_child_splits, args=(queue,))
         child.start()
-    child.join(timeout=60)
+    child.join(timeout=30)
     if child.is_alive():
         child.kill()
         pytest.fail("the forked child hung in run_parts")

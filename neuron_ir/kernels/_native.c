@@ -1129,6 +1129,7 @@ static struct slot {
     struct part *part;
 } pool[POOL_MAX];
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER; /* one caller's parts at once */
 
 static void part_run(struct part *p)
 {
@@ -1187,6 +1188,7 @@ static void *worker(void *arg)
  * one): it starts again from an empty pool. */
 static void pool_after_fork(void)
 {
+    pthread_mutex_init(&pool_busy, NULL); /* held, maybe, by a thread the child lacks */
     for (int i = 0; i < POOL_MAX; i++) {
         pthread_mutex_init(&pool[i].lock, NULL);
         pthread_cond_init(&pool[i].wake, NULL);
@@ -1252,7 +1254,6 @@ static void parts_run(struct part *parts, int count)
         }
 }
 
-static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER;
 #endif
 
 /* run_parts([[(kind, args), ...], ...]): each part's jobs in order (kind 0: pad_f32's
