@@ -263,6 +263,12 @@ def _field_models() -> list[tuple[str, onnx.ModelProto, str, str]]:
         ("op_type", m3, "Zelu", "graph.node[0].op_type"),
         ("domain", m3, "my.domain", "graph.node[0].domain"),
     ]
+    # A weight's own text fields (the importer reads a tensor's fields one by one, never
+    # its raw_data, which is bytes and holds \xff here too).
+    weight = numpy_helper.from_array(np.array([1.0, -np.inf], np.float32), "w")
+    weight.doc_string = "TENSORDOC"
+    m4 = _model([helper.make_node("Add", ["x", "w"], ["y"])], [_vi("x")], [_vi("y")], [weight])
+    out.append(("tensor doc_string", m4, "TENSORDOC", "graph.initializer[0].doc_string"))
     return out
 
 
