@@ -202,10 +202,17 @@ def _conv_geometry(in_sp: list[int], w: np.ndarray, attrs: dict) -> tuple:
 _PACKED: dict[int, tuple[weakref.ref, np.ndarray]] = {}
 
 # Conv2dPlan's geometry of a constant weight, by (id(weight), input shape and type,
-# id(attributes), and the settings it depends on): (a weak reference to the weight, the
-# attributes as they were, the geometry).  The interpreter plans every convolution again
+# id(attributes), and the settings it depends on): (a weak reference to the weight,
+# (the attributes as they were, the geometry)).  The interpreter plans every convolution again
 # each run (its buffers are new), and working the geometry out was ~40% of that.
-_GEOMETRY: dict[tuple, tuple[weakref.ref, dict, dict]] = {}
+_GEOMETRY: dict[tuple, tuple[weakref.ref, tuple[dict, dict]]] = {}
+
+
+def _keep_while(owner: np.ndarray, cache: dict, key: Any, value: Any) -> None:
+    """``cache[key] = (a weak reference to owner, value)``, dropped with owner (a constant
+    array, whose id stays its own while it lives)."""
+    cache[key] = (weakref.ref(owner), value)
+    weakref.finalize(owner, cache.pop, key, None)
 
 
 def _same_attrs(a: dict, b: dict) -> bool:
@@ -228,8 +235,8 @@ def _conv2d_geometry(x: np.ndarray, w: np.ndarray, attrs: dict) -> dict:
         parallel.MIN_FLOPS,
     )
     hit = _GEOMETRY.get(key)
-    if hit is not None and hit[0]() is w and _same_attrs(hit[1], attrs):
-        return hit[2]
+    if hit is not None and hit[0]() is w and _same_attrs(hit[1][0], attrs):
+        return hit[1][1]
     if (
         x.ndim != 4
         or x.dtype not in (np.float32, np.float64)
@@ -273,9 +280,8 @@ def _conv2d_geometry(x: np.ndarray, w: np.ndarray, attrs: dict) -> dict:
         and strides[0] <= 4
         and min(begin + end) >= 0,
     }
-    if not w.flags.writeable:  # a constant: its id stays its own while it lives
-        _GEOMETRY[key] = (weakref.ref(w), dict(attrs), geometry)
-        weakref.finalize(w, _GEOMETRY.pop, key, None)
+    if not w.flags.writeable:
+        _keep_while(w, _GEOMETRY, key, (dict(attrs), geometry))
     return geometry
 
 
@@ -353,8 +359,7 @@ class Conv2dPlan:
             return hit[1]
         packed = native.pack_weights(self.w2)
         if not w.flags.writeable:  # a constant, or a caller's array viewed read-only
-            _PACKED[key] = (weakref.ref(w), packed)
-            weakref.finalize(w, _PACKED.pop, key, None)
+            _keep_while(w, _PACKED, key, packed)
         return packed
 
     def fuse_tail(
