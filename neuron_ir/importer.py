@@ -50,8 +50,10 @@ from dialects.onnx import (
     YieldOp,
 )
 
+from . import onnx_wire
 from .errors import ExternalDataError, ModelImportError, ModelLoadError, UsageError
 from .ir import dtypes
+from .onnx_wire import ByteSource
 
 # Tensors bigger than this skip the version converter and shape inference.
 STRIP_BYTES = 1024
@@ -68,20 +70,49 @@ _NUMBER_SUFFIX = re.compile(r"(_[0-9]+)+$")
 
 
 class _Source:
-    """The model proto plus where its external data may come from."""
+    """The model proto plus where its external data may come from, and where the
+    weights that ``onnx_wire.strip_weights`` left out of it lie."""
 
-    def __init__(self, model: ModelProto, base_dir: Path | None, where: str, owned: bool):
+    def __init__(
+        self,
+        model: ModelProto,
+        base_dir: Path | None,
+        where: str,
+        owned: bool,
+        stripped: tuple[ByteSource, dict[str, tuple[int, int]]] | None = None,
+    ):
         self.model = model
         self.base_dir = base_dir
         self.where = where
         self.owned = owned  # the proto is ours to free tensor data from
+        self.bytes, self.weights = stripped if stripped else (None, {})
+
+    def weight(self, name: str) -> bytes | None:
+        """The raw data of the top-level initializer ``name`` if it was left out of
+        the parsed model (read once, here, straight into the bytes the IR keeps)."""
+        found = self.weights.pop(name, None)
+        if found is None or self.bytes is None:
+            return None
+        offset, length = found
+        try:
+            return self.bytes.read(offset, length)
+        except OSError as exc:
+            raise ModelLoadError(
+                f"cannot read initializer '{name}': {exc.strerror or exc}", where=self.where
+            ) from None
+
+    def close(self) -> None:
+        if self.bytes is not None:
+            self.bytes.close()
+            self.bytes = None
 
 
 def _load(src: Any) -> _Source:
     if isinstance(src, ModelProto):
         return _Source(src, None, "<model>", owned=False)
     if isinstance(src, bytes | bytearray | memoryview):
-        return _Source(_parse_bytes(bytes(src), "<bytes>"), None, "<bytes>", owned=True)
+        data = bytes(src)
+        return _parse_source(ByteSource.of_bytes(data), "<bytes>", None)
     if isinstance(src, str | os.PathLike):
         path = Path(src)
         where = str(path)
@@ -90,15 +121,49 @@ def _load(src: Any) -> _Source:
         if not path.is_file():
             raise ModelLoadError("not a file", where=where)
         try:
-            data = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY)
         except OSError as exc:
             raise ModelLoadError(f"cannot read: {exc.strerror}", where=where) from None
-        model = _parse_bytes(data, where)
-        del data
-        return _Source(model, path.resolve().parent, where, owned=True)
+        # The descriptor is kept, not the path: renaming or replacing the file while
+        # the import runs cannot mix two files' bytes.
+        data = ByteSource.of_file(fd)
+        try:
+            source = _parse_source(data, where, path.resolve().parent)
+        except BaseException:
+            data.close()
+            raise
+        if source.bytes is None:
+            data.close()
+        return source
     raise UsageError(
         f"import_model takes a path, bytes or onnx.ModelProto, not {type(src).__name__}"
     )
+
+
+_PLAIN_ITEMSIZES = {
+    e.onnx: e.numpy.itemsize
+    for e in dtypes.BY_ONNX.values()
+    if not e.packed and e.onnx != TensorProto.STRING
+}
+
+
+def _parse_source(data: ByteSource, where: str, base_dir: Path | None) -> _Source:
+    """Parse the model without its large weights when the scan can, whole otherwise
+    (and then protobuf's own error for a broken file)."""
+    stripped = onnx_wire.strip_weights(data, STRIP_BYTES, _PLAIN_ITEMSIZES)
+    if stripped is not None:
+        try:
+            model = _parse_bytes(stripped.skeleton, where)
+            return _Source(model, base_dir, where, True, (data, stripped.weights))
+        except ModelLoadError:
+            pass  # the whole parse below gives the error for the whole file
+    try:
+        whole = data.read(0, data.size)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read: {exc.strerror or exc}", where=where) from None
+    model = _parse_bytes(whole, where)
+    del whole
+    return _Source(model, base_dir, where, owned=True)
 
 
 def _parse_bytes(data: bytes, where: str) -> ModelProto:
@@ -474,7 +539,11 @@ def _to_canonical(skel: ModelProto, where: str) -> ModelProto:
 # tensors and types
 
 
-def _tensor_bytes(t: TensorProto, source: _Source, what: str) -> tuple[dtypes.ElementType, bytes]:
+def _tensor_bytes(
+    t: TensorProto, source: _Source, what: str, raw: bytes | None = None
+) -> tuple[dtypes.ElementType, bytes]:
+    """The tensor's element type and data; ``raw`` is its raw data when that was
+    read from the file instead of the proto."""
     elem = dtypes.BY_ONNX.get(t.data_type)
     if elem is None:
         raise ModelImportError(
@@ -483,8 +552,10 @@ def _tensor_bytes(t: TensorProto, source: _Source, what: str) -> tuple[dtypes.El
         )
     if t.data_location == TensorProto.EXTERNAL:
         return elem, _external_bytes(t, elem, source, what)
-    if t.HasField("raw_data") and not elem.packed and elem.onnx != TensorProto.STRING:
-        data = t.raw_data
+    if raw is not None or (
+        t.HasField("raw_data") and not elem.packed and elem.onnx != TensorProto.STRING
+    ):
+        data = t.raw_data if raw is None else raw
         expected = int(np.prod(t.dims, dtype=np.int64)) * elem.numpy.itemsize
         if len(data) != expected:
             raise ModelImportError(
@@ -558,8 +629,10 @@ def _external_bytes(t: TensorProto, elem: dtypes.ElementType, source: _Source, w
     return data
 
 
-def _constant_attr(t: TensorProto, source: _Source, what: str) -> Attribute:
-    elem, data = _tensor_bytes(t, source, what)
+def _constant_attr(
+    t: TensorProto, source: _Source, what: str, raw: bytes | None = None
+) -> Attribute:
+    elem, data = _tensor_bytes(t, source, what, raw)
     shape = list(t.dims)
     ttype = TensorType(elem.xdsl, shape)
     if elem.onnx == TensorProto.STRING:
@@ -702,7 +775,8 @@ class _GraphImporter:
         for t in graph.initializer:
             what = f"initializer '{t.name}'"
             full = self.initializer_tensor(t, prefix)
-            attr = _constant_attr(full, self.source, what)
+            raw = None if prefix else self.source.weight(t.name)
+            attr = _constant_attr(full, self.source, what, raw)
             op = self.constant_op(attr, t.name, attr.type)  # type: ignore[attr-defined]
             block.add_op(op)
             scope.values[t.name] = op.results[0]
@@ -1184,6 +1258,8 @@ def import_model(src: Any) -> ModuleOp:
         return _import(source)
     except RecursionError:
         raise ModelImportError("the graph nests too deeply to import", where=source.where) from None
+    finally:
+        source.close()
 
 
 def _import(source: _Source) -> ModuleOp:

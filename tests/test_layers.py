@@ -23,6 +23,7 @@ LAYERS = {
     "neuron_ir.errors": 0,
     "neuron_ir.kernels": 0,
     "neuron_ir.zoo": 0,
+    "neuron_ir.onnx_wire": 0,
     "dialects": 0,
     "neuron_ir.ir": 1,
     "neuron_ir.importer": 1,
