@@ -2,10 +2,12 @@
 """Compile time (per pass) and run time of neuron_ir.compile against onnxruntime.
 
 python tools/bench_compile.py [--models resnet50 bert_base bert_24] [--repeat 5]
-                              [--compile-repeat 3] [--exported DIR]
+                              [--compile-repeat 3] [--exported DIR] [--from-proto]
 
 Per model (batch 1, BERT at sequence 128): the median compile time through the default
-pipeline (import -> nc) over ``--compile-repeat`` compiles, with its range, split into
+pipeline (import -> nc) of the model's .onnx file (written to a temporary folder first;
+``--from-proto`` gives the compile the ModelProto in memory instead) over
+``--compile-repeat`` compiles, with its range, split into
 import, each pass and the one verification compile runs after the last pass; the median run time of
 the compiled model (nc-level interpreter), of the onnx-level interpreter and of
 onnxruntime (2 intra-op threads), and the simulated NeuronCore latency.
@@ -21,9 +23,11 @@ host); the 24/12-layer ratio is given for both wall time and user CPU.
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,10 +42,14 @@ from neuron_ir.testing.bench import exported_models, median_time, spread
 from passes import available_passes
 
 
-def timed_compile(model: onnx.ModelProto, shapes: dict, target: str) -> dict[str, float]:
+def timed_compile(model: onnx.ModelProto | Path, shapes: dict, target: str) -> dict[str, float]:
     """One compile as neuron_ir.compile does it, timing import, each pass and each
     verification separately."""
     times: dict[str, float] = {}
+    # The last compile's module is garbage held in reference cycles (ops and their
+    # blocks point at each other); free it now, or the collector frees it (hundreds of
+    # MB of weights) inside whichever pass of this compile it happens to run in.
+    gc.collect()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     module = neuron_ir.import_model(model)
@@ -74,7 +82,8 @@ def bench(name: str, model: onnx.ModelProto, feeds: dict, args, runs: list | Non
     ``--repeat``, the run times; return the median compile time."""
     shapes = {k: v.shape for k, v in feeds.items()}
     if runs is None:
-        runs = [timed_compile(model, shapes, args.target) for _ in range(args.compile_repeat)]
+        given = compile_input(name, model, args)
+        runs = [timed_compile(given, shapes, args.target) for _ in range(args.compile_repeat)]
     total = [r["total"] for r in runs]
     parts = ", ".join(
         f"{k} {statistics.median(r[k] for r in runs):.2f}"
@@ -104,6 +113,17 @@ def bench(name: str, model: onnx.ModelProto, feeds: dict, args, runs: list | Non
     return statistics.median(total)
 
 
+def compile_input(name: str, model: onnx.ModelProto, args) -> onnx.ModelProto | Path:
+    """What each compile is given: the model's file, as ``neuron-compile`` reads it,
+    or with ``--from-proto`` the ModelProto in memory."""
+    if args.from_proto:
+        return model
+    path = args.workdir / f"{name}.onnx"
+    if not path.exists():
+        path.write_bytes(model.SerializeToString())
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet50", "bert_base"])
@@ -113,7 +133,18 @@ def main() -> int:
     parser.add_argument(
         "--exported", type=Path, default=None, help="folder of tools/export_models.py --big models"
     )
+    parser.add_argument(
+        "--from-proto",
+        action="store_true",
+        help="compile the in-memory ModelProto instead of the model's file",
+    )
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_compile_") as workdir:
+        args.workdir = Path(workdir)
+        return run(args)
+
+
+def run(args) -> int:
     models = {}
     for name in args.models:
         model = zoo.build("bert_base", layers=24) if name == "bert_24" else zoo.build(name)
@@ -132,7 +163,8 @@ def main() -> int:
             for name in order:
                 model, feeds = models[name]
                 shapes = {n: v.shape for n, v in feeds.items()}
-                paired[name].append(timed_compile(model, shapes, args.target))
+                given = compile_input(name, model, args)
+                paired[name].append(timed_compile(given, shapes, args.target))
             ratios.append(paired["bert_24"][-1]["total"] / paired["bert_base"][-1]["total"])
             user_ratios.append(paired["bert_24"][-1]["user"] / paired["bert_base"][-1]["user"])
     for name, (model, feeds) in models.items():
