@@ -148,15 +148,13 @@ _PLAIN_ITEMSIZES = {
 
 
 def _parse_source(data: ByteSource, where: str, base_dir: Path | None) -> _Source:
-    """Parse the model without its large weights when the scan can, whole otherwise
-    (and then protobuf's own error for a broken file)."""
+    """Parse the model without its large weights when the scan can, whole otherwise.
+    A broken file gets protobuf's own error either way: the scan only vouches for the
+    fields it took data out of, and protobuf still parses all the rest."""
     stripped = onnx_wire.strip_weights(data, STRIP_BYTES, _PLAIN_ITEMSIZES)
     if stripped is not None:
-        try:
-            model = _parse_bytes(stripped.skeleton, where)
-            return _Source(model, base_dir, where, True, (data, stripped.weights))
-        except ModelLoadError:
-            pass  # the whole parse below gives the error for the whole file
+        model = _parse_bytes(stripped.skeleton, where)
+        return _Source(model, base_dir, where, True, (data, stripped.weights))
     try:
         whole = data.read(0, data.size)
     except OSError as exc:
