@@ -2,11 +2,12 @@
 """Compile time (per pass) and run time of neuron_ir.compile against onnxruntime.
 
 python tools/bench_compile.py [--models resnet50 bert_base bert_24] [--repeat 5]
-                              [--compile-repeat 3] [--exported DIR] [--from-proto]
+                              [--compile-repeat 3] [--exported DIR] [--from-proto | --fresh]
 
 Per model (batch 1, BERT at sequence 128): the median compile time through the default
 pipeline (import -> nc) of the model's .onnx file (written to a temporary folder first;
-``--from-proto`` gives the compile the ModelProto in memory instead) over
+``--from-proto`` gives the compile the ModelProto in memory instead; ``--fresh`` runs
+each compile in a new process, as ``neuron-compile`` does) over
 ``--compile-repeat`` compiles, with its range, split into
 import, each pass and the one verification compile runs after the last pass; the median run time of
 the compiled model (nc-level interpreter), of the onnx-level interpreter and of
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +41,7 @@ from xdsl.passes import PassPipeline
 import neuron_ir
 from neuron_ir import zoo
 from neuron_ir.compiler import DEFAULT_PIPELINE
-from neuron_ir.testing.bench import exported_models, median_time, spread
+from neuron_ir.testing.bench import exported_model, median_time, spread
 from passes import available_passes
 
 
@@ -77,13 +80,14 @@ def timed_compile(model: onnx.ModelProto | Path, shapes: dict, target: str) -> d
     return times
 
 
-def bench(name: str, model: onnx.ModelProto, feeds: dict, args, runs: list | None = None) -> float:
+def bench(
+    name: str, source: onnx.ModelProto | Path, feeds: dict, args, runs: list | None = None
+) -> float:
     """Print the compile figures of ``runs`` (compiled here if not given) and, with
     ``--repeat``, the run times; return the median compile time."""
     shapes = {k: v.shape for k, v in feeds.items()}
     if runs is None:
-        given = compile_input(name, model, args)
-        runs = [timed_compile(given, shapes, args.target) for _ in range(args.compile_repeat)]
+        runs = [one_compile(source, shapes, args) for _ in range(args.compile_repeat)]
     total = [r["total"] for r in runs]
     parts = ", ".join(
         f"{k} {statistics.median(r[k] for r in runs):.2f}"
@@ -95,6 +99,7 @@ def bench(name: str, model: onnx.ModelProto, feeds: dict, args, runs: list | Non
         f"{name}: compile {statistics.median(total):.2f} s {spread(total)} ({parts} s; CPU {cpu} s)"
     )
     if args.repeat > 0:
+        model = source if isinstance(source, onnx.ModelProto) else onnx.load(source)
         compiled = neuron_ir.compile(model, target=args.target, input_shapes=shapes)
         onnx_level = neuron_ir.Interpreter(neuron_ir.import_model(model))
         options = ort.SessionOptions()
@@ -113,14 +118,37 @@ def bench(name: str, model: onnx.ModelProto, feeds: dict, args, runs: list | Non
     return statistics.median(total)
 
 
-def compile_input(name: str, model: onnx.ModelProto, args) -> onnx.ModelProto | Path:
-    """What each compile is given: the model's file, as ``neuron-compile`` reads it,
-    or with ``--from-proto`` the ModelProto in memory."""
+def fresh_compile(path: Path, shapes: dict, target: str) -> dict[str, float]:
+    """``timed_compile`` in a new Python process, as each ``neuron-compile`` runs: no
+    memory left by an earlier compile to reuse or to free."""
+    code = (
+        "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+        "import bench_compile as b; "
+        "shapes = {k: tuple(v) for k, v in json.loads(sys.argv[3]).items()}; "
+        "print(json.dumps(b.timed_compile(Path(sys.argv[2]), shapes, sys.argv[4])))"
+    )
+    args = [str(Path(__file__).parent), str(path), json.dumps(shapes), target]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def one_compile(source: onnx.ModelProto | Path, shapes: dict, args) -> dict[str, float]:
+    if args.fresh:
+        return fresh_compile(source, shapes, args.target)  # type: ignore[arg-type]
+    return timed_compile(source, shapes, args.target)
+
+
+def model_source(name: str, model: onnx.ModelProto, args) -> onnx.ModelProto | Path:
+    """What each compile is given: the model's file, as ``neuron-compile`` reads it, or
+    with ``--from-proto`` the ModelProto in memory. The file is written once and the
+    proto dropped: memory this process holds makes every compile's page faults dearer
+    on this VM (a 2.5 GB idle process tripled a BERT-24 import's kernel time)."""
     if args.from_proto:
         return model
     path = args.workdir / f"{name}.onnx"
-    if not path.exists():
-        path.write_bytes(model.SerializeToString())
+    path.write_bytes(model.SerializeToString())
     return path
 
 
@@ -138,7 +166,14 @@ def main() -> int:
         action="store_true",
         help="compile the in-memory ModelProto instead of the model's file",
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="each compile in a new process, as neuron-compile runs (needs the file)",
+    )
     args = parser.parse_args()
+    if args.fresh and args.from_proto:
+        parser.error("--fresh compiles the model's file: it cannot take --from-proto")
     with tempfile.TemporaryDirectory(prefix="bench_compile_") as workdir:
         args.workdir = Path(workdir)
         return run(args)
@@ -149,7 +184,8 @@ def run(args) -> int:
     for name in args.models:
         model = zoo.build("bert_base", layers=24) if name == "bert_24" else zoo.build(name)
         feeds = zoo.example_inputs("bert_base" if name == "bert_24" else name, batch=1, seq=128)
-        models[name] = (model, feeds)
+        models[name] = (model_source(name, model, args), feeds)
+        del model
     paired: dict[str, list] = {}
     ratios: list[float] = []
     user_ratios: list[float] = []
@@ -161,14 +197,13 @@ def run(args) -> int:
         for k in range(args.compile_repeat):
             order = ["bert_base", "bert_24"][:: 1 if k % 2 == 0 else -1]
             for name in order:
-                model, feeds = models[name]
+                source, feeds = models[name]
                 shapes = {n: v.shape for n, v in feeds.items()}
-                given = compile_input(name, model, args)
-                paired[name].append(timed_compile(given, shapes, args.target))
+                paired[name].append(one_compile(source, shapes, args))
             ratios.append(paired["bert_24"][-1]["total"] / paired["bert_base"][-1]["total"])
             user_ratios.append(paired["bert_24"][-1]["user"] / paired["bert_base"][-1]["user"])
-    for name, (model, feeds) in models.items():
-        bench(name, model, feeds, args, paired.get(name))
+    for name, (source, feeds) in models.items():
+        bench(name, source, feeds, args, paired.get(name))
     if ratios:
         # The user CPU ratio leaves out the kernel's time (sys), nearly all first-touch
         # page faults on the weights' copy: their count grows with the weights' bytes
@@ -179,8 +214,11 @@ def run(args) -> int:
             f"(medians of {len(ratios)} paired compiles)"
         )
     if args.exported is not None:
-        for name, model, feeds in exported_models(args.exported):
-            bench(name, model, feeds, args)
+        for path in sorted(args.exported.glob("big_*.onnx")):
+            name, model, feeds = exported_model(path)
+            source = model if args.from_proto else path
+            del model
+            bench(name, source, feeds, args)
     return 0
 
 
