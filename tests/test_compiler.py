@@ -296,3 +296,63 @@ def test_data_dependent_results_run_on_the_cpu_not_an_error():
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "n"
     with pytest.raises(PassError, match="input 'x' dim 0"):
         compile(model, "inf1")
+
+
+def _shapes(name: str) -> dict:
+    return {k: v.shape for k, v in zoo.example_inputs(name).items()}
+
+
+def test_compile_parks_the_imported_ir_from_the_collector_and_returns_it(monkeypatch):
+    """During the passes the objects that existed before them are frozen (full
+    collections skip them); afterwards nothing is, and what the passes erased is
+    collected."""
+    import gc
+    import weakref
+
+    from neuron_ir import compiler
+
+    seen = []
+    real = compiler.run_passes
+
+    def watching(module, passes, **kw):
+        seen.append(gc.get_freeze_count())
+        erased = [op for op in module.walk()][-1]
+        seen.append(weakref.ref(erased))
+        return real(module, passes, **kw)
+
+    monkeypatch.setattr(compiler, "run_passes", watching)
+    model = zoo.build("tiny_bert")
+    assert gc.get_freeze_count() == 0
+    compiled = compile(model, input_shapes=_shapes("tiny_bert"))
+    assert seen[0] > 0  # frozen while the passes ran
+    assert gc.get_freeze_count() == 0  # and given back
+    del compiled
+    gc.collect()
+    # An op of the imported module, frozen during the passes, is still garbage the
+    # collector finds once the module is dropped.
+    assert seen[1]() is None
+
+
+def test_compile_leaves_a_callers_frozen_objects_alone():
+    import gc
+
+    model = zoo.build("tiny_bert")
+    shapes = _shapes("tiny_bert")
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        compile(model, input_shapes=shapes)
+        assert gc.get_freeze_count() == frozen  # not unfrozen by the compile
+    finally:
+        gc.unfreeze()
+
+
+def test_frozen_ir_is_given_back_when_a_pass_fails():
+    import gc
+
+    from neuron_ir.compiler import imported_ir_frozen
+
+    with pytest.raises(RuntimeError), imported_ir_frozen():
+        assert gc.get_freeze_count() > 0
+        raise RuntimeError("a pass failed")
+    assert gc.get_freeze_count() == 0
