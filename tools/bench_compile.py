@@ -6,8 +6,9 @@ python tools/bench_compile.py [--models resnet50 bert_base bert_24] [--repeat 5]
 
 Per model (batch 1, BERT at sequence 128): the median compile time through the default
 pipeline (import -> nc) of the model's .onnx file (written to a temporary folder first;
-``--from-proto`` gives the compile the ModelProto in memory instead; ``--fresh`` runs
-each compile in a new process, as ``neuron-compile`` does) over
+``--from-proto`` gives the compile the ModelProto in memory instead, and so keeps every
+model's proto alive in this process, which on a VM makes each compile's page faults
+dearer; ``--fresh`` runs each compile in a new process, as ``neuron-compile`` does) over
 ``--compile-repeat`` compiles, with its range, split into
 import, each pass and the one verification compile runs after the last pass; the median run time of
 the compiled model (nc-level interpreter), of the onnx-level interpreter and of
