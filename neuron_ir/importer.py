@@ -140,6 +140,7 @@ def _load(src: Any) -> _Source:
     )
 
 
+# The types whose raw_data is the array's bytes as they are (not bit-packed, not strings).
 _PLAIN_ITEMSIZES = {
     e.onnx: e.numpy.itemsize
     for e in dtypes.BY_ONNX.values()
@@ -159,9 +160,7 @@ def _parse_source(data: ByteSource, where: str, base_dir: Path | None) -> _Sourc
         whole = data.read(0, data.size)
     except OSError as exc:
         raise ModelLoadError(f"cannot read: {exc.strerror or exc}", where=where) from None
-    model = _parse_bytes(whole, where)
-    del whole
-    return _Source(model, base_dir, where, owned=True)
+    return _Source(_parse_bytes(whole, where), base_dir, where, owned=True)
 
 
 def _parse_bytes(data: bytes, where: str) -> ModelProto:
@@ -550,9 +549,7 @@ def _tensor_bytes(
         )
     if t.data_location == TensorProto.EXTERNAL:
         return elem, _external_bytes(t, elem, source, what)
-    if raw is not None or (
-        t.HasField("raw_data") and not elem.packed and elem.onnx != TensorProto.STRING
-    ):
+    if raw is not None or (t.HasField("raw_data") and elem.onnx in _PLAIN_ITEMSIZES):
         data = t.raw_data if raw is None else raw
         expected = int(np.prod(t.dims, dtype=np.int64)) * elem.numpy.itemsize
         if len(data) != expected:

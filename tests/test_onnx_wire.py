@@ -63,10 +63,10 @@ def _fields_shuffled(message, draw_order) -> bytes:
         values = list(value) if fd.is_repeated else [value]
         for v in values:
             single = type(message)()
-            if fd.is_repeated:
-                getattr(single, fd.name).append(v) if fd.type != fd.TYPE_MESSAGE else getattr(
-                    single, fd.name
-                ).add().CopyFrom(v)
+            if fd.is_repeated and fd.type == fd.TYPE_MESSAGE:
+                getattr(single, fd.name).add().CopyFrom(v)
+            elif fd.is_repeated:
+                getattr(single, fd.name).append(v)
             elif fd.type == fd.TYPE_MESSAGE:
                 getattr(single, fd.name).CopyFrom(v)
             else:
@@ -284,8 +284,8 @@ def test_the_file_is_closed_after_the_import(tmp_path):
     path.write_bytes(_weighted_model().SerializeToString())
     before = set(os.listdir("/proc/self/fd"))
     neuron_ir.import_model(path)
+    path.write_bytes(b"\x0a\x05junk!")
     with pytest.raises(ModelLoadError):
-        path.write_bytes(b"\x0a\x05junk!")
         neuron_ir.import_model(path)
     assert set(os.listdir("/proc/self/fd")) == before
 
